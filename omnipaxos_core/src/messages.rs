@@ -1,0 +1,304 @@
+//! Every message the core sends. Each has a one-line `Display` for traces and logs, e.g.
+//! `1->2 Prepare n=3.0.1 dec=4 acc=2.0.1/5`.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::ballot_leader_election::{BLEMessage, HeartbeatMsg, HeartbeatReply, HeartbeatRequest};
+use crate::{
+    ballot::Ballot,
+    storage::{SnapshotType, StopSign},
+    util::{ConfigurationId, LogIndex, NodeId, Proposal, SequenceNumber},
+};
+
+/// A message of the combined [`crate::OmniPaxos`] facade.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Message<T, S> {
+    /// A Sequence Paxos message.
+    SequencePaxos(PaxosMessage<T, S>),
+    /// A Ballot Leader Election message.
+    BLE(BLEMessage),
+}
+
+impl<T, S> Message<T, S> {
+    /// The sender.
+    pub fn get_sender(&self) -> NodeId {
+        match self {
+            Message::SequencePaxos(m) => m.from,
+            Message::BLE(m) => m.from,
+        }
+    }
+
+    /// The receiver.
+    pub fn get_receiver(&self) -> NodeId {
+        match self {
+            Message::SequencePaxos(m) => m.to,
+            Message::BLE(m) => m.to,
+        }
+    }
+}
+
+impl<T, S> fmt::Display for Message<T, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Message::SequencePaxos(m) => m.fmt(f),
+            Message::BLE(m) => m.fmt(f),
+        }
+    }
+}
+
+/// A Sequence Paxos message with its envelope.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PaxosMessage<T, S> {
+    /// The sender.
+    pub from: NodeId,
+    /// The receiver.
+    pub to: NodeId,
+    /// The sender's configuration; a receiver drops messages of other configurations.
+    pub config_id: ConfigurationId,
+    /// The payload.
+    pub msg: PaxosMsg<T, S>,
+}
+
+impl<T, S> fmt::Display for PaxosMessage<T, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}->{} {}", self.from, self.to, self.msg)
+    }
+}
+
+/// The Sequence Paxos payloads.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum PaxosMsg<T, S> {
+    /// A follower asks the leader to (re)send Prepare: it lost messages or restarted.
+    PrepareReq(PrepareReq),
+    /// Phase 1a of a new leader.
+    Prepare(Prepare),
+    /// Phase 1b: the follower's promise, with the part of its log the leader may lack.
+    Promise(Promise<T, S>),
+    /// The leader's synchronisation of a promised follower's log; starts a new session.
+    AcceptSync(AcceptSync<T, S>),
+    /// Phase 2a: new entries, and the leader's decided index.
+    AcceptDecide(AcceptDecide<T>),
+    /// Phase 2b: the follower's log is durable up to `accepted_idx` in ballot `n`.
+    Accepted(Accepted),
+    /// The receiver's ballot is stale: the follower promised `n`.
+    NotAccepted(NotAccepted),
+    /// The leader's decided index, when there is no AcceptDecide to carry it.
+    Decide(Decide),
+    /// Proposals a non-leader forwards to the leader.
+    ProposalForward(ProposalForward<T>),
+    /// Compaction request.
+    Compaction(Compaction),
+    /// Phase 2a for a StopSign.
+    AcceptStopSign(AcceptStopSign),
+    /// A StopSign a non-leader forwards to the leader.
+    ForwardStopSign(StopSign),
+}
+
+/// See [`PaxosMsg::PrepareReq`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrepareReq {
+    /// The sender's promise.
+    pub n: Ballot,
+}
+
+/// See [`PaxosMsg::Prepare`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prepare {
+    /// The new leader's ballot.
+    pub n: Ballot,
+    /// The leader's decided index.
+    pub decided_idx: LogIndex,
+    /// The round in which the leader's log was last synchronised.
+    pub n_accepted: Ballot,
+    /// The leader's accepted index (log end, plus one for a StopSign).
+    pub accepted_idx: LogIndex,
+}
+
+/// The part of a log a synchronisation transfers. The receiver truncates its log to
+/// `sync_idx` and appends `suffix`; a snapshot, if present, first replaces or extends the
+/// receiver's decided prefix up to `sync_idx`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LogSync<T, S> {
+    /// A snapshot of the decided prefix up to `sync_idx`.
+    pub decided_snapshot: Option<SnapshotType<S>>,
+    /// The entries from `sync_idx` on.
+    pub suffix: Vec<Proposal<T>>,
+    /// Where the suffix starts.
+    pub sync_idx: LogIndex,
+    /// The StopSign after the suffix, if the sender has one.
+    pub stopsign: Option<StopSign>,
+}
+
+/// See [`PaxosMsg::Promise`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Promise<T, S> {
+    /// The ballot promised.
+    pub n: Ballot,
+    /// The round in which the follower's log was last synchronised.
+    pub n_accepted: Ballot,
+    /// The follower's decided index.
+    pub decided_idx: LogIndex,
+    /// The follower's accepted index.
+    pub accepted_idx: LogIndex,
+    /// Entries the leader may lack, if the follower's log is more up to date.
+    pub log_sync: Option<LogSync<T, S>>,
+}
+
+/// See [`PaxosMsg::AcceptSync`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AcceptSync<T, S> {
+    /// The leader's ballot.
+    pub n: Ballot,
+    /// Starts a new session with this follower.
+    pub seq_num: SequenceNumber,
+    /// The leader's decided index.
+    pub decided_idx: LogIndex,
+    /// What the follower must change to hold the leader's log.
+    pub log_sync: LogSync<T, S>,
+}
+
+/// See [`PaxosMsg::AcceptDecide`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AcceptDecide<T> {
+    /// The leader's ballot.
+    pub n: Ballot,
+    /// Position in the session.
+    pub seq_num: SequenceNumber,
+    /// The leader's decided index.
+    pub decided_idx: LogIndex,
+    /// Entries to append after the follower's log end.
+    pub entries: Vec<Proposal<T>>,
+}
+
+/// See [`PaxosMsg::Accepted`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    /// The leader's ballot.
+    pub n: Ballot,
+    /// The follower's log (including a StopSign) is durable up to here.
+    pub accepted_idx: LogIndex,
+}
+
+/// See [`PaxosMsg::NotAccepted`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotAccepted {
+    /// The follower's promise, higher than the sender's ballot.
+    pub n: Ballot,
+}
+
+/// See [`PaxosMsg::Decide`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decide {
+    /// The leader's ballot.
+    pub n: Ballot,
+    /// Position in the session.
+    pub seq_num: SequenceNumber,
+    /// The leader's decided index.
+    pub decided_idx: LogIndex,
+}
+
+/// See [`PaxosMsg::ProposalForward`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProposalForward<T> {
+    /// The proposals, in the order the sender appended them.
+    pub proposals: Vec<Proposal<T>>,
+    /// Every proposal of the sender (this incarnation) with a lower sequence number is settled:
+    /// the leader may forget them when it removes duplicates.
+    pub settled_below: u64,
+}
+
+/// See [`PaxosMsg::Compaction`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Compaction {
+    /// Trim up to this index (every server has decided it).
+    Trim(LogIndex),
+    /// Snapshot up to this index, or up to the decided index.
+    Snapshot(Option<LogIndex>),
+}
+
+/// See [`PaxosMsg::AcceptStopSign`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AcceptStopSign {
+    /// The leader's ballot.
+    pub n: Ballot,
+    /// Position in the session.
+    pub seq_num: SequenceNumber,
+    /// The StopSign, placed at the follower's log end.
+    pub ss: StopSign,
+}
+
+impl<T, S> fmt::Display for PaxosMsg<T, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PaxosMsg::PrepareReq(m) => write!(f, "PrepareReq n={}", m.n),
+            PaxosMsg::Prepare(m) => write!(
+                f,
+                "Prepare n={} dec={} acc={}/{}",
+                m.n, m.decided_idx, m.n_accepted, m.accepted_idx
+            ),
+            PaxosMsg::Promise(m) => {
+                write!(
+                    f,
+                    "Promise n={} dec={} acc={}/{}",
+                    m.n, m.decided_idx, m.n_accepted, m.accepted_idx
+                )?;
+                if let Some(sync) = &m.log_sync {
+                    write!(f, " {sync}")?;
+                }
+                Ok(())
+            }
+            PaxosMsg::AcceptSync(m) => {
+                write!(f, "AcceptSync n={} seq={} dec={} {}", m.n, m.seq_num, m.decided_idx, m.log_sync)
+            }
+            PaxosMsg::AcceptDecide(m) => write!(
+                f,
+                "AcceptDecide n={} seq={} dec={} entries={}",
+                m.n,
+                m.seq_num,
+                m.decided_idx,
+                m.entries.len()
+            ),
+            PaxosMsg::Accepted(m) => write!(f, "Accepted n={} acc={}", m.n, m.accepted_idx),
+            PaxosMsg::NotAccepted(m) => write!(f, "NotAccepted n={}", m.n),
+            PaxosMsg::Decide(m) => write!(f, "Decide n={} seq={} dec={}", m.n, m.seq_num, m.decided_idx),
+            PaxosMsg::ProposalForward(m) => write!(
+                f,
+                "ProposalForward proposals={} settled_below={}",
+                m.proposals.len(),
+                m.settled_below
+            ),
+            PaxosMsg::Compaction(Compaction::Trim(idx)) => write!(f, "Compaction Trim({idx})"),
+            PaxosMsg::Compaction(Compaction::Snapshot(idx)) => {
+                write!(f, "Compaction Snapshot({idx:?})")
+            }
+            PaxosMsg::AcceptStopSign(m) => write!(
+                f,
+                "AcceptStopSign n={} seq={} next_config={}",
+                m.n, m.seq_num, m.ss.next_config.configuration_id
+            ),
+            PaxosMsg::ForwardStopSign(ss) => {
+                write!(f, "ForwardStopSign next_config={}", ss.next_config.configuration_id)
+            }
+        }
+    }
+}
+
+impl<T, S> fmt::Display for LogSync<T, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let snapshot = match &self.decided_snapshot {
+            None => "",
+            Some(SnapshotType::Complete(_)) => " snapshot=complete",
+            Some(SnapshotType::Delta(_)) => " snapshot=delta",
+        };
+        write!(
+            f,
+            "sync={}+{}{}{}",
+            self.sync_idx,
+            self.suffix.len(),
+            snapshot,
+            if self.stopsign.is_some() { " +ss" } else { "" }
+        )
+    }
+}

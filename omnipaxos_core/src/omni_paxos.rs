@@ -1,0 +1,2 @@
+//! STUB: being written.
+pub struct OmniPaxos {}

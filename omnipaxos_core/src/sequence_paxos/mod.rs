@@ -1,0 +1,2 @@
+//! STUB: being written.
+pub use crate::config::SequencePaxosConfig;
