@@ -19,15 +19,18 @@ pub enum ProposeErr<T> {
     /// The proposed next configuration is invalid.
     #[error("invalid next configuration: {0}")]
     ConfigError(ConfigError, ClusterConfig, Option<Vec<u8>>),
+    /// The next configuration's id must be greater than the current one.
+    #[error("the next configuration id {} is not greater than the current one", .0.configuration_id)]
+    ConfigurationIdNotIncreasing(ClusterConfig, Option<Vec<u8>>),
     /// Too many proposals wait (`buffer_size`); try again after outgoing messages were sent.
     #[error("too many pending proposals (limit {1})")]
     BufferFull(T, usize),
     /// The storage failed earlier; this replica accepts nothing until it is restarted.
     #[error("the replica stopped after a storage failure")]
     Stopped(T),
-    /// Writing the proposal failed; the replica has stopped.
+    /// Writing the proposal failed; the replica has stopped and the proposal is lost with it.
     #[error("storage failed: {0}")]
-    Storage(#[source] StorageError, T),
+    Storage(#[source] StorageError),
 }
 
 /// Why `trim` or `snapshot` refused.

@@ -1,2 +1,553 @@
-//! STUB: being written.
+//! Sequence Paxos: one replica of the replicated log.
+//!
+//! ```text
+//!   handle_leader(ballot) ─┐         ┌─► take_outgoing_messages(buf)  (flush, then release)
+//!   handle(message) ───────┼─► role ─┤
+//!   append / reconfigure ──┤  handler└─► storage.write_atomically(ops)  (buffered writes)
+//!   tick() ────────────────┘
+//! ```
+//!
+//! Roles are an enum that owns its data: a [`Role::Follower`] is in phase Idle, Prepare, Accept
+//! or Recover; a [`Role::Leader`] is in phase Prepare (collecting promises) or Accept. Every
+//! message is checked once at [`SequencePaxos::handle`] (receiver, sender, configuration) and
+//! then goes to one `handle_<message>` function.
+//!
+//! Key decision: messages are queued, never sent directly, and the only way out is
+//! `take_outgoing_messages`, which first flushes storage. So no Promise, Accepted or any other
+//! message can leave before the writes it depends on are durable, and one flush covers every
+//! message handled since the last call (group commit).
+
+mod context;
+mod follower;
+mod leader;
+mod proposals;
+mod read;
+mod roles;
+
+use std::fmt::Debug;
+
+pub use proposals::{DropReason, ProposalOutcome};
+
 pub use crate::config::SequencePaxosConfig;
+use crate::{
+    ballot::Ballot,
+    config::ConfigError,
+    errors::{CompactionErr, ProposeErr, ReplicaError},
+    messages::{Compaction, PaxosMessage, PaxosMsg, PrepareReq},
+    storage::{ClusterConfig, Snapshot, StopSign, Storage, StorageError, StorageOp},
+    util::{LogIndex, NodeId, Proposal, ProposalId},
+};
+use context::{Context, DurableState};
+use follower::{Follower, FollowerPhase};
+use leader::Leader;
+
+/// A replica's role, owning the data only that role has.
+enum Role<T, S> {
+    Follower(Follower<T, S>),
+    Leader(Leader<T, S>),
+}
+
+/// One replica of the replicated log. See the module docs.
+pub struct SequencePaxos<T, S, B> {
+    ctx: Context<T, S, B>,
+    role: Role<T, S>,
+    /// The highest leader ballot known (from `handle_leader` or a Prepare). Forwards go to it.
+    leader: Ballot,
+    /// A StopSign forwarded to the leader and not yet in the log.
+    pending_stopsign: Option<StopSign>,
+    flush_batch_ticks: u64,
+    resend_clock: u64,
+    flush_clock: u64,
+    dispatch: Option<tracing::Dispatch>,
+}
+
+/// Runs `f` under the replica's own log file, if it has one.
+macro_rules! logged {
+    ($self:ident, $body:expr) => {{
+        match $self.dispatch.clone() {
+            Some(dispatch) => tracing::dispatcher::with_default(&dispatch, || $body),
+            None => $body,
+        }
+    }};
+}
+
+impl<T, S, B> SequencePaxos<T, S, B>
+where
+    T: Clone + Debug,
+    S: Snapshot<T>,
+    B: Storage<T, S>,
+{
+    /// Creates a replica over `storage`, which may hold state from an earlier run.
+    ///
+    /// # Panics
+    /// If the configuration is invalid or the storage fails: use [`SequencePaxos::try_with`] to
+    /// get these as errors.
+    pub fn with(config: SequencePaxosConfig, storage: B) -> Self {
+        match Self::try_with(config, storage) {
+            Ok(sp) => sp,
+            Err(e) => panic!("cannot create SequencePaxos: {e}"),
+        }
+    }
+
+    /// Creates a replica over `storage`, which may hold state from an earlier run. If the storage
+    /// holds a promise, the replica starts recovering at once (as after
+    /// [`SequencePaxos::fail_recovery`]); it never overwrites a persisted promise.
+    pub fn try_with(config: SequencePaxosConfig, storage: B) -> Result<Self, CreateError> {
+        config.validate()?;
+        let dispatch = match config.log_file_path() {
+            Some(path) => Some(crate::config::file_dispatch(path, config.pid())?),
+            None => None,
+        };
+        let state = load_state(&storage)?;
+        let mut ctx = Context::new(
+            config.pid(),
+            config.peers().to_vec(),
+            config.configuration_id(),
+            config.quorum(),
+            config.batch_size(),
+            config.buffer_size(),
+            config.resend_message_tick_timeout(),
+            storage,
+            state,
+        );
+        let incarnation = ctx.state.incarnation + 1;
+        ctx.write(vec![StorageOp::SetIncarnation(incarnation)])?;
+        ctx.ledger = proposals::ProposalLedger::new(ctx.pid, incarnation, ctx.buffer_size);
+        let recovering = !ctx.state.promise.is_initial();
+        let mut sp = SequencePaxos {
+            leader: ctx.state.promise,
+            ctx,
+            role: Role::Follower(Follower::new(FollowerPhase::Idle)),
+            pending_stopsign: None,
+            flush_batch_ticks: config.flush_batch_tick_timeout(),
+            resend_clock: 0,
+            flush_clock: 0,
+            dispatch,
+        };
+        if recovering {
+            sp.fail_recovery();
+        }
+        Ok(sp)
+    }
+
+    /// Call after restarting from persisted storage: the replica asks every peer for the current
+    /// leader's Prepare (PrepareReq) and takes no part in the accept phase until it is
+    /// synchronised again. Its persisted promise stays in force.
+    pub fn fail_recovery(&mut self) {
+        logged!(self, {
+            tracing::info!(pid = self.ctx.pid, promise = %self.ctx.state.promise, "recovering");
+            self.become_follower(FollowerPhase::Recover);
+            let n = self.ctx.state.promise;
+            for peer in self.ctx.peers.clone() {
+                self.ctx.send(peer, PaxosMsg::PrepareReq(PrepareReq { n }));
+            }
+        })
+    }
+
+    /// Tells the replica which ballot Ballot Leader Election elected. If it is this replica's own
+    /// ballot and higher than its promise, the replica becomes leader and sends Prepare;
+    /// otherwise the ballot only tells where to forward proposals.
+    pub fn handle_leader(&mut self, n: Ballot) -> Result<(), ReplicaError> {
+        logged!(self, self.handle_leader_inner(n))
+    }
+
+    fn handle_leader_inner(&mut self, n: Ballot) -> Result<(), ReplicaError> {
+        self.check_running()?;
+        if n.config_id != self.ctx.config_id {
+            tracing::debug!(pid = self.ctx.pid, ballot = %n, "leader ballot of another configuration ignored");
+            return Ok(());
+        }
+        if n > self.leader {
+            self.leader = n;
+        }
+        if n.pid == self.ctx.pid && n > self.ctx.state.promise {
+            self.become_leader(n)?;
+        }
+        Ok(())
+    }
+
+    /// Handles one incoming message. Messages for another receiver, from unknown nodes or of
+    /// another configuration are dropped (logged at debug level).
+    pub fn handle(&mut self, m: PaxosMessage<T, S>) -> Result<(), ReplicaError> {
+        logged!(self, self.handle_inner(m))
+    }
+
+    fn handle_inner(&mut self, m: PaxosMessage<T, S>) -> Result<(), ReplicaError> {
+        self.check_running()?;
+        if m.to != self.ctx.pid || !self.ctx.peers.contains(&m.from) || m.config_id != self.ctx.config_id {
+            tracing::debug!(pid = self.ctx.pid, message = %m, "dropped: wrong receiver, unknown sender or other configuration");
+            return Ok(());
+        }
+        tracing::trace!(message = %m, "handle");
+        let from = m.from;
+        let result = match m.msg {
+            PaxosMsg::PrepareReq(req) => self.handle_prepare_req(from, req),
+            PaxosMsg::Prepare(prep) => self.handle_prepare(from, prep),
+            PaxosMsg::Promise(prom) => self.with_leader(|l, ctx| l.handle_promise(ctx, from, prom)),
+            PaxosMsg::AcceptSync(sync) => self.handle_accept_sync(from, sync),
+            PaxosMsg::AcceptDecide(acc) => {
+                self.with_follower(|f, ctx| f.handle_accept_decide(ctx, from, acc))
+            }
+            PaxosMsg::Accepted(acc) => self.with_leader(|l, ctx| l.handle_accepted(ctx, from, acc)),
+            PaxosMsg::NotAccepted(na) => self.handle_not_accepted(from, na.n),
+            PaxosMsg::Decide(dec) => self.with_follower(|f, ctx| f.handle_decide(ctx, from, dec)),
+            PaxosMsg::ProposalForward(fwd) => self.handle_proposal_forward(from, fwd),
+            PaxosMsg::Compaction(c) => self.handle_compaction(from, c),
+            PaxosMsg::AcceptStopSign(acc) => {
+                self.with_follower(|f, ctx| f.handle_accept_stopsign(ctx, from, acc))
+            }
+            PaxosMsg::ForwardStopSign(ss) => self.handle_forward_stopsign(ss),
+        };
+        self.after_step();
+        result.map_err(ReplicaError::from)
+    }
+
+    /// Appends an entry to the replicated log; works on every replica (followers forward it to
+    /// the leader). Returns the proposal's id; its fate is reported by
+    /// [`SequencePaxos::take_proposal_outcomes`].
+    pub fn append(&mut self, entry: T) -> Result<ProposalId, ProposeErr<T>> {
+        logged!(self, self.append_inner(entry))
+    }
+
+    fn append_inner(&mut self, entry: T) -> Result<ProposalId, ProposeErr<T>> {
+        if self.ctx.stopped {
+            return Err(ProposeErr::Stopped(entry));
+        }
+        if self.ctx.state.stopsign.is_some() || self.pending_stopsign.is_some() {
+            return Err(ProposeErr::PendingReconfigEntry(entry));
+        }
+        if self.pending_count() >= self.ctx.buffer_size {
+            return Err(ProposeErr::BufferFull(entry, self.ctx.buffer_size));
+        }
+        let id = self.ctx.ledger.next_id();
+        let proposal = Proposal { id, entry };
+        let result = match &mut self.role {
+            Role::Leader(leader) => leader.propose(&mut self.ctx, proposal),
+            Role::Follower(_) => {
+                self.ctx.ledger.record_waiting(proposal);
+                self.maybe_forward_proposals();
+                Ok(())
+            }
+        };
+        self.after_step();
+        result.map(|()| id).map_err(ProposeErr::Storage)
+    }
+
+    /// Proposes a StopSign that ends this configuration and names the next one. Once it is
+    /// decided, [`SequencePaxos::is_reconfigured`] returns it and `append` fails.
+    pub fn reconfigure(&mut self, new_configuration: ClusterConfig, metadata: Option<Vec<u8>>) -> Result<(), ProposeErr<T>> {
+        logged!(self, self.reconfigure_inner(new_configuration, metadata))
+    }
+
+    fn reconfigure_inner(&mut self, next: ClusterConfig, metadata: Option<Vec<u8>>) -> Result<(), ProposeErr<T>> {
+        if next.configuration_id <= self.ctx.config_id {
+            return Err(ProposeErr::ConfigurationIdNotIncreasing(next, metadata));
+        }
+        if let Err(e) = validate_next_config(&next) {
+            return Err(ProposeErr::ConfigError(e, next, metadata));
+        }
+        if self.ctx.state.stopsign.is_some() || self.pending_stopsign.is_some() {
+            return Err(ProposeErr::PendingReconfigConfig(next, metadata));
+        }
+        let ss = StopSign::with(next, metadata);
+        let result = match &mut self.role {
+            Role::Leader(leader) => leader.propose_stopsign(&mut self.ctx, ss),
+            Role::Follower(_) => {
+                self.pending_stopsign = Some(ss);
+                self.maybe_forward_stopsign();
+                Ok(())
+            }
+        };
+        self.after_step();
+        result.map_err(ProposeErr::Storage)
+    }
+
+    /// Advances logical time by one tick: flushes a partial batch every
+    /// `flush_batch_tick_timeout` ticks and resends possibly lost messages every
+    /// `resend_message_tick_timeout` ticks.
+    pub fn tick(&mut self) -> Result<(), ReplicaError> {
+        logged!(self, self.tick_inner())
+    }
+
+    fn tick_inner(&mut self) -> Result<(), ReplicaError> {
+        self.check_running()?;
+        self.ctx.now += 1;
+        self.flush_clock += 1;
+        self.resend_clock += 1;
+        if self.flush_clock >= self.flush_batch_ticks {
+            self.flush_clock = 0;
+            if let Role::Leader(leader) = &mut self.role {
+                leader.flush_batch(&mut self.ctx)?;
+            }
+        }
+        if self.resend_clock >= self.ctx.resend_ticks {
+            self.resend_clock = 0;
+            self.resend()?;
+        }
+        self.after_step();
+        Ok(())
+    }
+
+    /// Flushes storage, then moves every queued message into `buffer` (appending; the caller's
+    /// buffer is reused). This is the replica's durability point: call it after handling a batch
+    /// of messages and send what it returns, also on a single-node cluster, where it is what lets
+    /// entries become decided.
+    pub fn take_outgoing_messages(&mut self, buffer: &mut Vec<PaxosMessage<T, S>>) -> Result<(), ReplicaError> {
+        logged!(self, self.take_outgoing_inner(buffer))
+    }
+
+    fn take_outgoing_inner(&mut self, buffer: &mut Vec<PaxosMessage<T, S>>) -> Result<(), ReplicaError> {
+        self.check_running()?;
+        self.ctx.flush()?;
+        if let Role::Leader(leader) = &mut self.role {
+            leader.after_flush(&mut self.ctx)?;
+            // Deciding may have written the decided index; it need not be durable to send Decide.
+        }
+        if buffer.is_empty() {
+            std::mem::swap(buffer, &mut self.ctx.outgoing);
+        } else {
+            buffer.append(&mut self.ctx.outgoing);
+        }
+        if let Role::Leader(leader) = &mut self.role {
+            leader.messages_taken();
+        }
+        if let Role::Follower(follower) = &mut self.role {
+            follower.messages_taken();
+        }
+        Ok(())
+    }
+
+    /// Moves the outcomes of this replica's own proposals (decided at an index, or dropped) into
+    /// `buffer`. At most `buffer_size` outcomes are kept if they are never taken.
+    pub fn take_proposal_outcomes(&mut self, buffer: &mut Vec<(ProposalId, ProposalOutcome)>) {
+        self.ctx.ledger.take_outcomes(buffer);
+    }
+
+    /// A peer's connection was re-established (messages may have been lost): if it is the
+    /// leader, ask it to synchronise this replica again.
+    pub fn reconnected(&mut self, pid: NodeId) {
+        logged!(self, {
+            if pid == self.ctx.pid || !self.ctx.peers.contains(&pid) || self.ctx.stopped {
+                return;
+            }
+            match &mut self.role {
+                Role::Follower(_) if self.ctx.state.promise.pid == pid => {
+                    self.become_follower(FollowerPhase::Recover);
+                    let n = self.ctx.state.promise;
+                    self.ctx.send(pid, PaxosMsg::PrepareReq(PrepareReq { n }));
+                }
+                Role::Leader(leader) => leader.reconnected(&mut self.ctx, pid),
+                Role::Follower(_) => {}
+            }
+        })
+    }
+
+    /// Compacts the log up to `trim_idx` (or as far as allowed) on every replica. Only the
+    /// leader can trim, and only what every replica has accepted and the leader decided.
+    pub fn trim(&mut self, trim_idx: Option<LogIndex>) -> Result<(), CompactionErr> {
+        logged!(self, {
+            let result = match &mut self.role {
+                Role::Leader(leader) => leader.trim(&mut self.ctx, trim_idx),
+                Role::Follower(_) => Err(CompactionErr::NotCurrentLeader(self.leader.pid)),
+            };
+            self.after_step();
+            result
+        })
+    }
+
+    /// Replaces the decided prefix up to `compact_idx` (default: the decided index) with a
+    /// snapshot. With `local_only == false`, every other replica is asked to do the same.
+    pub fn snapshot(&mut self, compact_idx: Option<LogIndex>, local_only: bool) -> Result<(), CompactionErr> {
+        logged!(self, {
+            let idx = self.snapshot_local(compact_idx)?;
+            if !local_only {
+                for peer in self.ctx.peers.clone() {
+                    self.ctx.send(peer, PaxosMsg::Compaction(Compaction::Snapshot(Some(idx))));
+                }
+            }
+            self.after_step();
+            Ok(())
+        })
+    }
+
+    /// The decided StopSign, once this configuration is over.
+    pub fn is_reconfigured(&self) -> Option<StopSign> {
+        if self.ctx.state.stopsign_decided() {
+            self.ctx.state.stopsign.clone()
+        } else {
+            None
+        }
+    }
+
+    /// Length of the decided prefix: entries `[0, decided_idx)` are decided.
+    pub fn get_decided_idx(&self) -> LogIndex {
+        self.ctx.state.decided_idx
+    }
+
+    /// Entries below this index are compacted.
+    pub fn get_compacted_idx(&self) -> LogIndex {
+        self.ctx.state.compacted_idx
+    }
+
+    /// The accepted index: the local log end, plus one for a StopSign.
+    pub fn get_accepted_idx(&self) -> LogIndex {
+        self.ctx.state.accepted_idx()
+    }
+
+    /// The promised ballot.
+    pub fn get_promise(&self) -> Ballot {
+        self.ctx.state.promise
+    }
+
+    /// The leader this replica follows (the owner of its promise), if any.
+    pub fn get_current_leader(&self) -> Option<NodeId> {
+        let promise = self.ctx.state.promise;
+        (!promise.is_initial()).then_some(promise.pid)
+    }
+
+    /// True if this replica is the leader and in its accept phase: it can decide entries.
+    pub fn is_accepting_leader(&self) -> bool {
+        matches!(&self.role, Role::Leader(l) if l.is_accepting())
+    }
+
+    /// True after a storage failure: the replica refuses all work until it is restarted.
+    pub fn is_stopped(&self) -> bool {
+        self.ctx.stopped
+    }
+
+    /// This replica's id.
+    pub fn pid(&self) -> NodeId {
+        self.ctx.pid
+    }
+
+    /// The storage, for inspection.
+    pub fn storage(&self) -> &B {
+        &self.ctx.storage
+    }
+
+    /// Checks the invariants of the replica's state; the simulator calls it after every event.
+    /// Panics on a violation (a bug in this crate).
+    pub fn check_invariants(&self) {
+        self.ctx.state.check_invariants();
+        if let Role::Leader(leader) = &self.role {
+            leader.check_invariants(&self.ctx);
+        }
+    }
+
+    fn check_running(&self) -> Result<(), ReplicaError> {
+        if self.ctx.stopped {
+            Err(ReplicaError::Stopped)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn pending_count(&self) -> usize {
+        let in_role = match &self.role {
+            Role::Leader(leader) => leader.pending_count(),
+            Role::Follower(_) => 0,
+        };
+        in_role + self.ctx.ledger.waiting_count()
+    }
+
+    /// Runs after every input: checks invariants in debug builds.
+    fn after_step(&mut self) {
+        if cfg!(debug_assertions) && !self.ctx.stopped {
+            self.check_invariants();
+        }
+    }
+
+    fn with_leader<F>(&mut self, f: F) -> Result<(), StorageError>
+    where
+        F: FnOnce(&mut Leader<T, S>, &mut Context<T, S, B>) -> Result<(), StorageError>,
+    {
+        match &mut self.role {
+            Role::Leader(leader) => f(leader, &mut self.ctx),
+            Role::Follower(_) => {
+                tracing::debug!(pid = self.ctx.pid, "leader message dropped: not the leader");
+                Ok(())
+            }
+        }
+    }
+
+    fn with_follower<F>(&mut self, f: F) -> Result<(), StorageError>
+    where
+        F: FnOnce(&mut Follower<T, S>, &mut Context<T, S, B>) -> Result<follower::Reaction, StorageError>,
+    {
+        let reaction = match &mut self.role {
+            Role::Follower(follower) => f(follower, &mut self.ctx)?,
+            Role::Leader(_) => {
+                tracing::debug!(pid = self.ctx.pid, "follower message dropped: this replica leads");
+                return Ok(());
+            }
+        };
+        self.react(reaction)
+    }
+
+    fn react(&mut self, reaction: follower::Reaction) -> Result<(), StorageError> {
+        match reaction {
+            follower::Reaction::None => Ok(()),
+            follower::Reaction::Recover(leader) => {
+                self.become_follower(FollowerPhase::Recover);
+                let n = self.ctx.state.promise;
+                self.ctx.send(leader, PaxosMsg::PrepareReq(PrepareReq { n }));
+                Ok(())
+            }
+            follower::Reaction::Synced => {
+                self.maybe_forward_proposals();
+                self.maybe_forward_stopsign();
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Why a replica could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// Reading or writing the storage failed.
+    #[error("storage failed: {0}")]
+    Storage(#[from] StorageError),
+}
+
+/// Loads the durable state from storage and checks that it is consistent.
+fn load_state<T, S, B: Storage<T, S>>(storage: &B) -> Result<DurableState, StorageError> {
+    let state = DurableState {
+        promise: storage.get_promise()?.unwrap_or_default(),
+        accepted_round: storage.get_accepted_round()?.unwrap_or_default(),
+        decided_idx: storage.get_decided_idx()?,
+        log_end: storage.get_log_end()?,
+        compacted_idx: storage.get_compacted_idx()?,
+        stopsign: storage.get_stopsign()?,
+        incarnation: storage.get_incarnation()?,
+    };
+    let consistent = state.compacted_idx <= state.log_end
+        && state.compacted_idx <= state.decided_idx
+        && state.decided_idx <= state.accepted_idx()
+        && state.accepted_round <= state.promise;
+    if !consistent {
+        return Err(StorageError::Corrupt {
+            file: "<storage>".into(),
+            offset: 0,
+            reason: "stored indices or ballots contradict each other",
+        });
+    }
+    Ok(state)
+}
+
+/// Checks a proposed next configuration.
+fn validate_next_config(next: &ClusterConfig) -> Result<(), ConfigError> {
+    let mut config = SequencePaxosConfig::default();
+    let (pid, peers) = match next.nodes.split_first() {
+        Some((&pid, peers)) => (pid, peers.to_vec()),
+        None => (0, Vec::new()),
+    };
+    config.set_configuration_id(next.configuration_id);
+    config.set_pid(pid);
+    config.set_peers(peers);
+    config.set_flexible_quorum(next.flexible_quorum);
+    config.validate()
+}

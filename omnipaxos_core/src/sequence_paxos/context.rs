@@ -1,0 +1,332 @@
+//! The state every role shares: durable state (cached), storage, outgoing messages, proposals.
+//!
+//! Durable state is changed only through [`Context::write`], which writes to storage first and
+//! updates the in-memory cache only after the write returned `Ok`: memory never runs ahead of
+//! storage. Messages queued here leave only through
+//! [`super::SequencePaxos::take_outgoing_messages`], after the storage flush: persist before send.
+
+use std::marker::PhantomData;
+
+use crate::{
+    ballot::Ballot,
+    messages::{LogSync, PaxosMessage, PaxosMsg},
+    storage::{SnapshotType, StopSign, Storage, StorageError, StorageOp},
+    util::{ConfigurationId, LogIndex, NodeId, Proposal, Quorum},
+};
+
+use super::proposals::ProposalLedger;
+
+/// In-memory copy of the replica's durable state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct DurableState {
+    /// Highest ballot promised. Invariant: never decreases, also across restarts.
+    pub(crate) promise: Ballot,
+    /// Ballot in which the log was last synchronised. Invariant: `accepted_round <= promise`.
+    pub(crate) accepted_round: Ballot,
+    /// Length of the decided prefix. Invariant: `compacted_idx <= decided_idx <= accepted_idx()`.
+    pub(crate) decided_idx: LogIndex,
+    /// One past the last entry. Invariant: `compacted_idx <= log_end`.
+    pub(crate) log_end: LogIndex,
+    /// Entries below this are compacted.
+    pub(crate) compacted_idx: LogIndex,
+    /// The StopSign at `log_end`, if any.
+    pub(crate) stopsign: Option<StopSign>,
+    /// This process's incarnation.
+    pub(crate) incarnation: u64,
+}
+
+impl DurableState {
+    /// The accepted index: the log end, plus one for a StopSign.
+    pub(crate) fn accepted_idx(&self) -> LogIndex {
+        self.log_end + u64::from(self.stopsign.is_some())
+    }
+
+    /// True if a StopSign is decided: the log is sealed for good.
+    pub(crate) fn stopsign_decided(&self) -> bool {
+        self.stopsign.is_some() && self.decided_idx == self.accepted_idx()
+    }
+
+    /// Applies one op as the storage will. Storage validated it; we assert what must hold.
+    fn apply<T, S>(&mut self, op: &StorageOp<T, S>) {
+        match op {
+            StorageOp::AppendEntries(entries) => self.log_end += entries.len() as LogIndex,
+            StorageOp::AppendOnPrefix(from, entries) => {
+                assert!(*from >= self.compacted_idx, "truncation below the compacted index");
+                self.log_end = from + entries.len() as LogIndex;
+            }
+            StorageOp::SetPromise(b) => self.promise = *b,
+            StorageOp::SetAcceptedRound(b) => self.accepted_round = *b,
+            StorageOp::SetDecidedIdx(idx) => self.decided_idx = *idx,
+            StorageOp::SetStopSign(ss) => self.stopsign = ss.clone(),
+            StorageOp::Trim(idx) => {
+                self.compacted_idx = (*idx).max(self.compacted_idx);
+                self.log_end = self.log_end.max(self.compacted_idx);
+            }
+            StorageOp::SetSnapshot(_) => {}
+            StorageOp::SetIncarnation(i) => self.incarnation = *i,
+        }
+    }
+
+    /// Checks the invariants that relate the fields. Programmer errors panic.
+    pub(crate) fn check_invariants(&self) {
+        assert!(self.compacted_idx <= self.log_end, "compacted beyond the log end: {self:?}");
+        assert!(self.compacted_idx <= self.decided_idx, "compacted beyond decided: {self:?}");
+        assert!(self.decided_idx <= self.accepted_idx(), "decided beyond accepted: {self:?}");
+        assert!(self.accepted_round <= self.promise, "accepted round above promise: {self:?}");
+    }
+}
+
+/// Everything the roles share. Handlers borrow it next to their role state.
+pub(crate) struct Context<T, S, B> {
+    pub(crate) pid: NodeId,
+    pub(crate) peers: Vec<NodeId>,
+    pub(crate) config_id: ConfigurationId,
+    pub(crate) quorum: Quorum,
+    pub(crate) batch_size: usize,
+    pub(crate) buffer_size: usize,
+    pub(crate) resend_ticks: u64,
+    pub(crate) storage: B,
+    pub(crate) state: DurableState,
+    /// Messages waiting for the next flush. Never handed out before it.
+    pub(crate) outgoing: Vec<PaxosMessage<T, S>>,
+    /// True if storage holds writes that were not flushed yet.
+    pub(crate) unflushed: bool,
+    /// Set after a storage failure: the replica refuses everything (fail-stop).
+    pub(crate) stopped: bool,
+    pub(crate) ledger: ProposalLedger<T>,
+    /// Ticks since start; used to pace retries.
+    pub(crate) now: u64,
+    _snapshot: PhantomData<S>,
+}
+
+impl<T, S, B> Context<T, S, B>
+where
+    T: Clone + std::fmt::Debug,
+    S: crate::storage::Snapshot<T>,
+    B: Storage<T, S>,
+{
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        pid: NodeId,
+        peers: Vec<NodeId>,
+        config_id: ConfigurationId,
+        quorum: Quorum,
+        batch_size: usize,
+        buffer_size: usize,
+        resend_ticks: u64,
+        storage: B,
+        state: DurableState,
+    ) -> Self {
+        let ledger = ProposalLedger::new(pid, state.incarnation, buffer_size);
+        Context {
+            pid,
+            peers,
+            config_id,
+            quorum,
+            batch_size,
+            buffer_size,
+            resend_ticks,
+            storage,
+            state,
+            outgoing: Vec::new(),
+            unflushed: false,
+            stopped: false,
+            ledger,
+            now: 0,
+            _snapshot: PhantomData,
+        }
+    }
+
+    /// Writes `ops` atomically, then updates the cache. On failure the replica stops and every
+    /// queued message is discarded: nothing that depends on the failed write may leave.
+    pub(crate) fn write(&mut self, ops: Vec<StorageOp<T, S>>) -> Result<(), StorageError> {
+        if self.stopped {
+            return Err(StorageError::Poisoned);
+        }
+        let mut next = self.state.clone();
+        for op in &ops {
+            next.apply(op);
+        }
+        match self.storage.write_atomically(ops) {
+            Ok(()) => {
+                next.check_invariants();
+                self.state = next;
+                self.unflushed = true;
+                Ok(())
+            }
+            Err(e) => {
+                self.fail(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Flushes storage if anything is unflushed.
+    pub(crate) fn flush(&mut self) -> Result<(), StorageError> {
+        if self.stopped {
+            return Err(StorageError::Poisoned);
+        }
+        if !self.unflushed {
+            return Ok(());
+        }
+        match self.storage.flush() {
+            Ok(()) => {
+                self.unflushed = false;
+                Ok(())
+            }
+            Err(e) => {
+                self.fail(&e);
+                Err(e)
+            }
+        }
+    }
+
+    fn fail(&mut self, e: &StorageError) {
+        tracing::error!(pid = self.pid, error = %e, "storage failed; the replica stops");
+        self.stopped = true;
+        self.outgoing.clear();
+    }
+
+    /// Queues a message for `to`.
+    pub(crate) fn send(&mut self, to: NodeId, msg: PaxosMsg<T, S>) {
+        debug_assert_ne!(to, self.pid, "a replica never sends to itself");
+        self.outgoing.push(PaxosMessage { from: self.pid, to, config_id: self.config_id, msg });
+    }
+
+    /// Reads `[from, to)` from storage; a failure stops the replica.
+    pub(crate) fn read_entries(&mut self, from: LogIndex, to: LogIndex) -> Result<Vec<Proposal<T>>, StorageError> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        self.storage.get_entries(from, to).inspect_err(|e| self.fail(e))
+    }
+
+    /// Builds what a receiver needs to hold this log from `from_idx` on. If entries before
+    /// `from_idx` up to the compacted index are gone, a complete snapshot replaces them.
+    pub(crate) fn create_log_sync(&mut self, from_idx: LogIndex) -> Result<LogSync<T, S>, StorageError> {
+        let mut from = from_idx.min(self.state.log_end);
+        let mut decided_snapshot = None;
+        if from < self.state.compacted_idx {
+            from = self.state.compacted_idx;
+            match self.storage.get_snapshot().inspect_err(|e| self.fail(e))? {
+                Some(snapshot) if S::use_snapshots() => {
+                    decided_snapshot = Some(SnapshotType::Complete(snapshot));
+                }
+                _ => tracing::error!(
+                    pid = self.pid,
+                    from_idx,
+                    compacted_idx = self.state.compacted_idx,
+                    "a peer needs trimmed entries and there is no snapshot"
+                ),
+            }
+        }
+        let suffix = self.read_entries(from, self.state.log_end)?;
+        Ok(LogSync { decided_snapshot, suffix, sync_idx: from, stopsign: self.state.stopsign.clone() })
+    }
+
+    /// Makes this replica's log equal to the sender's log as described by `sync`, and sets the
+    /// accepted round and decided index, in one atomic write. Own proposals that the new log no
+    /// longer holds go back to waiting (they will be forwarded again).
+    pub(crate) fn apply_log_sync(
+        &mut self,
+        sync: LogSync<T, S>,
+        accepted_round: Ballot,
+        decided_idx: LogIndex,
+    ) -> Result<(), StorageError> {
+        let LogSync { decided_snapshot, suffix, sync_idx, stopsign } = sync;
+        let mut ops = Vec::with_capacity(6);
+        let mut start = sync_idx;
+        match decided_snapshot {
+            Some(_) if sync_idx <= self.state.compacted_idx => {
+                // We already compacted at least as far: the snapshot adds nothing.
+            }
+            Some(SnapshotType::Complete(snapshot)) => {
+                ops.push(StorageOp::SetSnapshot(Some(snapshot)));
+                ops.push(StorageOp::Trim(sync_idx));
+                // Own proposals inside the snapshot: decided, but this node cannot see where.
+                if self.ledger.has_in_log_from(0) || self.ledger.waiting_count() > 0 {
+                    self.ledger.observe_decided(sync_idx.min(self.state.log_end));
+                    self.ledger.drop_waiting(super::proposals::DropReason::Indeterminate);
+                }
+            }
+            Some(SnapshotType::Delta(delta)) => {
+                let mut snapshot = self.storage.get_snapshot().inspect_err(|e| self.fail(e))?;
+                let merged = match snapshot.as_mut() {
+                    Some(s) => {
+                        s.merge(delta);
+                        s.clone()
+                    }
+                    None => delta,
+                };
+                ops.push(StorageOp::SetSnapshot(Some(merged)));
+                ops.push(StorageOp::Trim(sync_idx));
+            }
+            None => {}
+        }
+        if ops.is_empty() && start > self.state.log_end {
+            tracing::error!(pid = self.pid, sync_idx, log_end = self.state.log_end, "log sync leaves a gap; syncing from the log end");
+            start = self.state.log_end;
+        }
+        let compacted_after = if ops.is_empty() { self.state.compacted_idx } else { sync_idx };
+        let mut suffix = suffix;
+        if start < compacted_after {
+            // The head of the suffix is already compacted here: keep only what follows.
+            let skip = (compacted_after - start).min(suffix.len() as LogIndex);
+            suffix.drain(..skip as usize);
+            start = compacted_after;
+        }
+        let truncated = if start < self.state.log_end && self.ledger.has_in_log_from(start) {
+            self.read_entries(start.max(self.state.compacted_idx), self.state.log_end)?
+        } else {
+            Vec::new()
+        };
+        let new_accepted = start + suffix.len() as LogIndex + u64::from(stopsign.is_some());
+        if start < self.state.decided_idx {
+            tracing::warn!(pid = self.pid, start, decided_idx = self.state.decided_idx, "log sync rewrites decided entries");
+        }
+        let decided = decided_idx.max(self.state.decided_idx).min(new_accepted);
+        ops.push(StorageOp::AppendOnPrefix(start, suffix.clone()));
+        ops.push(StorageOp::SetStopSign(stopsign));
+        ops.push(StorageOp::SetAcceptedRound(accepted_round));
+        ops.push(StorageOp::SetDecidedIdx(decided.max(self.state.compacted_idx)));
+        self.write(ops)?;
+        self.ledger.observe_truncated(truncated);
+        self.ledger.observe_written(start, &suffix);
+        self.observe_decided();
+        Ok(())
+    }
+
+    /// Raises the decided index to `idx` (capped at the accepted index).
+    pub(crate) fn set_decided_idx(&mut self, idx: LogIndex) -> Result<(), StorageError> {
+        let idx = idx.min(self.state.accepted_idx());
+        if idx <= self.state.decided_idx {
+            return Ok(());
+        }
+        self.write(vec![StorageOp::SetDecidedIdx(idx)])?;
+        self.observe_decided();
+        Ok(())
+    }
+
+    /// Settles own proposals below the decided index; a decided StopSign settles all others.
+    pub(crate) fn observe_decided(&mut self) {
+        self.ledger.observe_decided(self.state.decided_idx);
+        if self.state.stopsign_decided() {
+            self.ledger.drop_all(super::proposals::DropReason::LogSealed);
+        }
+    }
+
+    /// Appends entries at the log end (one atomic write) and records own proposals.
+    pub(crate) fn append_entries(&mut self, entries: Vec<Proposal<T>>) -> Result<(), StorageError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        assert!(self.state.stopsign.is_none(), "append after a StopSign");
+        let first = self.state.log_end;
+        for (offset, p) in entries.iter().enumerate() {
+            if self.ledger.is_own(&p.id) {
+                self.ledger.record_in_log(p.id, first + offset as LogIndex);
+            }
+        }
+        self.write(vec![StorageOp::AppendEntries(entries)])
+    }
+}

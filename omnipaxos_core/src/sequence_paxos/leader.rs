@@ -1,0 +1,583 @@
+//! The leader role: collect promises, adopt the most up-to-date log, synchronise followers,
+//! replicate entries and decide.
+
+use std::{collections::BTreeMap, fmt::Debug};
+
+use crate::{
+    ballot::Ballot,
+    errors::CompactionErr,
+    messages::{
+        AcceptDecide, AcceptStopSign, AcceptSync, Accepted, Compaction, Decide, LogSync, PaxosMsg, Prepare,
+        Promise, ProposalForward,
+    },
+    storage::{Snapshot, StopSign, Storage, StorageError, StorageOp},
+    util::{LogIndex, NodeId, Proposal, SequenceNumber},
+};
+
+use super::{context::Context, proposals::ForwardFilter};
+
+/// What a peer reported in its Promise (or what the leader knows of its own log).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PromiseMeta {
+    pub(crate) n_accepted: Ballot,
+    pub(crate) accepted_idx: LogIndex,
+    pub(crate) decided_idx: LogIndex,
+}
+
+impl PromiseMeta {
+    /// The order in which logs are preferred: later round first, then longer log.
+    fn rank(&self) -> (Ballot, LogIndex) {
+        (self.n_accepted, self.accepted_idx)
+    }
+}
+
+/// The leader's view of one peer.
+#[derive(Clone, Debug)]
+enum PeerState {
+    /// No Promise for this ballot yet: the peer gets Prepare (again) on resend.
+    NotPromised,
+    /// Promised; `synced` once the AcceptSync was sent.
+    Promised { meta: PromiseMeta, synced: bool },
+    /// The peer promised a higher ballot: nothing more is sent to it.
+    PromisedHigher,
+}
+
+#[derive(Clone, Debug)]
+struct Progress {
+    state: PeerState,
+    /// The peer's log is durable up to here in this ballot (0 until its first Accepted).
+    accepted_idx: LogIndex,
+    /// Last sequence number sent in the peer's session.
+    seq: SequenceNumber,
+    /// Position in the outgoing queue of an unsent AcceptDecide to extend instead of adding one.
+    pending_accept: Option<usize>,
+    /// The decided index last sent to the peer.
+    decided_sent: LogIndex,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Progress {
+            state: PeerState::NotPromised,
+            accepted_idx: 0,
+            seq: SequenceNumber::default(),
+            pending_accept: None,
+            decided_sent: 0,
+        }
+    }
+
+    fn is_synced(&self) -> bool {
+        matches!(self.state, PeerState::Promised { synced: true, .. })
+    }
+
+    fn next_seq(&mut self) -> SequenceNumber {
+        self.seq.counter += 1;
+        self.seq
+    }
+}
+
+/// The Prepare phase's data: promises so far and what waits for the accept phase.
+struct PrepareRound<T, S> {
+    /// The best log promised so far and its owner. Ties keep the earlier one (own first).
+    max: (PromiseMeta, NodeId),
+    max_sync: Option<LogSync<T, S>>,
+    /// The highest decided index among the promises.
+    max_decided: LogIndex,
+    buffered: Vec<Proposal<T>>,
+    buffered_stopsign: Option<StopSign>,
+}
+
+enum LeaderPhase<T, S> {
+    Prepare(PrepareRound<T, S>),
+    /// Entries proposed but not yet written (at most `batch_size`).
+    Accept { batch: Vec<Proposal<T>> },
+}
+
+/// The leader's state. Invariant: `n == promise` of the replica while it leads.
+pub(crate) struct Leader<T, S> {
+    pub(crate) n: Ballot,
+    phase: LeaderPhase<T, S>,
+    peers: BTreeMap<NodeId, Progress>,
+    /// The log adopted at the end of the Prepare phase: its round and accepted index. A peer that
+    /// promised with the same round holds a prefix of it.
+    adopted: PromiseMeta,
+    filter: ForwardFilter,
+    /// The leader's own log is durable up to here. Invariant: `<= accepted_idx`.
+    durable_accepted_idx: LogIndex,
+    decide_pending: bool,
+}
+
+impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
+    /// Starts the Prepare phase for ballot `n` (already persisted as the promise) and sends
+    /// Prepare to every peer. `waiting` are proposals to propose once the accept phase starts.
+    pub(crate) fn start<B: Storage<T, S>>(
+        ctx: &mut Context<T, S, B>,
+        n: Ballot,
+        waiting: Vec<Proposal<T>>,
+        stopsign: Option<StopSign>,
+    ) -> Result<Self, StorageError> {
+        assert_eq!(ctx.state.promise, n, "the leader's ballot is persisted before Prepare");
+        let own = PromiseMeta {
+            n_accepted: ctx.state.accepted_round,
+            accepted_idx: ctx.state.accepted_idx(),
+            decided_idx: ctx.state.decided_idx,
+        };
+        let round = PrepareRound {
+            max: (own, ctx.pid),
+            max_sync: None,
+            max_decided: own.decided_idx,
+            buffered: waiting,
+            buffered_stopsign: stopsign,
+        };
+        let mut leader = Leader {
+            n,
+            phase: LeaderPhase::Prepare(round),
+            peers: ctx.peers.iter().map(|&p| (p, Progress::new())).collect(),
+            adopted: own,
+            filter: ForwardFilter::default(),
+            durable_accepted_idx: 0,
+            decide_pending: false,
+        };
+        for peer in ctx.peers.clone() {
+            leader.send_prepare(ctx, peer);
+        }
+        leader.maybe_finish_prepare(ctx)?;
+        Ok(leader)
+    }
+
+    pub(crate) fn is_accepting(&self) -> bool {
+        matches!(self.phase, LeaderPhase::Accept { .. })
+    }
+
+    /// Proposals held in memory, not yet in the log.
+    pub(crate) fn pending_count(&self) -> usize {
+        match &self.phase {
+            LeaderPhase::Prepare(round) => round.buffered.len(),
+            LeaderPhase::Accept { batch } => batch.len(),
+        }
+    }
+
+    /// Own proposals held in memory; handed back when this replica stops leading.
+    pub(crate) fn take_pending(&mut self) -> (Vec<Proposal<T>>, Option<StopSign>) {
+        match &mut self.phase {
+            LeaderPhase::Prepare(round) => {
+                (std::mem::take(&mut round.buffered), round.buffered_stopsign.take())
+            }
+            LeaderPhase::Accept { batch } => (std::mem::take(batch), None),
+        }
+    }
+
+    fn send_prepare<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>, to: NodeId) {
+        let prepare = Prepare {
+            n: self.n,
+            decided_idx: ctx.state.decided_idx,
+            n_accepted: ctx.state.accepted_round,
+            accepted_idx: ctx.state.accepted_idx(),
+        };
+        ctx.send(to, PaxosMsg::Prepare(prepare));
+    }
+
+    /// A new proposal: buffered while preparing, batched while accepting.
+    pub(crate) fn propose<B: Storage<T, S>>(
+        &mut self,
+        ctx: &mut Context<T, S, B>,
+        proposal: Proposal<T>,
+    ) -> Result<(), StorageError> {
+        match &mut self.phase {
+            LeaderPhase::Prepare(round) => {
+                round.buffered.push(proposal);
+                Ok(())
+            }
+            LeaderPhase::Accept { batch } => {
+                self.filter.note_held(&proposal.id);
+                batch.push(proposal);
+                if batch.len() >= ctx.batch_size {
+                    self.flush_batch(ctx)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes the batch to the log and sends it to every synchronised follower.
+    pub(crate) fn flush_batch<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>) -> Result<(), StorageError> {
+        let LeaderPhase::Accept { batch } = &mut self.phase else {
+            return Ok(());
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let entries = std::mem::take(batch);
+        let peers: Vec<NodeId> = self.peers.iter().filter(|(_, p)| p.is_synced()).map(|(&id, _)| id).collect();
+        for peer in peers {
+            self.send_accept_decide(ctx, peer, &entries);
+        }
+        ctx.append_entries(entries)
+    }
+
+    /// Sends `entries` to `to`, extending an unsent AcceptDecide if there is one.
+    fn send_accept_decide<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>, to: NodeId, entries: &[Proposal<T>]) {
+        let decided_idx = ctx.state.decided_idx;
+        let Some(progress) = self.peers.get_mut(&to) else { return };
+        if let Some(i) = progress.pending_accept {
+            if let Some(PaxosMsg::AcceptDecide(acc)) = ctx.outgoing.get_mut(i).map(|m| &mut m.msg) {
+                acc.entries.extend_from_slice(entries);
+                acc.decided_idx = decided_idx;
+                progress.decided_sent = decided_idx;
+                return;
+            }
+        }
+        let seq_num = progress.next_seq();
+        progress.pending_accept = Some(ctx.outgoing.len());
+        progress.decided_sent = decided_idx;
+        let msg = AcceptDecide { n: self.n, seq_num, decided_idx, entries: entries.to_vec() };
+        ctx.send(to, PaxosMsg::AcceptDecide(msg));
+    }
+
+    /// Proposes the StopSign: it goes after every entry proposed before it.
+    pub(crate) fn propose_stopsign<B: Storage<T, S>>(
+        &mut self,
+        ctx: &mut Context<T, S, B>,
+        ss: StopSign,
+    ) -> Result<(), StorageError> {
+        if let LeaderPhase::Prepare(round) = &mut self.phase {
+            round.buffered_stopsign = Some(ss);
+            return Ok(());
+        }
+        if ctx.state.stopsign.is_some() {
+            return Ok(());
+        }
+        self.flush_batch(ctx)?;
+        ctx.write(vec![StorageOp::SetStopSign(Some(ss.clone()))])?;
+        let peers: Vec<NodeId> = self.peers.iter().filter(|(_, p)| p.is_synced()).map(|(&id, _)| id).collect();
+        for peer in peers {
+            self.send_accept_stopsign(ctx, peer, ss.clone());
+        }
+        Ok(())
+    }
+
+    fn send_accept_stopsign<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>, to: NodeId, ss: StopSign) {
+        let Some(progress) = self.peers.get_mut(&to) else { return };
+        progress.pending_accept = None;
+        let seq_num = progress.next_seq();
+        ctx.send(to, PaxosMsg::AcceptStopSign(AcceptStopSign { n: self.n, seq_num, ss }));
+    }
+
+    /// Phase 1b arrives: record it; with a read quorum, adopt the best log and start accepting.
+    pub(crate) fn handle_promise<B: Storage<T, S>>(
+        &mut self,
+        ctx: &mut Context<T, S, B>,
+        from: NodeId,
+        prom: Promise<T, S>,
+    ) -> Result<(), StorageError> {
+        if prom.n != self.n {
+            return Ok(());
+        }
+        let meta = PromiseMeta { n_accepted: prom.n_accepted, accepted_idx: prom.accepted_idx, decided_idx: prom.decided_idx };
+        let Some(progress) = self.peers.get_mut(&from) else { return Ok(()) };
+        match &mut self.phase {
+            LeaderPhase::Prepare(round) => {
+                progress.state = PeerState::Promised { meta, synced: false };
+                round.max_decided = round.max_decided.max(meta.decided_idx);
+                if meta.rank() > round.max.0.rank() {
+                    round.max = (meta, from);
+                    round.max_sync = prom.log_sync;
+                }
+                self.maybe_finish_prepare(ctx)
+            }
+            LeaderPhase::Accept { .. } => {
+                progress.state = PeerState::Promised { meta, synced: false };
+                self.send_accept_sync(ctx, from)
+            }
+        }
+    }
+
+    fn promised_count(&self) -> usize {
+        1 + self.peers.values().filter(|p| matches!(p.state, PeerState::Promised { .. })).count()
+    }
+
+    /// Ends the Prepare phase once a read quorum (self included) has promised.
+    fn maybe_finish_prepare<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>) -> Result<(), StorageError> {
+        if !matches!(self.phase, LeaderPhase::Prepare(_)) || !ctx.quorum.is_read_quorum(self.promised_count()) {
+            return Ok(());
+        }
+        let LeaderPhase::Prepare(round) = std::mem::replace(&mut self.phase, LeaderPhase::Accept { batch: Vec::new() })
+        else {
+            unreachable!("checked above");
+        };
+        self.adopt_max_log(ctx, round.max, round.max_sync, round.max_decided)?;
+        self.fill_filter(ctx)?;
+        self.propose_buffered(ctx, round.buffered, round.buffered_stopsign)?;
+        tracing::info!(pid = ctx.pid, n = %self.n, accepted_idx = ctx.state.accepted_idx(), "leader accepts");
+        let promised: Vec<NodeId> =
+            self.peers.iter().filter(|(_, p)| matches!(p.state, PeerState::Promised { .. })).map(|(&id, _)| id).collect();
+        for peer in promised {
+            self.send_accept_sync(ctx, peer)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the leader's log the most up-to-date promised log, in one atomic write.
+    fn adopt_max_log<B: Storage<T, S>>(
+        &mut self,
+        ctx: &mut Context<T, S, B>,
+        max: (PromiseMeta, NodeId),
+        max_sync: Option<LogSync<T, S>>,
+        max_decided: LogIndex,
+    ) -> Result<(), StorageError> {
+        self.adopted = max.0;
+        match max_sync {
+            Some(sync) if max.1 != ctx.pid => ctx.apply_log_sync(sync, self.n, max_decided)?,
+            _ => {
+                let decided = max_decided.min(ctx.state.accepted_idx()).max(ctx.state.decided_idx);
+                if max_decided > ctx.state.accepted_idx() {
+                    tracing::error!(pid = ctx.pid, max_decided, "a promise's decided index exceeds the adopted log");
+                }
+                ctx.write(vec![StorageOp::SetAcceptedRound(self.n), StorageOp::SetDecidedIdx(decided)])?;
+                ctx.observe_decided();
+            }
+        }
+        Ok(())
+    }
+
+    /// Remembers the proposals in the undecided part of the log, so forwarded copies are dropped.
+    fn fill_filter<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>) -> Result<(), StorageError> {
+        let from = ctx.state.decided_idx.min(ctx.state.log_end).max(ctx.state.compacted_idx);
+        for p in ctx.read_entries(from, ctx.state.log_end)? {
+            self.filter.note_held(&p.id);
+        }
+        Ok(())
+    }
+
+    /// Appends what was proposed during the Prepare phase, unless the log is sealed.
+    fn propose_buffered<B: Storage<T, S>>(
+        &mut self,
+        ctx: &mut Context<T, S, B>,
+        buffered: Vec<Proposal<T>>,
+        stopsign: Option<StopSign>,
+    ) -> Result<(), StorageError> {
+        if ctx.state.stopsign.is_some() {
+            for p in buffered {
+                if ctx.ledger.is_own(&p.id) {
+                    ctx.ledger.record_waiting(p);
+                }
+            }
+            return Ok(());
+        }
+        let fresh: Vec<Proposal<T>> = buffered.into_iter().filter(|p| !self.filter.is_duplicate(&p.id)).collect();
+        for p in &fresh {
+            self.filter.note_held(&p.id);
+        }
+        ctx.append_entries(fresh)?;
+        if let Some(ss) = stopsign {
+            ctx.write(vec![StorageOp::SetStopSign(Some(ss))])?;
+        }
+        Ok(())
+    }
+
+    /// Synchronises a promised peer's log with the leader's and starts a new session with it.
+    fn send_accept_sync<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>, to: NodeId) -> Result<(), StorageError> {
+        let Some(progress) = self.peers.get(&to) else { return Ok(()) };
+        let PeerState::Promised { meta, .. } = progress.state else { return Ok(()) };
+        let valid_idx = if meta.n_accepted == self.n {
+            meta.accepted_idx
+        } else if meta.n_accepted == self.adopted.n_accepted {
+            meta.accepted_idx.min(self.adopted.accepted_idx)
+        } else {
+            meta.decided_idx
+        };
+        let log_sync = ctx.create_log_sync(valid_idx)?;
+        let decided_idx = ctx.state.decided_idx;
+        let progress = self.peers.get_mut(&to).expect("checked above");
+        progress.seq = SequenceNumber { session: progress.seq.session + 1, counter: 0 };
+        progress.state = PeerState::Promised { meta, synced: true };
+        progress.accepted_idx = 0;
+        progress.pending_accept = None;
+        progress.decided_sent = decided_idx;
+        let seq_num = progress.seq;
+        ctx.send(to, PaxosMsg::AcceptSync(AcceptSync { n: self.n, seq_num, decided_idx, log_sync }));
+        Ok(())
+    }
+
+    /// Phase 2b arrives: the peer's log is durable up to `accepted_idx`.
+    pub(crate) fn handle_accepted<B: Storage<T, S>>(
+        &mut self,
+        ctx: &mut Context<T, S, B>,
+        from: NodeId,
+        acc: Accepted,
+    ) -> Result<(), StorageError> {
+        if acc.n != self.n || !self.is_accepting() {
+            return Ok(());
+        }
+        let Some(progress) = self.peers.get_mut(&from) else { return Ok(()) };
+        if !progress.is_synced() {
+            return Ok(());
+        }
+        assert!(acc.accepted_idx <= ctx.state.accepted_idx(), "a follower accepted beyond the leader's log");
+        progress.accepted_idx = progress.accepted_idx.max(acc.accepted_idx);
+        self.maybe_decide(ctx)
+    }
+
+    /// Decides the longest prefix that a write quorum (the leader's durable log included) has
+    /// accepted in this ballot.
+    fn maybe_decide<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>) -> Result<(), StorageError> {
+        let mut accepted: Vec<LogIndex> =
+            self.peers.values().filter(|p| p.is_synced()).map(|p| p.accepted_idx).collect();
+        accepted.push(self.durable_accepted_idx);
+        accepted.sort_unstable_by(|a, b| b.cmp(a));
+        let Some(&chosen) = accepted.get(ctx.quorum.write - 1) else { return Ok(()) };
+        if chosen > ctx.state.decided_idx {
+            ctx.set_decided_idx(chosen)?;
+            self.decide_pending = true;
+        }
+        Ok(())
+    }
+
+    /// Runs after a storage flush: the leader's own log now counts towards the write quorum,
+    /// and new decisions go out (on an unsent AcceptDecide if there is one, else as Decide).
+    pub(crate) fn after_flush<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>) -> Result<(), StorageError> {
+        if !self.is_accepting() {
+            return Ok(());
+        }
+        self.durable_accepted_idx = ctx.state.accepted_idx();
+        self.maybe_decide(ctx)?;
+        if !self.decide_pending {
+            return Ok(());
+        }
+        self.decide_pending = false;
+        let decided_idx = ctx.state.decided_idx;
+        for (&pid, progress) in self.peers.iter_mut() {
+            if !progress.is_synced() || progress.decided_sent >= decided_idx {
+                continue;
+            }
+            progress.decided_sent = decided_idx;
+            let pending = progress.pending_accept.and_then(|i| ctx.outgoing.get_mut(i));
+            if let Some(PaxosMsg::AcceptDecide(acc)) = pending.map(|m| &mut m.msg) {
+                acc.decided_idx = decided_idx;
+                continue;
+            }
+            let seq_num = progress.next_seq();
+            ctx.send(pid, PaxosMsg::Decide(Decide { n: self.n, seq_num, decided_idx }));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn messages_taken(&mut self) {
+        for progress in self.peers.values_mut() {
+            progress.pending_accept = None;
+        }
+    }
+
+    /// A follower lost messages or restarted: prepare it again.
+    pub(crate) fn handle_prepare_req<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>, from: NodeId) {
+        let Some(progress) = self.peers.get_mut(&from) else { return };
+        progress.state = PeerState::NotPromised;
+        progress.pending_accept = None;
+        self.send_prepare(ctx, from);
+    }
+
+    /// The connection to `pid` was re-established: messages may be lost, prepare it again.
+    pub(crate) fn reconnected<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>, pid: NodeId) {
+        self.handle_prepare_req(ctx, pid);
+    }
+
+    /// The peer promised a higher ballot: stop sending to it.
+    pub(crate) fn handle_not_accepted(&mut self, from: NodeId) {
+        if let Some(progress) = self.peers.get_mut(&from) {
+            progress.state = PeerState::PromisedHigher;
+        }
+    }
+
+    /// Proposals forwarded by a follower: append those not already in the log.
+    pub(crate) fn handle_forward<B: Storage<T, S>>(
+        &mut self,
+        ctx: &mut Context<T, S, B>,
+        fwd: ProposalForward<T>,
+    ) -> Result<(), StorageError> {
+        if ctx.state.stopsign.is_some() {
+            return Ok(());
+        }
+        if let Some(first) = fwd.proposals.first() {
+            self.filter.note_settled_below(first.id.node, first.id.incarnation, fwd.settled_below);
+        }
+        for p in fwd.proposals {
+            if self.filter.is_duplicate(&p.id) {
+                continue;
+            }
+            if self.pending_count() >= ctx.buffer_size {
+                tracing::warn!(pid = ctx.pid, "forwarded proposal dropped: buffer full; the proposer retries");
+                continue;
+            }
+            self.propose(ctx, p)?;
+        }
+        Ok(())
+    }
+
+    /// Periodic resend: Prepare to peers that have not promised; a probe to followers that lag
+    /// (an empty AcceptDecide: if a message before it was lost, the follower sees the gap and
+    /// asks to be synchronised again; otherwise it answers with Accepted).
+    pub(crate) fn resend<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>) -> Result<(), StorageError> {
+        let not_promised: Vec<NodeId> =
+            self.peers.iter().filter(|(_, p)| matches!(p.state, PeerState::NotPromised)).map(|(&id, _)| id).collect();
+        for peer in not_promised {
+            self.send_prepare(ctx, peer);
+        }
+        if !self.is_accepting() {
+            return Ok(());
+        }
+        let accepted_idx = ctx.state.accepted_idx();
+        let decided_idx = ctx.state.decided_idx;
+        let lagging: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.is_synced() && (p.accepted_idx < accepted_idx || p.decided_sent < decided_idx))
+            .map(|(&id, _)| id)
+            .collect();
+        for peer in lagging {
+            self.send_accept_decide(ctx, peer, &[]);
+        }
+        Ok(())
+    }
+
+    /// Trims the log on every replica up to `trim_idx` (default: as far as allowed).
+    pub(crate) fn trim<B: Storage<T, S>>(
+        &mut self,
+        ctx: &mut Context<T, S, B>,
+        trim_idx: Option<LogIndex>,
+    ) -> Result<(), CompactionErr> {
+        let all_accepted = self
+            .peers
+            .values()
+            .map(|p| if p.is_synced() { p.accepted_idx } else { 0 })
+            .min()
+            .unwrap_or(LogIndex::MAX);
+        let bound = ctx.state.decided_idx.min(ctx.state.log_end).min(all_accepted);
+        let idx = trim_idx.unwrap_or(bound);
+        if idx > bound {
+            return Err(CompactionErr::NotAllDecided(bound));
+        }
+        if idx < ctx.state.compacted_idx {
+            return Err(CompactionErr::TrimmedIndex(idx));
+        }
+        if idx == ctx.state.compacted_idx {
+            return Ok(());
+        }
+        ctx.write(vec![StorageOp::SetSnapshot(None), StorageOp::Trim(idx)])?;
+        for peer in ctx.peers.clone() {
+            ctx.send(peer, PaxosMsg::Compaction(Compaction::Trim(idx)));
+        }
+        Ok(())
+    }
+
+    /// Checks the leader's invariants against the replica's state.
+    pub(crate) fn check_invariants<B>(&self, ctx: &Context<T, S, B>) {
+        assert_eq!(self.n, ctx.state.promise, "a leader's ballot is its promise");
+        assert!(self.durable_accepted_idx <= ctx.state.accepted_idx(), "durable beyond accepted");
+        if self.is_accepting() {
+            assert_eq!(ctx.state.accepted_round, self.n, "an accepting leader's log is of its own round");
+        }
+        for progress in self.peers.values() {
+            assert!(progress.accepted_idx <= ctx.state.accepted_idx(), "a peer accepted beyond the leader's log");
+        }
+    }
+}

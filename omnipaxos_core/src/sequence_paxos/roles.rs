@@ -1,0 +1,292 @@
+//! Role transitions and the handlers that can change the role.
+
+use std::fmt::Debug;
+
+use super::{
+    follower::{Follower, FollowerPhase, Reaction},
+    leader::Leader,
+    Role, SequencePaxos,
+};
+use crate::{
+    ballot::Ballot,
+    errors::CompactionErr,
+    messages::{AcceptSync, Compaction, LogSync, PaxosMsg, Prepare, PrepareReq, Promise, ProposalForward},
+    storage::{Snapshot, StopSign, Storage, StorageError, StorageOp},
+    util::{LogIndex, NodeId},
+};
+
+impl<T, S, B> SequencePaxos<T, S, B>
+where
+    T: Clone + Debug,
+    S: Snapshot<T>,
+    B: Storage<T, S>,
+{
+    /// The only way to become leader: persist the ballot as the promise, then Prepare.
+    pub(super) fn become_leader(&mut self, n: Ballot) -> Result<(), StorageError> {
+        assert_eq!(n.pid, self.ctx.pid, "only an own ballot makes this replica leader");
+        assert!(n > self.ctx.state.promise, "a leader's ballot exceeds every earlier promise");
+        let (mut waiting, mut stopsign) = self.take_role_pending();
+        waiting.extend(self.ctx.ledger.take_waiting());
+        stopsign = stopsign.or_else(|| self.pending_stopsign.take());
+        self.ctx.write(vec![StorageOp::SetPromise(n)])?;
+        tracing::info!(pid = self.ctx.pid, n = %n, "becomes leader (Prepare)");
+        let leader = Leader::start(&mut self.ctx, n, waiting, stopsign)?;
+        self.role = Role::Leader(leader);
+        Ok(())
+    }
+
+    /// The only way to become follower. A leader's own pending proposals go back to the ledger
+    /// (they will be forwarded to the new leader); other nodes' forwarded ones are dropped here
+    /// because their proposers retry them.
+    pub(super) fn become_follower(&mut self, phase: FollowerPhase) {
+        if let Role::Follower(follower) = &mut self.role {
+            follower.phase = phase;
+            return;
+        }
+        let (waiting, stopsign) = self.take_role_pending();
+        for p in waiting {
+            if self.ctx.ledger.is_own(&p.id) {
+                self.ctx.ledger.record_waiting(p);
+            }
+        }
+        if self.ctx.state.stopsign.is_none() {
+            self.pending_stopsign = self.pending_stopsign.take().or(stopsign);
+        }
+        tracing::info!(pid = self.ctx.pid, phase = ?phase, "becomes follower");
+        self.role = Role::Follower(Follower::new(phase));
+    }
+
+    fn take_role_pending(&mut self) -> (Vec<crate::util::Proposal<T>>, Option<StopSign>) {
+        match &mut self.role {
+            Role::Leader(leader) => leader.take_pending(),
+            Role::Follower(_) => (Vec::new(), None),
+        }
+    }
+
+    /// Phase 1a: promise the ballot unless a higher one was promised, and send the part of the
+    /// log the leader may lack.
+    pub(super) fn handle_prepare(&mut self, from: NodeId, prep: Prepare) -> Result<(), StorageError> {
+        let promise = self.ctx.state.promise;
+        if prep.n < promise || prep.n.pid != from {
+            self.ctx.send(from, PaxosMsg::NotAccepted(crate::messages::NotAccepted { n: promise }));
+            return Ok(());
+        }
+        if prep.n == promise && matches!(self.role, Role::Leader(_)) {
+            return Ok(());
+        }
+        self.become_follower(FollowerPhase::Prepare);
+        if prep.n > self.leader {
+            self.leader = prep.n;
+        }
+        if prep.n > promise {
+            self.ctx.write(vec![StorageOp::SetPromise(prep.n)])?;
+        }
+        let log_sync = self.promise_log_sync(&prep)?;
+        let state = &self.ctx.state;
+        let promise_msg = Promise {
+            n: prep.n,
+            n_accepted: state.accepted_round,
+            decided_idx: state.decided_idx,
+            accepted_idx: state.accepted_idx(),
+            log_sync,
+        };
+        if let Role::Follower(follower) = &mut self.role {
+            follower.cached_promise = Some(promise_msg.clone());
+        }
+        self.ctx.send(from, PaxosMsg::Promise(promise_msg));
+        Ok(())
+    }
+
+    /// What the Promise carries: the entries after the leader's decided index if this log is of a
+    /// later round, the entries after the leader's log end if it is of the same round and longer.
+    fn promise_log_sync(&mut self, prep: &Prepare) -> Result<Option<LogSync<T, S>>, StorageError> {
+        let state = &self.ctx.state;
+        if state.accepted_round > prep.n_accepted {
+            self.ctx.create_log_sync(prep.decided_idx).map(Some)
+        } else if state.accepted_round == prep.n_accepted && state.accepted_idx() > prep.accepted_idx {
+            self.ctx.create_log_sync(prep.accepted_idx).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The leader's synchronisation: adopt its log, start the session, reply Accepted.
+    pub(super) fn handle_accept_sync(&mut self, from: NodeId, sync: AcceptSync<T, S>) -> Result<(), StorageError> {
+        let promise = self.ctx.state.promise;
+        if sync.n < promise {
+            self.ctx.send(from, PaxosMsg::NotAccepted(crate::messages::NotAccepted { n: promise }));
+            return Ok(());
+        }
+        let in_prepare = matches!(&self.role, Role::Follower(f) if f.phase == FollowerPhase::Prepare);
+        if sync.n > promise || !in_prepare {
+            tracing::debug!(pid = self.ctx.pid, "AcceptSync ignored: not promised to it in the Prepare phase");
+            return Ok(());
+        }
+        self.ctx.apply_log_sync(sync.log_sync, sync.n, sync.decided_idx)?;
+        if self.ctx.state.stopsign.is_some() {
+            self.pending_stopsign = None;
+        }
+        if let Role::Follower(follower) = &mut self.role {
+            follower.start_session(sync.seq_num);
+            follower.reply_synced(&mut self.ctx, from, sync.n);
+        }
+        self.react(Reaction::Synced)
+    }
+
+    pub(super) fn handle_prepare_req(&mut self, from: NodeId, req: PrepareReq) -> Result<(), StorageError> {
+        if let Role::Leader(leader) = &mut self.role {
+            if req.n <= leader.n {
+                leader.handle_prepare_req(&mut self.ctx, from);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn handle_not_accepted(&mut self, from: NodeId, n: Ballot) -> Result<(), StorageError> {
+        if n > self.leader {
+            self.leader = n;
+        }
+        if let Role::Leader(leader) = &mut self.role {
+            if n > leader.n {
+                leader.handle_not_accepted(from);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn handle_proposal_forward(&mut self, from: NodeId, fwd: ProposalForward<T>) -> Result<(), StorageError> {
+        match &mut self.role {
+            Role::Leader(leader) => {
+                if fwd.proposals.iter().any(|p| p.id.node != from) {
+                    tracing::warn!(pid = self.ctx.pid, from, "forward with proposals of another node dropped");
+                    return Ok(());
+                }
+                leader.handle_forward(&mut self.ctx, fwd)
+            }
+            Role::Follower(_) => {
+                tracing::debug!(pid = self.ctx.pid, from, "forward dropped: not the leader; the proposer retries");
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) fn handle_forward_stopsign(&mut self, ss: StopSign) -> Result<(), StorageError> {
+        match &mut self.role {
+            Role::Leader(leader) if self.ctx.state.stopsign.is_none() => leader.propose_stopsign(&mut self.ctx, ss),
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) fn handle_compaction(&mut self, from: NodeId, c: Compaction) -> Result<(), StorageError> {
+        match c {
+            Compaction::Trim(idx) => {
+                let state = &self.ctx.state;
+                if idx > state.compacted_idx && idx <= state.decided_idx.min(state.log_end) {
+                    self.ctx.write(vec![StorageOp::SetSnapshot(None), StorageOp::Trim(idx)])?;
+                } else {
+                    tracing::debug!(pid = self.ctx.pid, from, idx, "trim request not applicable here");
+                }
+                Ok(())
+            }
+            Compaction::Snapshot(idx) => match self.snapshot_local(idx) {
+                Ok(_) => Ok(()),
+                Err(CompactionErr::Storage(e)) => Err(e),
+                Err(e) => {
+                    tracing::debug!(pid = self.ctx.pid, from, error = %e, "snapshot request not applicable here");
+                    Ok(())
+                }
+            },
+        }
+    }
+
+    /// Replaces the decided prefix up to `idx` with a snapshot; returns the index used.
+    pub(super) fn snapshot_local(&mut self, idx: Option<LogIndex>) -> Result<LogIndex, CompactionErr> {
+        if !S::use_snapshots() {
+            return Err(CompactionErr::SnapshotsDisabled);
+        }
+        let state = &self.ctx.state;
+        let decided_end = state.decided_idx.min(state.log_end);
+        let idx = idx.unwrap_or(decided_end);
+        if idx > decided_end {
+            return Err(CompactionErr::UndecidedIndex(idx));
+        }
+        if idx <= state.compacted_idx {
+            return Err(CompactionErr::TrimmedIndex(idx));
+        }
+        let compacted_idx = state.compacted_idx;
+        let existing = self.ctx.storage.get_snapshot()?;
+        if existing.is_none() && compacted_idx > 0 {
+            // The prefix was trimmed without a snapshot: a snapshot from here would be partial.
+            return Err(CompactionErr::TrimmedIndex(compacted_idx));
+        }
+        let entries: Vec<T> = self.ctx.read_entries(compacted_idx, idx)?.into_iter().map(|p| p.entry).collect();
+        let delta = S::create(&entries);
+        let snapshot = match existing {
+            Some(mut s) => {
+                s.merge(delta);
+                s
+            }
+            None => delta,
+        };
+        self.ctx.write(vec![StorageOp::SetSnapshot(Some(snapshot)), StorageOp::Trim(idx)])?;
+        Ok(idx)
+    }
+
+    /// Periodic resend of what may have been lost.
+    pub(super) fn resend(&mut self) -> Result<(), StorageError> {
+        let n = self.ctx.state.promise;
+        match &mut self.role {
+            Role::Leader(leader) => leader.resend(&mut self.ctx)?,
+            Role::Follower(follower) => match follower.phase {
+                FollowerPhase::Prepare => {
+                    if let Some(promise) = follower.cached_promise.clone() {
+                        self.ctx.send(n.pid, PaxosMsg::Promise(promise));
+                    }
+                }
+                FollowerPhase::Recover => {
+                    for peer in self.ctx.peers.clone() {
+                        self.ctx.send(peer, PaxosMsg::PrepareReq(PrepareReq { n }));
+                    }
+                }
+                FollowerPhase::Idle | FollowerPhase::Accept => {}
+            },
+        }
+        self.maybe_forward_proposals();
+        self.maybe_forward_stopsign();
+        Ok(())
+    }
+
+    /// Forwards waiting own proposals to the leader: new ones at once, and again after a resend
+    /// timeout, but retries only once synchronised with the current leader (so a proposal that
+    /// reached the log through another leader is seen before it could be sent twice).
+    pub(super) fn maybe_forward_proposals(&mut self) {
+        let Role::Follower(follower) = &self.role else { return };
+        let leader = self.leader.pid;
+        if self.leader.is_initial() || leader == self.ctx.pid || !self.ctx.peers.contains(&leader) {
+            return;
+        }
+        let synced_with_leader = follower.phase == FollowerPhase::Accept && self.ctx.state.promise == self.leader;
+        let retry_ticks = if synced_with_leader { self.ctx.resend_ticks } else { u64::MAX };
+        let proposals = self.ctx.ledger.due_for_forward(self.ctx.now, retry_ticks);
+        if proposals.is_empty() {
+            return;
+        }
+        let settled_below = self.ctx.ledger.settled_below();
+        self.ctx.send(leader, PaxosMsg::ProposalForward(ProposalForward { proposals, settled_below }));
+    }
+
+    /// Forwards a pending StopSign to the leader until it shows up in the log.
+    pub(super) fn maybe_forward_stopsign(&mut self) {
+        if self.ctx.state.stopsign.is_some() {
+            self.pending_stopsign = None;
+            return;
+        }
+        let leader = self.leader.pid;
+        if !matches!(self.role, Role::Follower(_)) || self.leader.is_initial() || leader == self.ctx.pid {
+            return;
+        }
+        if let Some(ss) = self.pending_stopsign.clone() {
+            self.ctx.send(leader, PaxosMsg::ForwardStopSign(ss));
+        }
+    }
+}
