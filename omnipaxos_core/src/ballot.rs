@@ -12,9 +12,7 @@ use crate::util::{ConfigurationId, NodeId};
 ///
 /// A ballot of a later configuration is greater than every ballot of an earlier one.
 /// The default ballot (all zeros) is below every ballot a node can hold.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Ballot {
     /// The configuration this ballot belongs to.
     pub config_id: ConfigurationId,

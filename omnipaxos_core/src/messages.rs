@@ -233,17 +233,11 @@ impl<T, S> fmt::Display for PaxosMsg<T, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PaxosMsg::PrepareReq(m) => write!(f, "PrepareReq n={}", m.n),
-            PaxosMsg::Prepare(m) => write!(
-                f,
-                "Prepare n={} dec={} acc={}/{}",
-                m.n, m.decided_idx, m.n_accepted, m.accepted_idx
-            ),
+            PaxosMsg::Prepare(m) => {
+                write!(f, "Prepare n={} dec={} acc={}/{}", m.n, m.decided_idx, m.n_accepted, m.accepted_idx)
+            }
             PaxosMsg::Promise(m) => {
-                write!(
-                    f,
-                    "Promise n={} dec={} acc={}/{}",
-                    m.n, m.decided_idx, m.n_accepted, m.accepted_idx
-                )?;
+                write!(f, "Promise n={} dec={} acc={}/{}", m.n, m.decided_idx, m.n_accepted, m.accepted_idx)?;
                 if let Some(sync) = &m.log_sync {
                     write!(f, " {sync}")?;
                 }
@@ -263,12 +257,9 @@ impl<T, S> fmt::Display for PaxosMsg<T, S> {
             PaxosMsg::Accepted(m) => write!(f, "Accepted n={} acc={}", m.n, m.accepted_idx),
             PaxosMsg::NotAccepted(m) => write!(f, "NotAccepted n={}", m.n),
             PaxosMsg::Decide(m) => write!(f, "Decide n={} seq={} dec={}", m.n, m.seq_num, m.decided_idx),
-            PaxosMsg::ProposalForward(m) => write!(
-                f,
-                "ProposalForward proposals={} settled_below={}",
-                m.proposals.len(),
-                m.settled_below
-            ),
+            PaxosMsg::ProposalForward(m) => {
+                write!(f, "ProposalForward proposals={} settled_below={}", m.proposals.len(), m.settled_below)
+            }
             PaxosMsg::Compaction(Compaction::Trim(idx)) => write!(f, "Compaction Trim({idx})"),
             PaxosMsg::Compaction(Compaction::Snapshot(idx)) => {
                 write!(f, "Compaction Snapshot({idx:?})")

@@ -194,7 +194,11 @@ where
     }
 
     /// Reads `[from, to)` from storage; a failure stops the replica.
-    pub(crate) fn read_entries(&mut self, from: LogIndex, to: LogIndex) -> Result<Vec<Proposal<T>>, StorageError> {
+    pub(crate) fn read_entries(
+        &mut self,
+        from: LogIndex,
+        to: LogIndex,
+    ) -> Result<Vec<Proposal<T>>, StorageError> {
         if from >= to {
             return Ok(Vec::new());
         }
@@ -264,7 +268,12 @@ where
             None => {}
         }
         if ops.is_empty() && start > self.state.log_end {
-            tracing::error!(pid = self.pid, sync_idx, log_end = self.state.log_end, "log sync leaves a gap; syncing from the log end");
+            tracing::error!(
+                pid = self.pid,
+                sync_idx,
+                log_end = self.state.log_end,
+                "log sync leaves a gap; syncing from the log end"
+            );
             start = self.state.log_end;
         }
         let compacted_after = if ops.is_empty() { self.state.compacted_idx } else { sync_idx };
@@ -282,7 +291,12 @@ where
         };
         let new_accepted = start + suffix.len() as LogIndex + u64::from(stopsign.is_some());
         if start < self.state.decided_idx {
-            tracing::warn!(pid = self.pid, start, decided_idx = self.state.decided_idx, "log sync rewrites decided entries");
+            tracing::warn!(
+                pid = self.pid,
+                start,
+                decided_idx = self.state.decided_idx,
+                "log sync rewrites decided entries"
+            );
         }
         let decided = decided_idx.max(self.state.decided_idx).min(new_accepted);
         ops.push(StorageOp::AppendOnPrefix(start, suffix.clone()));

@@ -180,7 +180,12 @@ impl<T: Clone + Debug, S: Snapshot<T>> Follower<T, S> {
     }
 
     /// Queues Accepted after an AcceptSync.
-    pub(crate) fn reply_synced<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>, leader: NodeId, n: Ballot) {
+    pub(crate) fn reply_synced<B: Storage<T, S>>(
+        &mut self,
+        ctx: &mut Context<T, S, B>,
+        leader: NodeId,
+        n: Ballot,
+    ) {
         self.pending_accepted = None;
         self.reply_accepted(ctx, leader, n);
     }

@@ -88,9 +88,11 @@ struct PrepareRound<T, S> {
 }
 
 enum LeaderPhase<T, S> {
-    Prepare(PrepareRound<T, S>),
+    Prepare(Box<PrepareRound<T, S>>),
     /// Entries proposed but not yet written (at most `batch_size`).
-    Accept { batch: Vec<Proposal<T>> },
+    Accept {
+        batch: Vec<Proposal<T>>,
+    },
 }
 
 /// The leader's state. Invariant: `n == promise` of the replica while it leads.
@@ -131,7 +133,7 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         };
         let mut leader = Leader {
             n,
-            phase: LeaderPhase::Prepare(round),
+            phase: LeaderPhase::Prepare(Box::new(round)),
             peers: ctx.peers.iter().map(|&p| (p, Progress::new())).collect(),
             adopted: own,
             filter: ForwardFilter::default(),
@@ -200,7 +202,10 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
     }
 
     /// Writes the batch to the log and sends it to every synchronised follower.
-    pub(crate) fn flush_batch<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>) -> Result<(), StorageError> {
+    pub(crate) fn flush_batch<B: Storage<T, S>>(
+        &mut self,
+        ctx: &mut Context<T, S, B>,
+    ) -> Result<(), StorageError> {
         let LeaderPhase::Accept { batch } = &mut self.phase else {
             return Ok(());
         };
@@ -208,7 +213,8 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
             return Ok(());
         }
         let entries = std::mem::take(batch);
-        let peers: Vec<NodeId> = self.peers.iter().filter(|(_, p)| p.is_synced()).map(|(&id, _)| id).collect();
+        let peers: Vec<NodeId> =
+            self.peers.iter().filter(|(_, p)| p.is_synced()).map(|(&id, _)| id).collect();
         for peer in peers {
             self.send_accept_decide(ctx, peer, &entries);
         }
@@ -216,7 +222,12 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
     }
 
     /// Sends `entries` to `to`, extending an unsent AcceptDecide if there is one.
-    fn send_accept_decide<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>, to: NodeId, entries: &[Proposal<T>]) {
+    fn send_accept_decide<B: Storage<T, S>>(
+        &mut self,
+        ctx: &mut Context<T, S, B>,
+        to: NodeId,
+        entries: &[Proposal<T>],
+    ) {
         let decided_idx = ctx.state.decided_idx;
         let Some(progress) = self.peers.get_mut(&to) else { return };
         if let Some(i) = progress.pending_accept {
@@ -249,14 +260,20 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         }
         self.flush_batch(ctx)?;
         ctx.write(vec![StorageOp::SetStopSign(Some(ss.clone()))])?;
-        let peers: Vec<NodeId> = self.peers.iter().filter(|(_, p)| p.is_synced()).map(|(&id, _)| id).collect();
+        let peers: Vec<NodeId> =
+            self.peers.iter().filter(|(_, p)| p.is_synced()).map(|(&id, _)| id).collect();
         for peer in peers {
             self.send_accept_stopsign(ctx, peer, ss.clone());
         }
         Ok(())
     }
 
-    fn send_accept_stopsign<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>, to: NodeId, ss: StopSign) {
+    fn send_accept_stopsign<B: Storage<T, S>>(
+        &mut self,
+        ctx: &mut Context<T, S, B>,
+        to: NodeId,
+        ss: StopSign,
+    ) {
         let Some(progress) = self.peers.get_mut(&to) else { return };
         progress.pending_accept = None;
         let seq_num = progress.next_seq();
@@ -273,7 +290,11 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         if prom.n != self.n {
             return Ok(());
         }
-        let meta = PromiseMeta { n_accepted: prom.n_accepted, accepted_idx: prom.accepted_idx, decided_idx: prom.decided_idx };
+        let meta = PromiseMeta {
+            n_accepted: prom.n_accepted,
+            accepted_idx: prom.accepted_idx,
+            decided_idx: prom.decided_idx,
+        };
         let Some(progress) = self.peers.get_mut(&from) else { return Ok(()) };
         match &mut self.phase {
             LeaderPhase::Prepare(round) => {
@@ -297,11 +318,16 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
     }
 
     /// Ends the Prepare phase once a read quorum (self included) has promised.
-    fn maybe_finish_prepare<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>) -> Result<(), StorageError> {
-        if !matches!(self.phase, LeaderPhase::Prepare(_)) || !ctx.quorum.is_read_quorum(self.promised_count()) {
+    fn maybe_finish_prepare<B: Storage<T, S>>(
+        &mut self,
+        ctx: &mut Context<T, S, B>,
+    ) -> Result<(), StorageError> {
+        if !matches!(self.phase, LeaderPhase::Prepare(_)) || !ctx.quorum.is_read_quorum(self.promised_count())
+        {
             return Ok(());
         }
-        let LeaderPhase::Prepare(round) = std::mem::replace(&mut self.phase, LeaderPhase::Accept { batch: Vec::new() })
+        let LeaderPhase::Prepare(round) =
+            std::mem::replace(&mut self.phase, LeaderPhase::Accept { batch: Vec::new() })
         else {
             unreachable!("checked above");
         };
@@ -309,8 +335,12 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         self.fill_filter(ctx)?;
         self.propose_buffered(ctx, round.buffered, round.buffered_stopsign)?;
         tracing::info!(pid = ctx.pid, n = %self.n, accepted_idx = ctx.state.accepted_idx(), "leader accepts");
-        let promised: Vec<NodeId> =
-            self.peers.iter().filter(|(_, p)| matches!(p.state, PeerState::Promised { .. })).map(|(&id, _)| id).collect();
+        let promised: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| matches!(p.state, PeerState::Promised { .. }))
+            .map(|(&id, _)| id)
+            .collect();
         for peer in promised {
             self.send_accept_sync(ctx, peer)?;
         }
@@ -331,7 +361,11 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
             _ => {
                 let decided = max_decided.min(ctx.state.accepted_idx()).max(ctx.state.decided_idx);
                 if max_decided > ctx.state.accepted_idx() {
-                    tracing::error!(pid = ctx.pid, max_decided, "a promise's decided index exceeds the adopted log");
+                    tracing::error!(
+                        pid = ctx.pid,
+                        max_decided,
+                        "a promise's decided index exceeds the adopted log"
+                    );
                 }
                 ctx.write(vec![StorageOp::SetAcceptedRound(self.n), StorageOp::SetDecidedIdx(decided)])?;
                 ctx.observe_decided();
@@ -364,7 +398,8 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
             }
             return Ok(());
         }
-        let fresh: Vec<Proposal<T>> = buffered.into_iter().filter(|p| !self.filter.is_duplicate(&p.id)).collect();
+        let fresh: Vec<Proposal<T>> =
+            buffered.into_iter().filter(|p| !self.filter.is_duplicate(&p.id)).collect();
         for p in &fresh {
             self.filter.note_held(&p.id);
         }
@@ -376,7 +411,11 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
     }
 
     /// Synchronises a promised peer's log with the leader's and starts a new session with it.
-    fn send_accept_sync<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>, to: NodeId) -> Result<(), StorageError> {
+    fn send_accept_sync<B: Storage<T, S>>(
+        &mut self,
+        ctx: &mut Context<T, S, B>,
+        to: NodeId,
+    ) -> Result<(), StorageError> {
         let Some(progress) = self.peers.get(&to) else { return Ok(()) };
         let PeerState::Promised { meta, .. } = progress.state else { return Ok(()) };
         let valid_idx = if meta.n_accepted == self.n {
@@ -435,7 +474,10 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
 
     /// Runs after a storage flush: the leader's own log now counts towards the write quorum,
     /// and new decisions go out (on an unsent AcceptDecide if there is one, else as Decide).
-    pub(crate) fn after_flush<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>) -> Result<(), StorageError> {
+    pub(crate) fn after_flush<B: Storage<T, S>>(
+        &mut self,
+        ctx: &mut Context<T, S, B>,
+    ) -> Result<(), StorageError> {
         if !self.is_accepting() {
             return Ok(());
         }
@@ -505,7 +547,10 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
                 continue;
             }
             if self.pending_count() >= ctx.buffer_size {
-                tracing::warn!(pid = ctx.pid, "forwarded proposal dropped: buffer full; the proposer retries");
+                tracing::warn!(
+                    pid = ctx.pid,
+                    "forwarded proposal dropped: buffer full; the proposer retries"
+                );
                 continue;
             }
             self.propose(ctx, p)?;
@@ -516,9 +561,16 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
     /// Periodic resend: Prepare to peers that have not promised; a probe to followers that lag
     /// (an empty AcceptDecide: if a message before it was lost, the follower sees the gap and
     /// asks to be synchronised again; otherwise it answers with Accepted).
-    pub(crate) fn resend<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>) -> Result<(), StorageError> {
-        let not_promised: Vec<NodeId> =
-            self.peers.iter().filter(|(_, p)| matches!(p.state, PeerState::NotPromised)).map(|(&id, _)| id).collect();
+    pub(crate) fn resend<B: Storage<T, S>>(
+        &mut self,
+        ctx: &mut Context<T, S, B>,
+    ) -> Result<(), StorageError> {
+        let not_promised: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| matches!(p.state, PeerState::NotPromised))
+            .map(|(&id, _)| id)
+            .collect();
         for peer in not_promised {
             self.send_prepare(ctx, peer);
         }
@@ -577,7 +629,10 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
             assert_eq!(ctx.state.accepted_round, self.n, "an accepting leader's log is of its own round");
         }
         for progress in self.peers.values() {
-            assert!(progress.accepted_idx <= ctx.state.accepted_idx(), "a peer accepted beyond the leader's log");
+            assert!(
+                progress.accepted_idx <= ctx.state.accepted_idx(),
+                "a peer accepted beyond the leader's log"
+            );
         }
     }
 }

@@ -41,7 +41,9 @@ use context::{Context, DurableState};
 use follower::{Follower, FollowerPhase};
 use leader::Leader;
 
-/// A replica's role, owning the data only that role has.
+/// A replica's role, owning the data only that role has. One per replica, so the size
+/// difference between the variants costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 enum Role<T, S> {
     Follower(Follower<T, S>),
     Leader(Leader<T, S>),
@@ -235,11 +237,19 @@ where
 
     /// Proposes a StopSign that ends this configuration and names the next one. Once it is
     /// decided, [`SequencePaxos::is_reconfigured`] returns it and `append` fails.
-    pub fn reconfigure(&mut self, new_configuration: ClusterConfig, metadata: Option<Vec<u8>>) -> Result<(), ProposeErr<T>> {
+    pub fn reconfigure(
+        &mut self,
+        new_configuration: ClusterConfig,
+        metadata: Option<Vec<u8>>,
+    ) -> Result<(), ProposeErr<T>> {
         logged!(self, self.reconfigure_inner(new_configuration, metadata))
     }
 
-    fn reconfigure_inner(&mut self, next: ClusterConfig, metadata: Option<Vec<u8>>) -> Result<(), ProposeErr<T>> {
+    fn reconfigure_inner(
+        &mut self,
+        next: ClusterConfig,
+        metadata: Option<Vec<u8>>,
+    ) -> Result<(), ProposeErr<T>> {
         if next.configuration_id <= self.ctx.config_id {
             return Err(ProposeErr::ConfigurationIdNotIncreasing(next, metadata));
         }
@@ -292,7 +302,10 @@ where
     /// buffer is reused). This is the replica's durability point: call it after handling a batch
     /// of messages and send what it returns, also on a single-node cluster, where it is what lets
     /// entries become decided.
-    pub fn take_outgoing_messages(&mut self, buffer: &mut Vec<PaxosMessage<T, S>>) -> Result<(), ReplicaError> {
+    pub fn take_outgoing_messages(
+        &mut self,
+        buffer: &mut Vec<PaxosMessage<T, S>>,
+    ) -> Result<(), ReplicaError> {
         logged!(self, self.take_outgoing_inner(buffer))
     }
 

@@ -90,10 +90,8 @@ impl<T: Clone> ProposalLedger<T> {
     /// Records a proposal written to the local log at `idx`.
     pub(crate) fn record_in_log(&mut self, id: ProposalId, idx: LogIndex) {
         debug_assert!(self.is_own(&id));
-        if let Some(old) = self.unsettled.insert(id.seq, OwnProposal::InLog(idx)) {
-            if let OwnProposal::InLog(old_idx) = old {
-                self.by_index.remove(&old_idx);
-            }
+        if let Some(OwnProposal::InLog(old_idx)) = self.unsettled.insert(id.seq, OwnProposal::InLog(idx)) {
+            self.by_index.remove(&old_idx);
         }
         self.by_index.insert(idx, id.seq);
     }

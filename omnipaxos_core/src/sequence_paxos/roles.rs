@@ -111,7 +111,11 @@ where
     }
 
     /// The leader's synchronisation: adopt its log, start the session, reply Accepted.
-    pub(super) fn handle_accept_sync(&mut self, from: NodeId, sync: AcceptSync<T, S>) -> Result<(), StorageError> {
+    pub(super) fn handle_accept_sync(
+        &mut self,
+        from: NodeId,
+        sync: AcceptSync<T, S>,
+    ) -> Result<(), StorageError> {
         let promise = self.ctx.state.promise;
         if sync.n < promise {
             self.ctx.send(from, PaxosMsg::NotAccepted(crate::messages::NotAccepted { n: promise }));
@@ -119,7 +123,10 @@ where
         }
         let in_prepare = matches!(&self.role, Role::Follower(f) if f.phase == FollowerPhase::Prepare);
         if sync.n > promise || !in_prepare {
-            tracing::debug!(pid = self.ctx.pid, "AcceptSync ignored: not promised to it in the Prepare phase");
+            tracing::debug!(
+                pid = self.ctx.pid,
+                "AcceptSync ignored: not promised to it in the Prepare phase"
+            );
             return Ok(());
         }
         self.ctx.apply_log_sync(sync.log_sync, sync.n, sync.decided_idx)?;
@@ -154,17 +161,29 @@ where
         Ok(())
     }
 
-    pub(super) fn handle_proposal_forward(&mut self, from: NodeId, fwd: ProposalForward<T>) -> Result<(), StorageError> {
+    pub(super) fn handle_proposal_forward(
+        &mut self,
+        from: NodeId,
+        fwd: ProposalForward<T>,
+    ) -> Result<(), StorageError> {
         match &mut self.role {
             Role::Leader(leader) => {
                 if fwd.proposals.iter().any(|p| p.id.node != from) {
-                    tracing::warn!(pid = self.ctx.pid, from, "forward with proposals of another node dropped");
+                    tracing::warn!(
+                        pid = self.ctx.pid,
+                        from,
+                        "forward with proposals of another node dropped"
+                    );
                     return Ok(());
                 }
                 leader.handle_forward(&mut self.ctx, fwd)
             }
             Role::Follower(_) => {
-                tracing::debug!(pid = self.ctx.pid, from, "forward dropped: not the leader; the proposer retries");
+                tracing::debug!(
+                    pid = self.ctx.pid,
+                    from,
+                    "forward dropped: not the leader; the proposer retries"
+                );
                 Ok(())
             }
         }
@@ -172,7 +191,9 @@ where
 
     pub(super) fn handle_forward_stopsign(&mut self, ss: StopSign) -> Result<(), StorageError> {
         match &mut self.role {
-            Role::Leader(leader) if self.ctx.state.stopsign.is_none() => leader.propose_stopsign(&mut self.ctx, ss),
+            Role::Leader(leader) if self.ctx.state.stopsign.is_none() => {
+                leader.propose_stopsign(&mut self.ctx, ss)
+            }
             _ => Ok(()),
         }
     }
@@ -219,7 +240,8 @@ where
             // The prefix was trimmed without a snapshot: a snapshot from here would be partial.
             return Err(CompactionErr::TrimmedIndex(compacted_idx));
         }
-        let entries: Vec<T> = self.ctx.read_entries(compacted_idx, idx)?.into_iter().map(|p| p.entry).collect();
+        let entries: Vec<T> =
+            self.ctx.read_entries(compacted_idx, idx)?.into_iter().map(|p| p.entry).collect();
         let delta = S::create(&entries);
         let snapshot = match existing {
             Some(mut s) => {
@@ -265,7 +287,8 @@ where
         if self.leader.is_initial() || leader == self.ctx.pid || !self.ctx.peers.contains(&leader) {
             return;
         }
-        let synced_with_leader = follower.phase == FollowerPhase::Accept && self.ctx.state.promise == self.leader;
+        let synced_with_leader =
+            follower.phase == FollowerPhase::Accept && self.ctx.state.promise == self.leader;
         let retry_ticks = if synced_with_leader { self.ctx.resend_ticks } else { u64::MAX };
         let proposals = self.ctx.ledger.due_for_forward(self.ctx.now, retry_ticks);
         if proposals.is_empty() {

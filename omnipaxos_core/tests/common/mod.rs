@@ -72,7 +72,10 @@ impl<S: Snapshot<u64>> Cluster<S> {
     }
 
     /// A cluster whose configurations `adjust` changes (batch size, quorums, ...).
-    pub fn with_configs(pids: &[NodeId], mut adjust: impl FnMut(SequencePaxosConfig) -> SequencePaxosConfig) -> Self {
+    pub fn with_configs(
+        pids: &[NodeId],
+        mut adjust: impl FnMut(SequencePaxosConfig) -> SequencePaxosConfig,
+    ) -> Self {
         let configs: BTreeMap<NodeId, SequencePaxosConfig> =
             pids.iter().map(|&pid| (pid, adjust(config(pid, pids)))).collect();
         let replicas = configs
