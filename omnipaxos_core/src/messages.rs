@@ -202,6 +202,10 @@ pub struct Decide {
 /// See [`PaxosMsg::ProposalForward`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ProposalForward<T> {
+    /// The leader ballot the proposals are meant for. A leader drops forwards meant for another
+    /// ballot (a delayed copy could otherwise be appended again after its first copy was decided);
+    /// the proposer forwards again once it is synchronised with the current leader.
+    pub n: Ballot,
     /// The proposals, in the order the sender appended them.
     pub proposals: Vec<Proposal<T>>,
     /// Every proposal of the sender (this incarnation) with a lower sequence number is settled:

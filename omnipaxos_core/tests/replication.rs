@@ -2,7 +2,18 @@
 
 mod common;
 
-use common::Cluster;
+use common::{is_kind, Cluster};
+use omnipaxos_core::{
+    messages::PaxosMsg,
+    sequence_paxos::ProposalOutcome,
+    util::{LogEntry, NodeId},
+};
+
+fn assert_all_decided(cluster: &Cluster<()>, pids: &[NodeId], expected: &[u64]) {
+    for &pid in pids {
+        assert_eq!(cluster.decided(pid), expected, "replica {pid}:\n{}", cluster.trace_tail(40));
+    }
+}
 
 #[test]
 fn three_replicas_decide_entries_appended_at_the_leader() {
@@ -12,7 +23,165 @@ fn three_replicas_decide_entries_appended_at_the_leader() {
         cluster.append(1, v);
     }
     cluster.stabilize();
-    for pid in [1, 2, 3] {
-        assert_eq!(cluster.decided(pid), vec![1, 2, 3, 4, 5], "replica {pid}:\n{}", cluster.trace_tail(40));
+    assert_all_decided(&cluster, &[1, 2, 3], &[1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn five_replicas_decide_entries_appended_at_every_replica() {
+    let pids = [1, 2, 3, 4, 5];
+    let mut cluster = Cluster::<()>::new(&pids);
+    cluster.elect(3);
+    for (i, &pid) in pids.iter().enumerate() {
+        cluster.append(pid, 10 + i as u64);
+        cluster.stabilize();
     }
+    assert_all_decided(&cluster, &pids, &[10, 11, 12, 13, 14]);
+}
+
+#[test]
+fn followers_forward_and_learn_where_their_proposals_were_decided() {
+    let mut cluster = Cluster::<()>::new(&[1, 2, 3]);
+    cluster.elect(1);
+    let a = cluster.append(2, 100);
+    let b = cluster.append(3, 200);
+    let c = cluster.append(1, 300);
+    cluster.stabilize();
+    let log = cluster.decided(1);
+    assert_eq!(log.len(), 3);
+    for (id, value) in [(a, 100), (b, 200), (c, 300)] {
+        let Some(ProposalOutcome::Decided(idx)) = cluster.outcomes.get(&id).copied() else {
+            panic!("no outcome for {id}: {:?}", cluster.outcomes);
+        };
+        assert_eq!(log[idx as usize], value, "proposal {id} decided at {idx}");
+    }
+}
+
+#[test]
+fn non_contiguous_pids_elect_replicate_and_decide() {
+    let pids = [5, 6, 7];
+    let mut cluster = Cluster::<()>::new(&pids);
+    cluster.elect(6);
+    cluster.append(5, 1);
+    cluster.append(6, 2);
+    cluster.append(7, 3);
+    cluster.stabilize();
+    assert_eq!(cluster.decided(5).len(), 3);
+    assert_eq!(cluster.decided(5), cluster.decided(7));
+}
+
+#[test]
+fn a_single_replica_decides_only_after_its_storage_flush() {
+    let mut cluster = Cluster::<()>::new(&[1]);
+    cluster.elect(1);
+    cluster.append(1, 42);
+    let replica = cluster.replica(1);
+    assert_eq!(replica.read(0), Some(LogEntry::Undecided(42)), "not decided before the flush");
+    let flushes = replica.storage().flush_count();
+    let mut out = Vec::new();
+    replica.take_outgoing_messages(&mut out).unwrap();
+    assert!(out.is_empty());
+    assert_eq!(replica.storage().flush_count(), flushes + 1);
+    assert_eq!(replica.read(0), Some(LogEntry::Decided(42)));
+}
+
+#[test]
+fn no_message_leaves_before_the_writes_behind_it_are_flushed() {
+    let mut cluster = Cluster::<()>::new(&[1, 2, 3]);
+    cluster.elect(1);
+    for v in 0..20 {
+        cluster.append(1 + v % 3, v);
+        // Release messages from every replica and check that each replica that released any
+        // has nothing unflushed left.
+        for pid in [1, 2, 3] {
+            let replica = cluster.replica(pid);
+            let mut out = Vec::new();
+            replica.take_outgoing_messages(&mut out).unwrap();
+            assert_eq!(replica.storage().unflushed_calls(), 0, "replica {pid} sent before flushing");
+            for m in out {
+                let to = m.to;
+                cluster.replica(to).handle(m).unwrap();
+            }
+        }
+    }
+    cluster.stabilize();
+    assert_eq!(cluster.decided(2).len(), 20);
+}
+
+#[test]
+fn batching_sends_full_batches_and_flushes_partial_ones_on_tick() {
+    let mut cluster = Cluster::<()>::with_configs(&[1, 2, 3], |mut c| {
+        c.set_batch_size(4);
+        c.set_flush_batch_tick_timeout(3);
+        c
+    });
+    cluster.elect(1);
+    let mut sizes = Vec::new();
+    for v in 0..6 {
+        cluster.append(1, v);
+    }
+    let mut out = Vec::new();
+    cluster.replica(1).take_outgoing_messages(&mut out).unwrap();
+    for m in &out {
+        if let PaxosMsg::AcceptDecide(acc) = &m.msg {
+            sizes.push(acc.entries.len());
+        }
+    }
+    assert_eq!(sizes, vec![4, 4], "one AcceptDecide of a full batch per follower; the rest waits");
+    for m in out {
+        let to = m.to;
+        cluster.replica(to).handle(m).unwrap();
+    }
+    cluster.stabilize();
+    assert_eq!(cluster.decided(2).len(), 4, "the partial batch is not sent yet");
+    cluster.tick(3);
+    assert_eq!(cluster.decided(2).len(), 6, "the flush timer sends the partial batch");
+}
+
+#[test]
+fn flexible_quorums_decide_with_a_write_quorum_and_elect_with_a_read_quorum() {
+    let pids = [1, 2, 3, 4, 5];
+    let mut cluster = Cluster::<()>::with_flexible_quorum(&pids, 4, 2);
+    cluster.elect(1);
+    cluster.isolate(3);
+    cluster.isolate(4);
+    cluster.isolate(5);
+    cluster.append(1, 7);
+    cluster.stabilize();
+    assert_eq!(cluster.decided(1), vec![7], "leader + one follower form a write quorum of 2");
+    // A new leader needs 4 promises: with 3 replicas reachable it cannot finish Prepare.
+    cluster.heal();
+    cluster.isolate(1);
+    cluster.isolate(5);
+    cluster.elect(2);
+    cluster.append(2, 8);
+    cluster.stabilize();
+    assert!(!cluster.replica(2).is_accepting_leader(), "3 promises are not a read quorum of 4");
+    cluster.heal();
+    cluster.isolate(1);
+    cluster.tick(25);
+    assert!(cluster.replica(2).is_accepting_leader());
+    assert_eq!(cluster.decided(2), vec![7, 8], "the decided entry survives; the buffered one is decided");
+}
+
+#[test]
+fn steady_state_needs_at_most_four_messages_per_entry_with_three_replicas() {
+    let mut cluster = Cluster::<()>::new(&[1, 2, 3]);
+    cluster.elect(1);
+    let before = cluster.delivered;
+    let entries = 100;
+    for v in 0..entries {
+        cluster.append(1, v);
+        // One round: leader sends, followers answer.
+        cluster.collect();
+        while cluster.deliver_one() {}
+        cluster.collect();
+        while cluster.deliver_one() {}
+    }
+    cluster.stabilize();
+    let per_entry = (cluster.delivered - before) as f64 / entries as f64;
+    assert!(per_entry <= 4.1, "{per_entry} messages per entry");
+    assert_eq!(cluster.decided(3).len(), entries as usize);
+    let decides = cluster.trace.iter().filter(|l| l.contains(" Decide n=")).count();
+    assert!(decides <= 2, "{decides} separate Decide messages: decisions should ride on AcceptDecide");
+    let _ = is_kind::<()>;
 }

@@ -398,10 +398,13 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
             }
             return Ok(());
         }
-        let fresh: Vec<Proposal<T>> =
-            buffered.into_iter().filter(|p| !self.filter.is_duplicate(&p.id)).collect();
-        for p in &fresh {
-            self.filter.note_held(&p.id);
+        // Own proposals still waiting after the adoption are not in the log: propose them too.
+        let mut fresh = Vec::with_capacity(buffered.len());
+        for p in buffered.into_iter().chain(ctx.ledger.take_waiting()) {
+            if !self.filter.is_duplicate(&p.id) {
+                self.filter.note_held(&p.id);
+                fresh.push(p);
+            }
         }
         ctx.append_entries(fresh)?;
         if let Some(ss) = stopsign {
@@ -536,7 +539,7 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         ctx: &mut Context<T, S, B>,
         fwd: ProposalForward<T>,
     ) -> Result<(), StorageError> {
-        if ctx.state.stopsign.is_some() {
+        if ctx.state.stopsign.is_some() || fwd.n != self.n {
             return Ok(());
         }
         if let Some(first) = fwd.proposals.first() {

@@ -113,7 +113,9 @@ where
             state,
         );
         let incarnation = ctx.state.incarnation + 1;
+        // Durable before any proposal id of this incarnation exists: ids must never repeat.
         ctx.write(vec![StorageOp::SetIncarnation(incarnation)])?;
+        ctx.flush()?;
         ctx.ledger = proposals::ProposalLedger::new(ctx.pid, incarnation, ctx.buffer_size);
         let recovering = !ctx.state.promise.is_initial();
         let mut sp = SequencePaxos {

@@ -25,8 +25,9 @@ where
     pub(super) fn become_leader(&mut self, n: Ballot) -> Result<(), StorageError> {
         assert_eq!(n.pid, self.ctx.pid, "only an own ballot makes this replica leader");
         assert!(n > self.ctx.state.promise, "a leader's ballot exceeds every earlier promise");
-        let (mut waiting, mut stopsign) = self.take_role_pending();
-        waiting.extend(self.ctx.ledger.take_waiting());
+        // Own proposals waiting in the ledger stay there: they are proposed once the Prepare
+        // phase has adopted a log, and only if that log does not already hold them.
+        let (waiting, mut stopsign) = self.take_role_pending();
         stopsign = stopsign.or_else(|| self.pending_stopsign.take());
         self.ctx.write(vec![StorageOp::SetPromise(n)])?;
         tracing::info!(pid = self.ctx.pid, n = %n, "becomes leader (Prepare)");
@@ -295,7 +296,10 @@ where
             return;
         }
         let settled_below = self.ctx.ledger.settled_below();
-        self.ctx.send(leader, PaxosMsg::ProposalForward(ProposalForward { proposals, settled_below }));
+        self.ctx.send(
+            leader,
+            PaxosMsg::ProposalForward(ProposalForward { n: self.leader, proposals, settled_below }),
+        );
     }
 
     /// Forwards a pending StopSign to the leader until it shows up in the log.

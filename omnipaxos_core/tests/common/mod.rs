@@ -298,3 +298,54 @@ pub fn is_kind<S>(message: &PaxosMessage<u64, S>, kind: &str) -> bool {
     };
     name == kind
 }
+
+/// Random faults for the seeded fuzz tests.
+impl<S: Snapshot<u64>> Cluster<S> {
+    /// Delivers the in-flight message at `position` (out of FIFO order).
+    pub fn deliver_at(&mut self, position: usize) {
+        if let Some(message) = self.network.remove(position) {
+            self.network.push_front(message);
+            self.deliver_one();
+        }
+    }
+
+    /// Loses the in-flight message at `position`.
+    pub fn lose_at(&mut self, position: usize) {
+        if let Some(message) = self.network.remove(position) {
+            self.trace.push(format!("LOST {message}"));
+        }
+    }
+
+    /// Delivers a copy of the in-flight message at `position`, keeping the original in flight.
+    pub fn duplicate_at(&mut self, position: usize) {
+        if let Some(message) = self.network.get(position).cloned() {
+            self.trace.push(format!("DUPLICATED {message}"));
+            self.network.push_front(message);
+            self.deliver_one();
+        }
+    }
+
+    /// Ticks every live replica once without delivering anything.
+    pub fn tick_once(&mut self) {
+        for replica in self.replicas.values_mut() {
+            replica.tick().expect("tick");
+        }
+    }
+
+    /// Hands `pid` a ballot above every promise, without delivering anything.
+    pub fn elect_without_delivery(&mut self, pid: NodeId) {
+        let max_round = self.replicas.values().map(|r| r.get_promise().n).max().unwrap_or(0);
+        self.round = self.round.max(max_round) + 1;
+        let ballot = Ballot::with(CONFIG_ID, self.round, 0, pid);
+        self.trace.push(format!("elect {pid} with {ballot}"));
+        self.replica(pid).handle_leader(ballot).expect("handle_leader");
+    }
+
+    pub fn is_up(&self, pid: NodeId) -> bool {
+        self.replicas.contains_key(&pid)
+    }
+
+    pub fn leader_ballot_round(&self) -> u32 {
+        self.round
+    }
+}
