@@ -179,6 +179,8 @@ pub struct Accepted {
     pub n: Ballot,
     /// The follower's log (including a StopSign) is durable up to here.
     pub accepted_idx: LogIndex,
+    /// The follower's decided index: tells the leader whether a Decide was lost.
+    pub decided_idx: LogIndex,
 }
 
 /// See [`PaxosMsg::NotAccepted`].
@@ -258,7 +260,9 @@ impl<T, S> fmt::Display for PaxosMsg<T, S> {
                 m.decided_idx,
                 m.entries.len()
             ),
-            PaxosMsg::Accepted(m) => write!(f, "Accepted n={} acc={}", m.n, m.accepted_idx),
+            PaxosMsg::Accepted(m) => {
+                write!(f, "Accepted n={} acc={} dec={}", m.n, m.accepted_idx, m.decided_idx)
+            }
             PaxosMsg::NotAccepted(m) => write!(f, "NotAccepted n={}", m.n),
             PaxosMsg::Decide(m) => write!(f, "Decide n={} seq={} dec={}", m.n, m.seq_num, m.decided_idx),
             PaxosMsg::ProposalForward(m) => {

@@ -167,16 +167,18 @@ impl<T: Clone + Debug, S: Snapshot<T>> Follower<T, S> {
     /// Queues Accepted for the current accepted index, updating an unsent one if there is one.
     fn reply_accepted<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>, leader: NodeId, n: Ballot) {
         let accepted_idx = ctx.state.accepted_idx();
+        let decided_idx = ctx.state.decided_idx;
         if let Some(i) = self.pending_accepted {
             if let Some(PaxosMsg::Accepted(acc)) = ctx.outgoing.get_mut(i).map(|m| &mut m.msg) {
                 if acc.n == n {
                     acc.accepted_idx = accepted_idx;
+                    acc.decided_idx = decided_idx;
                     return;
                 }
             }
         }
         self.pending_accepted = Some(ctx.outgoing.len());
-        ctx.send(leader, PaxosMsg::Accepted(Accepted { n, accepted_idx }));
+        ctx.send(leader, PaxosMsg::Accepted(Accepted { n, accepted_idx, decided_idx }));
     }
 
     /// Queues Accepted after an AcceptSync.

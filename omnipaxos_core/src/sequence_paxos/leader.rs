@@ -53,6 +53,8 @@ struct Progress {
     pending_accept: Option<usize>,
     /// The decided index last sent to the peer.
     decided_sent: LogIndex,
+    /// The peer's decided index as it last reported it (lags by up to one round trip).
+    decided_reported: LogIndex,
 }
 
 impl Progress {
@@ -63,6 +65,7 @@ impl Progress {
             seq: SequenceNumber::default(),
             pending_accept: None,
             decided_sent: 0,
+            decided_reported: 0,
         }
     }
 
@@ -434,6 +437,7 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         progress.seq = SequenceNumber { session: progress.seq.session + 1, counter: 0 };
         progress.state = PeerState::Promised { meta, synced: true };
         progress.accepted_idx = 0;
+        progress.decided_reported = 0;
         progress.pending_accept = None;
         progress.decided_sent = decided_idx;
         let seq_num = progress.seq;
@@ -457,6 +461,7 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         }
         assert!(acc.accepted_idx <= ctx.state.accepted_idx(), "a follower accepted beyond the leader's log");
         progress.accepted_idx = progress.accepted_idx.max(acc.accepted_idx);
+        progress.decided_reported = progress.decided_reported.max(acc.decided_idx);
         self.maybe_decide(ctx)
     }
 
@@ -585,7 +590,9 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         let lagging: Vec<NodeId> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.is_synced() && (p.accepted_idx < accepted_idx || p.decided_sent < decided_idx))
+            .filter(|(_, p)| {
+                p.is_synced() && (p.accepted_idx < accepted_idx || p.decided_reported < decided_idx)
+            })
             .map(|(&id, _)| id)
             .collect();
         for peer in lagging {
