@@ -114,6 +114,9 @@ pub struct Prepare {
     pub n_accepted: Ballot,
     /// The leader's accepted index (log end, plus one for a StopSign).
     pub accepted_idx: LogIndex,
+    /// The session the leader opens with this peer: the AcceptSync answering this Prepare has a
+    /// session at least this high, so the peer can refuse any older (delayed) AcceptSync.
+    pub session: u64,
 }
 
 /// The part of a log a synchronisation transfers. The receiver truncates its log to

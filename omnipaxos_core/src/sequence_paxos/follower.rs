@@ -38,6 +38,10 @@ pub(crate) struct Follower<T, S> {
     pub(crate) phase: FollowerPhase,
     /// Last sequence number received from the leader in this session.
     seq: SequenceNumber,
+    /// The highest session opened by a Prepare of the promised ballot in this process: an
+    /// AcceptSync of a lower session is a delayed copy and must not be applied. `None` until a
+    /// Prepare was handled (after a restart, every AcceptSync in flight is stale).
+    prepared_session: Option<(Ballot, u64)>,
     /// The last Promise sent, resent until the AcceptSync arrives.
     pub(crate) cached_promise: Option<Promise<T, S>>,
     /// Position in the outgoing queue of an unsent Accepted, to update instead of adding another.
@@ -54,7 +58,29 @@ enum SequenceCheck {
 
 impl<T: Clone + Debug, S: Snapshot<T>> Follower<T, S> {
     pub(crate) fn new(phase: FollowerPhase) -> Self {
-        Follower { phase, seq: SequenceNumber::default(), cached_promise: None, pending_accepted: None }
+        Follower {
+            phase,
+            seq: SequenceNumber::default(),
+            prepared_session: None,
+            cached_promise: None,
+            pending_accepted: None,
+        }
+    }
+
+    /// Records the session a Prepare of ballot `n` opened.
+    pub(crate) fn note_prepare(&mut self, n: Ballot, session: u64) {
+        let session = match self.prepared_session {
+            Some((b, s)) if b == n => s.max(session),
+            _ => session,
+        };
+        self.prepared_session = Some((n, session));
+    }
+
+    /// True if an AcceptSync of ballot `n` and `session` answers the latest Prepare: not older
+    /// than the session that Prepare opened and newer than every session already applied.
+    pub(crate) fn is_fresh_accept_sync(&self, n: Ballot, session: u64) -> bool {
+        let prepared = matches!(self.prepared_session, Some((b, s)) if b == n && session >= s);
+        prepared && (session > self.seq.session || self.phase == FollowerPhase::Prepare)
     }
 
     /// Enters the accept phase of a new session after an AcceptSync was applied.

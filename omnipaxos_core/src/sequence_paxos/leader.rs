@@ -172,12 +172,17 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         }
     }
 
+    /// Sends Prepare and opens a new session with the peer: every AcceptSync sent before has a
+    /// lower session, so the peer can tell a delayed one from the answer to this Prepare.
     fn send_prepare<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>, to: NodeId) {
+        let Some(progress) = self.peers.get_mut(&to) else { return };
+        progress.seq = SequenceNumber { session: progress.seq.session + 1, counter: 0 };
         let prepare = Prepare {
             n: self.n,
             decided_idx: ctx.state.decided_idx,
             n_accepted: ctx.state.accepted_round,
             accepted_idx: ctx.state.accepted_idx(),
+            session: progress.seq.session,
         };
         ctx.send(to, PaxosMsg::Prepare(prepare));
     }

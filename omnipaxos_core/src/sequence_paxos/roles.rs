@@ -92,6 +92,7 @@ where
             log_sync,
         };
         if let Role::Follower(follower) = &mut self.role {
+            follower.note_prepare(prep.n, prep.session);
             follower.cached_promise = Some(promise_msg.clone());
         }
         self.ctx.send(from, PaxosMsg::Promise(promise_msg));
@@ -122,12 +123,11 @@ where
             self.ctx.send(from, PaxosMsg::NotAccepted(crate::messages::NotAccepted { n: promise }));
             return Ok(());
         }
-        let in_prepare = matches!(&self.role, Role::Follower(f) if f.phase == FollowerPhase::Prepare);
-        if sync.n > promise || !in_prepare {
-            tracing::debug!(
-                pid = self.ctx.pid,
-                "AcceptSync ignored: not promised to it in the Prepare phase"
-            );
+        let fresh = matches!(&self.role, Role::Follower(f)
+            if matches!(f.phase, FollowerPhase::Prepare | FollowerPhase::Accept)
+                && f.is_fresh_accept_sync(sync.n, sync.seq_num.session));
+        if sync.n > promise || !fresh {
+            tracing::debug!(pid = self.ctx.pid, "AcceptSync ignored: not the answer to our last Promise");
             return Ok(());
         }
         self.ctx.apply_log_sync(sync.log_sync, sync.n, sync.decided_idx)?;
