@@ -24,8 +24,10 @@ fn run_seed(seed: u64, pids: &[u64]) {
         cluster.collect();
         let in_flight = cluster.in_flight();
         match rng.gen_range(0..100) {
-            0..=44 if in_flight > 0 => cluster.deliver_at(rng.gen_range(0..in_flight.min(4))),
-            45..=49 if in_flight > 0 => cluster.lose_at(rng.gen_range(0..in_flight)),
+            0..=34 if in_flight > 0 => cluster.deliver_at(rng.gen_range(0..in_flight.min(4))),
+            35..=41 if in_flight > 0 => cluster.deliver_at(rng.gen_range(0..in_flight)),
+            42..=46 if in_flight > 0 => cluster.lose_at(rng.gen_range(0..in_flight)),
+            47..=49 if in_flight > 0 => cluster.delay_copy_at(rng.gen_range(0..in_flight)),
             50..=52 if in_flight > 0 => cluster.duplicate_at(rng.gen_range(0..in_flight)),
             53..=69 => {
                 let pid = pids[rng.gen_range(0..pids.len())];
@@ -120,14 +122,14 @@ fn seeds(range: std::ops::Range<u64>) -> Vec<u64> {
 
 #[test]
 fn random_schedules_three_replicas() {
-    for seed in seeds(0..150) {
+    for seed in seeds(0..300) {
         run_seed(seed, &[1, 2, 3]);
     }
 }
 
 #[test]
 fn random_schedules_five_replicas() {
-    for seed in seeds(1000..1080) {
+    for seed in seeds(1000..1150) {
         run_seed(seed, &[1, 2, 3, 4, 5]);
     }
 }

@@ -148,3 +148,26 @@ fn repeated_leader_changes_under_load_keep_logs_consistent() {
         assert_eq!(cluster.decided(pid), log);
     }
 }
+
+#[test]
+fn a_delayed_forward_reaching_a_later_round_of_the_same_leader_is_not_appended_again() {
+    use std::{cell::RefCell, rc::Rc};
+    let mut cluster = Cluster::<()>::new(&[1, 2, 3]);
+    cluster.elect(1);
+    let captured = Rc::new(RefCell::new(Vec::new()));
+    let sink = captured.clone();
+    cluster.drop_messages(move |m| {
+        if is_kind(m, "ProposalForward") {
+            sink.borrow_mut().push(m.clone());
+        }
+        false
+    });
+    cluster.append(2, 5);
+    cluster.stabilize();
+    assert_eq!(cluster.decided(1), vec![5]);
+    cluster.elect(1); // the same leader, a new round
+    let stale = captured.borrow()[0].clone();
+    cluster.replica(1).handle(stale).expect("handle");
+    cluster.tick(45);
+    assert_eq!(cluster.decided(1), vec![5], "the delayed copy was appended again");
+}

@@ -325,6 +325,14 @@ impl<S: Snapshot<u64>> Cluster<S> {
         }
     }
 
+    /// Queues a copy of the in-flight message at `position` at the back: a delayed duplicate.
+    pub fn delay_copy_at(&mut self, position: usize) {
+        if let Some(message) = self.network.get(position).cloned() {
+            self.trace.push(format!("DELAYED COPY {message}"));
+            self.network.push_back(message);
+        }
+    }
+
     /// Ticks every live replica once without delivering anything.
     pub fn tick_once(&mut self) {
         for replica in self.replicas.values_mut() {
