@@ -429,13 +429,7 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
     ) -> Result<(), StorageError> {
         let Some(progress) = self.peers.get(&to) else { return Ok(()) };
         let PeerState::Promised { meta, .. } = progress.state else { return Ok(()) };
-        let valid_idx = if meta.n_accepted == self.n {
-            meta.accepted_idx
-        } else if meta.n_accepted == self.adopted.n_accepted {
-            meta.accepted_idx.min(self.adopted.accepted_idx)
-        } else {
-            meta.decided_idx
-        };
+        let valid_idx = valid_prefix(meta, self.n, self.adopted);
         let log_sync = ctx.create_log_sync(valid_idx)?;
         let decided_idx = ctx.state.decided_idx;
         let progress = self.peers.get_mut(&to).expect("checked above");
@@ -648,6 +642,107 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
                 progress.accepted_idx <= ctx.state.accepted_idx(),
                 "a peer accepted beyond the leader's log"
             );
+        }
+    }
+}
+
+/// How much of a promised peer's log already equals the leader's: the AcceptSync sends
+/// everything after it.
+/// - synchronised in the current round: its whole log (a prefix of the leader's);
+/// - of the same round as the log the leader adopted: the shorter of the two (both are prefixes
+///   of that round's log);
+/// - otherwise: only its decided prefix can be trusted.
+pub(crate) fn valid_prefix(peer: PromiseMeta, current: Ballot, adopted: PromiseMeta) -> LogIndex {
+    if peer.n_accepted == current {
+        peer.accepted_idx
+    } else if peer.n_accepted == adopted.n_accepted {
+        peer.accepted_idx.min(adopted.accepted_idx)
+    } else {
+        peer.decided_idx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A log is a list of `(round it was first written in, value)`.
+    type Log = Vec<(u32, u32)>;
+
+    fn ballot(n: u32) -> Ballot {
+        Ballot::with(1, n, 0, 1)
+    }
+
+    /// A history: a decided prefix shared by all, then per round a leader log that extends the
+    /// log adopted from an earlier round; peers hold prefixes of some round's log.
+    fn history() -> impl Strategy<Value = (Log, Vec<Log>, Vec<(usize, usize, usize)>)> {
+        (1usize..4, 1usize..5, proptest::collection::vec((0usize..8, 0usize..6), 1..5))
+            .prop_flat_map(|(decided_len, rounds, extensions)| {
+                let peers = proptest::collection::vec((0..rounds, 0usize..12, 0usize..=decided_len), 1..6);
+                (Just(decided_len), Just(rounds), Just(extensions), peers)
+            })
+            .prop_map(|(decided_len, rounds, extensions, peers)| {
+                let decided: Log = (0..decided_len as u32).map(|v| (0, v)).collect();
+                let mut round_logs: Vec<Log> = Vec::new();
+                for r in 0..rounds {
+                    let (base_pick, extra) = extensions[r % extensions.len()];
+                    let mut log = if r == 0 {
+                        decided.clone()
+                    } else {
+                        let base: &Log = &round_logs[base_pick % r];
+                        base.clone()
+                    };
+                    log.extend((0..extra as u32).map(|v| (r as u32 + 1, 1000 * (r as u32 + 1) + v)));
+                    round_logs.push(log);
+                }
+                (decided, round_logs, peers)
+            })
+    }
+
+    proptest! {
+        // Deterministic: a fixed seed and no regression files.
+        #![proptest_config(ProptestConfig {
+            cases: 512,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x5eed),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// Whatever the peer holds, its prefix up to `valid_prefix` equals the new leader's log,
+        /// and it never reaches below the peer's decided entries.
+        #[test]
+        fn valid_prefix_never_keeps_an_entry_the_leader_does_not_hold((decided, round_logs, peers) in history()) {
+            let current = ballot(round_logs.len() as u32 + 1);
+            // Each peer holds a prefix (at least the decided part it knows) of one round's log.
+            let held: Vec<(u32, Log, usize)> = peers
+                .iter()
+                .map(|&(round, len, peer_decided)| {
+                    let log = &round_logs[round];
+                    let len = len.clamp(decided.len().min(log.len()), log.len());
+                    (round as u32 + 1, log[..len].to_vec(), peer_decided.min(len))
+                })
+                .collect();
+            // The leader adopts the best promised log: latest round, then longest.
+            let best = held.iter().max_by_key(|(r, log, _)| (*r, log.len())).expect("one peer");
+            let leader_log = best.1.clone();
+            let adopted = PromiseMeta {
+                n_accepted: ballot(best.0),
+                accepted_idx: leader_log.len() as LogIndex,
+                decided_idx: 0,
+            };
+            for (round, log, peer_decided) in &held {
+                let meta = PromiseMeta {
+                    n_accepted: ballot(*round),
+                    accepted_idx: log.len() as LogIndex,
+                    decided_idx: *peer_decided as LogIndex,
+                };
+                let valid = valid_prefix(meta, current, adopted) as usize;
+                prop_assert!(valid >= *peer_decided, "the sync would truncate decided entries");
+                prop_assert!(valid <= log.len() && valid <= leader_log.len());
+                prop_assert_eq!(&log[..valid], &leader_log[..valid]);
+            }
         }
     }
 }
