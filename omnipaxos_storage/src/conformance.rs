@@ -33,11 +33,7 @@ pub struct SumSnapshot(pub u64);
 
 impl Snapshot<u64> for SumSnapshot {
     fn create(entries: &[u64]) -> Self {
-        SumSnapshot(
-            entries
-                .iter()
-                .fold(0, |sum, entry| sum.wrapping_add(*entry)),
-        )
+        SumSnapshot(entries.iter().fold(0, |sum, entry| sum.wrapping_add(*entry)))
     }
 
     fn merge(&mut self, delta: Self) {
@@ -77,16 +73,11 @@ pub struct ObservedState {
 pub fn observe<St: Storage<u64, SumSnapshot>>(storage: &St) -> ObservedState {
     let compacted_idx = storage.get_compacted_idx().expect("get_compacted_idx");
     let log_end = storage.get_log_end().expect("get_log_end");
-    assert!(
-        compacted_idx <= log_end,
-        "compacted_idx {compacted_idx} > log_end {log_end}"
-    );
+    assert!(compacted_idx <= log_end, "compacted_idx {compacted_idx} > log_end {log_end}");
     ObservedState {
         compacted_idx,
         log_end,
-        entries: storage
-            .get_entries(compacted_idx, log_end)
-            .expect("read the stored range"),
+        entries: storage.get_entries(compacted_idx, log_end).expect("read the stored range"),
         promise: storage.get_promise().expect("get_promise"),
         accepted_round: storage.get_accepted_round().expect("get_accepted_round"),
         decided_idx: storage.get_decided_idx().expect("get_decided_idx"),
@@ -179,15 +170,8 @@ pub fn run_all<St: Storage<u64, SumSnapshot>, F: FnMut() -> St>(mut make_empty: 
 /// The entry stored at absolute index `idx` by generation `generation`: distinct generations
 /// give distinct entries and ids, so a read shows which write it came from.
 pub fn proposal_at(idx: LogIndex, generation: u64) -> Proposal<u64> {
-    let id = ProposalId {
-        node: 1 + idx % 3,
-        seq: idx.wrapping_add(1),
-        incarnation: generation,
-    };
-    Proposal {
-        id,
-        entry: idx.wrapping_mul(1_000).wrapping_add(generation),
-    }
+    let id = ProposalId { node: 1 + idx % 3, seq: idx.wrapping_add(1), incarnation: generation };
+    Proposal { id, entry: idx.wrapping_mul(1_000).wrapping_add(generation) }
 }
 
 /// The entries `[from, to)` of generation `generation`.
@@ -226,11 +210,7 @@ fn read<St: Storage<u64, SumSnapshot>>(
 }
 
 fn stopsign(configuration_id: u32) -> StopSign {
-    let next_config = ClusterConfig {
-        configuration_id,
-        nodes: vec![1, 2, 3],
-        flexible_quorum: None,
-    };
+    let next_config = ClusterConfig { configuration_id, nodes: vec![1, 2, 3], flexible_quorum: None };
     StopSign::with(next_config, Some(vec![configuration_id as u8, 0, 255]))
 }
 
@@ -281,52 +261,18 @@ where
 {
     let check = "check_append_and_read_back";
     let mut storage = make_empty();
-    write(
-        &mut storage,
-        vec![StorageOp::AppendEntries(proposals(0, 5, 1))],
-        check,
-    );
-    write(
-        &mut storage,
-        vec![StorageOp::AppendEntries(proposals(5, 8, 2))],
-        check,
-    );
+    write(&mut storage, vec![StorageOp::AppendEntries(proposals(0, 5, 1))], check);
+    write(&mut storage, vec![StorageOp::AppendEntries(proposals(5, 8, 2))], check);
     let mut expected = proposals(0, 5, 1);
     expected.extend(proposals(5, 8, 2));
-    assert_eq!(
-        storage.get_log_end().expect("get_log_end"),
-        8,
-        "{check}: log_end"
-    );
+    assert_eq!(storage.get_log_end().expect("get_log_end"), 8, "{check}: log_end");
     assert_eq!(read(&storage, 0, 8, check), expected, "{check}: whole log");
-    assert_eq!(
-        read(&storage, 3, 6, check),
-        expected[3..6],
-        "{check}: sub-range"
-    );
-    assert_eq!(
-        read(&storage, 7, 8, check),
-        expected[7..8],
-        "{check}: last entry"
-    );
-    assert!(
-        read(&storage, 4, 4, check).is_empty(),
-        "{check}: empty range"
-    );
-    assert!(
-        read(&storage, 8, 8, check).is_empty(),
-        "{check}: empty range at log_end"
-    );
-    write(
-        &mut storage,
-        vec![StorageOp::AppendEntries(Vec::new())],
-        check,
-    );
-    assert_eq!(
-        read(&storage, 0, 8, check),
-        expected,
-        "{check}: empty append"
-    );
+    assert_eq!(read(&storage, 3, 6, check), expected[3..6], "{check}: sub-range");
+    assert_eq!(read(&storage, 7, 8, check), expected[7..8], "{check}: last entry");
+    assert!(read(&storage, 4, 4, check).is_empty(), "{check}: empty range");
+    assert!(read(&storage, 8, 8, check).is_empty(), "{check}: empty range at log_end");
+    write(&mut storage, vec![StorageOp::AppendEntries(Vec::new())], check);
+    assert_eq!(read(&storage, 0, 8, check), expected, "{check}: empty append");
 }
 
 /// `AppendOnPrefix` drops everything from its index on, then appends.
@@ -337,51 +283,19 @@ where
 {
     let check = "check_append_on_prefix_truncates_then_appends";
     let mut storage = make_empty();
-    write(
-        &mut storage,
-        vec![StorageOp::AppendEntries(proposals(0, 6, 1))],
-        check,
-    );
-    write(
-        &mut storage,
-        vec![StorageOp::AppendOnPrefix(3, proposals(3, 5, 2))],
-        check,
-    );
+    write(&mut storage, vec![StorageOp::AppendEntries(proposals(0, 6, 1))], check);
+    write(&mut storage, vec![StorageOp::AppendOnPrefix(3, proposals(3, 5, 2))], check);
     let mut expected = proposals(0, 3, 1);
     expected.extend(proposals(3, 5, 2));
-    assert_eq!(
-        storage.get_log_end().expect("get_log_end"),
-        5,
-        "{check}: shorter log"
-    );
+    assert_eq!(storage.get_log_end().expect("get_log_end"), 5, "{check}: shorter log");
     assert_eq!(read(&storage, 0, 5, check), expected, "{check}: entries");
-    write(
-        &mut storage,
-        vec![StorageOp::AppendOnPrefix(2, Vec::new())],
-        check,
-    );
-    assert_eq!(
-        storage.get_log_end().expect("get_log_end"),
-        2,
-        "{check}: pure truncation"
-    );
-    assert_eq!(
-        read(&storage, 0, 2, check),
-        expected[..2],
-        "{check}: kept prefix"
-    );
-    write(
-        &mut storage,
-        vec![StorageOp::AppendOnPrefix(1, proposals(1, 9, 3))],
-        check,
-    );
+    write(&mut storage, vec![StorageOp::AppendOnPrefix(2, Vec::new())], check);
+    assert_eq!(storage.get_log_end().expect("get_log_end"), 2, "{check}: pure truncation");
+    assert_eq!(read(&storage, 0, 2, check), expected[..2], "{check}: kept prefix");
+    write(&mut storage, vec![StorageOp::AppendOnPrefix(1, proposals(1, 9, 3))], check);
     let mut expected = proposals(0, 1, 1);
     expected.extend(proposals(1, 9, 3));
-    assert_eq!(
-        read(&storage, 0, 9, check),
-        expected,
-        "{check}: longer than before"
-    );
+    assert_eq!(read(&storage, 0, 9, check), expected, "{check}: longer than before");
 }
 
 /// `AppendOnPrefix(log_end, ..)` truncates nothing: it is a plain append.
@@ -392,23 +306,11 @@ where
 {
     let check = "check_append_on_prefix_at_log_end_appends";
     let mut storage = make_empty();
-    write(
-        &mut storage,
-        vec![StorageOp::AppendOnPrefix(0, proposals(0, 3, 1))],
-        check,
-    );
-    write(
-        &mut storage,
-        vec![StorageOp::AppendOnPrefix(3, proposals(3, 5, 2))],
-        check,
-    );
+    write(&mut storage, vec![StorageOp::AppendOnPrefix(0, proposals(0, 3, 1))], check);
+    write(&mut storage, vec![StorageOp::AppendOnPrefix(3, proposals(3, 5, 2))], check);
     let mut expected = proposals(0, 3, 1);
     expected.extend(proposals(3, 5, 2));
-    assert_eq!(
-        storage.get_log_end().expect("get_log_end"),
-        5,
-        "{check}: log_end"
-    );
+    assert_eq!(storage.get_log_end().expect("get_log_end"), 5, "{check}: log_end");
     assert_eq!(read(&storage, 0, 5, check), expected, "{check}: entries");
 }
 
@@ -420,32 +322,12 @@ where
 {
     let check = "check_append_on_prefix_at_compacted_idx_replaces_log";
     let mut storage = make_empty();
-    write(
-        &mut storage,
-        vec![StorageOp::AppendEntries(proposals(0, 6, 1))],
-        check,
-    );
+    write(&mut storage, vec![StorageOp::AppendEntries(proposals(0, 6, 1))], check);
     write(&mut storage, vec![StorageOp::Trim(4)], check);
-    write(
-        &mut storage,
-        vec![StorageOp::AppendOnPrefix(4, proposals(4, 7, 2))],
-        check,
-    );
-    assert_eq!(
-        storage.get_compacted_idx().expect("get_compacted_idx"),
-        4,
-        "{check}: start"
-    );
-    assert_eq!(
-        storage.get_log_end().expect("get_log_end"),
-        7,
-        "{check}: log_end"
-    );
-    assert_eq!(
-        read(&storage, 4, 7, check),
-        proposals(4, 7, 2),
-        "{check}: entries"
-    );
+    write(&mut storage, vec![StorageOp::AppendOnPrefix(4, proposals(4, 7, 2))], check);
+    assert_eq!(storage.get_compacted_idx().expect("get_compacted_idx"), 4, "{check}: start");
+    assert_eq!(storage.get_log_end().expect("get_log_end"), 7, "{check}: log_end");
+    assert_eq!(read(&storage, 4, 7, check), proposals(4, 7, 2), "{check}: entries");
 }
 
 /// `AppendOnPrefix` outside `[compacted_idx, log_end]` fails with `OutOfRange`, changing nothing.
@@ -460,11 +342,7 @@ where
         let before = observe(&storage);
         let ops = vec![StorageOp::AppendOnPrefix(from_idx, proposals(0, 2, 9))];
         assert_out_of_range(storage.write_atomically(ops), check);
-        assert_eq!(
-            observe(&storage),
-            before,
-            "{check}: from_idx {from_idx} changed state"
-        );
+        assert_eq!(observe(&storage), before, "{check}: from_idx {from_idx} changed state");
     }
 }
 
@@ -477,33 +355,13 @@ where
     let check = "check_get_entries_out_of_range_fails";
     let storage = populated(make_empty);
     let max = LogIndex::MAX;
-    let bad_ranges = [
-        (4, 3),
-        (2, 7),
-        (1, 4),
-        (0, 0),
-        (7, 7),
-        (6, 0),
-        (max, 0),
-        (0, max),
-        (max, max),
-    ];
+    let bad_ranges = [(4, 3), (2, 7), (1, 4), (0, 0), (7, 7), (6, 0), (max, 0), (0, max), (max, max)];
     for (from, to) in bad_ranges {
         assert_out_of_range(storage.get_entries(from, to), check);
     }
-    assert!(
-        read(&storage, 2, 2, check).is_empty(),
-        "{check}: empty range at compacted_idx"
-    );
-    assert!(
-        read(&storage, 6, 6, check).is_empty(),
-        "{check}: empty range at log_end"
-    );
-    assert_eq!(
-        read(&storage, 2, 6, check),
-        proposals(2, 6, 1),
-        "{check}: whole stored log"
-    );
+    assert!(read(&storage, 2, 2, check).is_empty(), "{check}: empty range at compacted_idx");
+    assert!(read(&storage, 6, 6, check).is_empty(), "{check}: empty range at log_end");
+    assert_eq!(read(&storage, 2, 6, check), proposals(2, 6, 1), "{check}: whole stored log");
 }
 
 /// `Trim` moves `compacted_idx`; later entries keep their absolute indices.
@@ -514,54 +372,18 @@ where
 {
     let check = "check_trim_keeps_absolute_indices";
     let mut storage = make_empty();
-    write(
-        &mut storage,
-        vec![StorageOp::AppendEntries(proposals(0, 10, 1))],
-        check,
-    );
+    write(&mut storage, vec![StorageOp::AppendEntries(proposals(0, 10, 1))], check);
     write(&mut storage, vec![StorageOp::Trim(4)], check);
-    assert_eq!(
-        storage.get_compacted_idx().expect("get_compacted_idx"),
-        4,
-        "{check}: start"
-    );
-    assert_eq!(
-        storage.get_log_end().expect("get_log_end"),
-        10,
-        "{check}: log_end kept"
-    );
-    assert_eq!(
-        read(&storage, 4, 10, check),
-        proposals(4, 10, 1),
-        "{check}: entries kept"
-    );
+    assert_eq!(storage.get_compacted_idx().expect("get_compacted_idx"), 4, "{check}: start");
+    assert_eq!(storage.get_log_end().expect("get_log_end"), 10, "{check}: log_end kept");
+    assert_eq!(read(&storage, 4, 10, check), proposals(4, 10, 1), "{check}: entries kept");
     write(&mut storage, vec![StorageOp::Trim(4)], check);
-    assert_eq!(
-        read(&storage, 4, 10, check),
-        proposals(4, 10, 1),
-        "{check}: same-index trim"
-    );
-    write(
-        &mut storage,
-        vec![StorageOp::AppendEntries(proposals(10, 12, 2))],
-        check,
-    );
-    assert_eq!(
-        read(&storage, 9, 12, check)[1..],
-        proposals(10, 12, 2),
-        "{check}: append"
-    );
+    assert_eq!(read(&storage, 4, 10, check), proposals(4, 10, 1), "{check}: same-index trim");
+    write(&mut storage, vec![StorageOp::AppendEntries(proposals(10, 12, 2))], check);
+    assert_eq!(read(&storage, 9, 12, check)[1..], proposals(10, 12, 2), "{check}: append");
     write(&mut storage, vec![StorageOp::Trim(12)], check);
-    assert_eq!(
-        storage.get_compacted_idx().expect("get_compacted_idx"),
-        12,
-        "{check}: all"
-    );
-    assert_eq!(
-        storage.get_log_end().expect("get_log_end"),
-        12,
-        "{check}: empty log end"
-    );
+    assert_eq!(storage.get_compacted_idx().expect("get_compacted_idx"), 12, "{check}: all");
+    assert_eq!(storage.get_log_end().expect("get_log_end"), 12, "{check}: empty log end");
 }
 
 /// `Trim` past `log_end` empties the log, which then starts at the trim index.
@@ -572,34 +394,14 @@ where
 {
     let check = "check_trim_beyond_log_end_empties_log";
     let mut storage = make_empty();
-    write(
-        &mut storage,
-        vec![StorageOp::AppendEntries(proposals(0, 3, 1))],
-        check,
-    );
+    write(&mut storage, vec![StorageOp::AppendEntries(proposals(0, 3, 1))], check);
     write(&mut storage, vec![StorageOp::Trim(8)], check);
-    assert_eq!(
-        storage.get_compacted_idx().expect("get_compacted_idx"),
-        8,
-        "{check}: start"
-    );
-    assert_eq!(
-        storage.get_log_end().expect("get_log_end"),
-        8,
-        "{check}: log_end"
-    );
+    assert_eq!(storage.get_compacted_idx().expect("get_compacted_idx"), 8, "{check}: start");
+    assert_eq!(storage.get_log_end().expect("get_log_end"), 8, "{check}: log_end");
     assert!(read(&storage, 8, 8, check).is_empty(), "{check}: empty");
     assert_out_of_range(storage.get_entries(2, 8), check);
-    write(
-        &mut storage,
-        vec![StorageOp::AppendEntries(proposals(8, 10, 2))],
-        check,
-    );
-    assert_eq!(
-        read(&storage, 8, 10, check),
-        proposals(8, 10, 2),
-        "{check}: append after"
-    );
+    write(&mut storage, vec![StorageOp::AppendEntries(proposals(8, 10, 2))], check);
+    assert_eq!(read(&storage, 8, 10, check), proposals(8, 10, 2), "{check}: append after");
 }
 
 /// `Trim` below `compacted_idx` fails with `OutOfRange` and changes nothing.
@@ -613,11 +415,7 @@ where
         let mut storage = populated(make_empty);
         let before = observe(&storage);
         assert_out_of_range(storage.write_atomically(vec![StorageOp::Trim(idx)]), check);
-        assert_eq!(
-            observe(&storage),
-            before,
-            "{check}: Trim({idx}) changed state"
-        );
+        assert_eq!(observe(&storage), before, "{check}: Trim({idx}) changed state");
     }
 }
 
@@ -635,11 +433,7 @@ where
         StorageOp::AppendOnPrefix(9, proposals(9, 10, 2)),
     ];
     assert_out_of_range(storage.write_atomically(ops), check);
-    assert_eq!(
-        observe(&storage),
-        before,
-        "{check}: promise must not be set"
-    );
+    assert_eq!(observe(&storage), before, "{check}: promise must not be set");
 
     let mut storage = populated(make_empty);
     let ops = vec![
@@ -653,11 +447,7 @@ where
         StorageOp::Trim(3),
     ];
     assert_out_of_range(storage.write_atomically(ops), check);
-    assert_eq!(
-        observe(&storage),
-        before,
-        "{check}: no op of the call may apply"
-    );
+    assert_eq!(observe(&storage), before, "{check}: no op of the call may apply");
 }
 
 /// After a failed write, every write and flush fails (fail-stop) while reads keep working.
@@ -670,24 +460,11 @@ where
     let mut storage = populated(make_empty);
     let before = observe(&storage);
     assert_out_of_range(storage.write_atomically(vec![StorageOp::Trim(0)]), check);
-    let valid = vec![
-        StorageOp::SetIncarnation(9),
-        StorageOp::AppendEntries(proposals(6, 7, 2)),
-    ];
-    assert!(
-        storage.write_atomically(valid).is_err(),
-        "{check}: later write must fail"
-    );
-    assert!(
-        storage.write_atomically(Vec::new()).is_err(),
-        "{check}: even an empty write"
-    );
+    let valid = vec![StorageOp::SetIncarnation(9), StorageOp::AppendEntries(proposals(6, 7, 2))];
+    assert!(storage.write_atomically(valid).is_err(), "{check}: later write must fail");
+    assert!(storage.write_atomically(Vec::new()).is_err(), "{check}: even an empty write");
     assert!(storage.flush().is_err(), "{check}: later flush must fail");
-    assert_eq!(
-        observe(&storage),
-        before,
-        "{check}: reads still work, state unchanged"
-    );
+    assert_eq!(observe(&storage), before, "{check}: reads still work, state unchanged");
 }
 
 /// Ops of one call apply in the order given: later ops see and override earlier ones.
@@ -740,39 +517,19 @@ where
 {
     let check = "check_ops_validated_against_earlier_ops_of_call";
     let mut storage = make_empty();
-    write(
-        &mut storage,
-        vec![StorageOp::AppendEntries(proposals(0, 3, 1))],
-        check,
-    );
-    let grows_then_truncates = vec![
-        StorageOp::AppendEntries(proposals(3, 6, 1)),
-        StorageOp::AppendOnPrefix(5, proposals(5, 6, 2)),
-    ];
+    write(&mut storage, vec![StorageOp::AppendEntries(proposals(0, 3, 1))], check);
+    let grows_then_truncates =
+        vec![StorageOp::AppendEntries(proposals(3, 6, 1)), StorageOp::AppendOnPrefix(5, proposals(5, 6, 2))];
     write(&mut storage, grows_then_truncates, check);
-    assert_eq!(
-        read(&storage, 4, 6, check)[1],
-        proposal_at(5, 2),
-        "{check}: valid after grow"
-    );
+    assert_eq!(read(&storage, 4, 6, check)[1], proposal_at(5, 2), "{check}: valid after grow");
 
     let mut storage = make_empty();
-    write(
-        &mut storage,
-        vec![StorageOp::AppendEntries(proposals(0, 6, 1))],
-        check,
-    );
+    write(&mut storage, vec![StorageOp::AppendEntries(proposals(0, 6, 1))], check);
     let before = observe(&storage);
-    let trims_then_truncates_below = vec![
-        StorageOp::Trim(4),
-        StorageOp::AppendOnPrefix(2, proposals(2, 3, 2)),
-    ];
+    let trims_then_truncates_below =
+        vec![StorageOp::Trim(4), StorageOp::AppendOnPrefix(2, proposals(2, 3, 2))];
     assert_out_of_range(storage.write_atomically(trims_then_truncates_below), check);
-    assert_eq!(
-        observe(&storage),
-        before,
-        "{check}: invalid after trim, nothing applied"
-    );
+    assert_eq!(observe(&storage), before, "{check}: invalid after trim, nothing applied");
 }
 
 /// An empty call succeeds and changes nothing.
@@ -796,17 +553,9 @@ where
 {
     let check = "check_promise_round_trip";
     let mut storage = make_empty();
-    for ballot in [
-        Ballot::with(1, 3, 0, 2),
-        Ballot::with(2, 1, 1, 3),
-        Ballot::with(1, 1, 0, 1),
-    ] {
+    for ballot in [Ballot::with(1, 3, 0, 2), Ballot::with(2, 1, 1, 3), Ballot::with(1, 1, 0, 1)] {
         write(&mut storage, vec![StorageOp::SetPromise(ballot)], check);
-        assert_eq!(
-            storage.get_promise().expect("get_promise"),
-            Some(ballot),
-            "{check}"
-        );
+        assert_eq!(storage.get_promise().expect("get_promise"), Some(ballot), "{check}");
     }
 }
 
@@ -818,23 +567,11 @@ where
 {
     let check = "check_accepted_round_round_trip";
     let mut storage = make_empty();
-    for ballot in [
-        Ballot::with(1, 3, 0, 2),
-        Ballot::with(3, 7, 2, 1),
-        Ballot::default(),
-    ] {
-        write(
-            &mut storage,
-            vec![StorageOp::SetAcceptedRound(ballot)],
-            check,
-        );
+    for ballot in [Ballot::with(1, 3, 0, 2), Ballot::with(3, 7, 2, 1), Ballot::default()] {
+        write(&mut storage, vec![StorageOp::SetAcceptedRound(ballot)], check);
         let stored = storage.get_accepted_round().expect("get_accepted_round");
         assert_eq!(stored, Some(ballot), "{check}");
-        assert_eq!(
-            storage.get_promise().expect("get_promise"),
-            None,
-            "{check}: promise apart"
-        );
+        assert_eq!(storage.get_promise().expect("get_promise"), None, "{check}: promise apart");
     }
 }
 
@@ -846,17 +583,9 @@ where
 {
     let check = "check_decided_idx_round_trip";
     let mut storage = make_empty();
-    write(
-        &mut storage,
-        vec![StorageOp::AppendEntries(proposals(0, 4, 1))],
-        check,
-    );
+    write(&mut storage, vec![StorageOp::AppendEntries(proposals(0, 4, 1))], check);
     for decided_idx in [3, 4, 9, 0, LogIndex::MAX, 2] {
-        write(
-            &mut storage,
-            vec![StorageOp::SetDecidedIdx(decided_idx)],
-            check,
-        );
+        write(&mut storage, vec![StorageOp::SetDecidedIdx(decided_idx)], check);
         let stored = storage.get_decided_idx().expect("get_decided_idx");
         assert_eq!(stored, decided_idx, "{check}");
     }
@@ -870,30 +599,11 @@ where
 {
     let check = "check_stopsign_round_trip";
     let mut storage = make_empty();
-    let without_metadata = StopSign::with(
-        ClusterConfig {
-            configuration_id: 4,
-            nodes: vec![7],
-            flexible_quorum: None,
-        },
-        None,
-    );
-    for stopsign in [
-        Some(stopsign(2)),
-        Some(without_metadata),
-        Some(stopsign(3)),
-        None,
-    ] {
-        write(
-            &mut storage,
-            vec![StorageOp::SetStopSign(stopsign.clone())],
-            check,
-        );
-        assert_eq!(
-            storage.get_stopsign().expect("get_stopsign"),
-            stopsign,
-            "{check}"
-        );
+    let without_metadata =
+        StopSign::with(ClusterConfig { configuration_id: 4, nodes: vec![7], flexible_quorum: None }, None);
+    for stopsign in [Some(stopsign(2)), Some(without_metadata), Some(stopsign(3)), None] {
+        write(&mut storage, vec![StorageOp::SetStopSign(stopsign.clone())], check);
+        assert_eq!(storage.get_stopsign().expect("get_stopsign"), stopsign, "{check}");
     }
 }
 
@@ -908,18 +618,9 @@ where
     let mut merged = SumSnapshot::create(&[1, 2, 3]);
     merged.merge(SumSnapshot::create(&[4]));
     assert_eq!(merged, SumSnapshot(10), "{check}: SumSnapshot arithmetic");
-    for snapshot in [
-        Some(merged),
-        Some(SumSnapshot(u64::MAX)),
-        None,
-        Some(SumSnapshot(0)),
-    ] {
+    for snapshot in [Some(merged), Some(SumSnapshot(u64::MAX)), None, Some(SumSnapshot(0))] {
         write(&mut storage, vec![StorageOp::SetSnapshot(snapshot)], check);
-        assert_eq!(
-            storage.get_snapshot().expect("get_snapshot"),
-            snapshot,
-            "{check}"
-        );
+        assert_eq!(storage.get_snapshot().expect("get_snapshot"), snapshot, "{check}");
     }
 }
 
@@ -932,16 +633,8 @@ where
     let check = "check_incarnation_round_trip";
     let mut storage = make_empty();
     for incarnation in [1, 2, u64::MAX, 0] {
-        write(
-            &mut storage,
-            vec![StorageOp::SetIncarnation(incarnation)],
-            check,
-        );
-        assert_eq!(
-            storage.get_incarnation().expect("get_incarnation"),
-            incarnation,
-            "{check}"
-        );
+        write(&mut storage, vec![StorageOp::SetIncarnation(incarnation)], check);
+        assert_eq!(storage.get_incarnation().expect("get_incarnation"), incarnation, "{check}");
     }
 }
 
@@ -976,15 +669,8 @@ where
     for op in overflowing {
         let mut storage = make_empty();
         write(&mut storage, vec![StorageOp::Trim(max)], check);
-        assert_eq!(
-            storage.get_log_end().expect("get_log_end"),
-            max,
-            "{check}: log_end"
-        );
-        assert!(
-            read(&storage, max, max, check).is_empty(),
-            "{check}: empty at the top"
-        );
+        assert_eq!(storage.get_log_end().expect("get_log_end"), max, "{check}: log_end");
+        assert!(read(&storage, max, max, check).is_empty(), "{check}: empty at the top");
         let before = observe(&storage);
         assert_out_of_range(storage.write_atomically(vec![op]), check);
         assert_eq!(observe(&storage), before, "{check}: state changed");

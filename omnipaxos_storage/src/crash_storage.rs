@@ -144,31 +144,19 @@ impl<T: Clone, S: Clone> CrashableStorage<T, S> {
             CrashKeep::Prefix(count) => count,
             CrashKeep::All => self.unflushed.len(),
         };
-        assert!(
-            kept_calls <= self.unflushed.len(),
-            "crash keeps more calls than were written"
-        );
+        assert!(kept_calls <= self.unflushed.len(), "crash keeps more calls than were written");
         let mut recovered = self.durable.clone();
         for call in &self.unflushed[..kept_calls] {
             apply_replayed_call(&mut recovered, call.clone());
         }
-        CrashableStorage {
-            durable: recovered.clone(),
-            live: recovered,
-            ..CrashableStorage::default()
-        }
+        CrashableStorage { durable: recovered.clone(), live: recovered, ..CrashableStorage::default() }
     }
 }
 
 /// Replays a call that already succeeded on the live state from the same starting state; it
 /// cannot fail unless this file is wrong.
-fn apply_replayed_call<T: Clone, S: Clone>(
-    storage: &mut MemoryStorage<T, S>,
-    call: Vec<StorageOp<T, S>>,
-) {
-    storage
-        .write_atomically(call)
-        .expect("a call that succeeded on the live state succeeds on replay");
+fn apply_replayed_call<T: Clone, S: Clone>(storage: &mut MemoryStorage<T, S>, call: Vec<StorageOp<T, S>>) {
+    storage.write_atomically(call).expect("a call that succeeded on the live state succeeds on replay");
 }
 
 impl<T: Clone, S: Clone> Storage<T, S> for CrashableStorage<T, S> {
@@ -183,10 +171,7 @@ impl<T: Clone, S: Clone> Storage<T, S> for CrashableStorage<T, S> {
             self.poisoned = true;
             return Err(injected_io_error("injected write failure"));
         }
-        assert!(
-            self.unflushed.len() < UNFLUSHED_CALLS_MAX,
-            "caller never flushes"
-        );
+        assert!(self.unflushed.len() < UNFLUSHED_CALLS_MAX, "caller never flushes");
         if let Err(error) = self.live.write_atomically(ops.clone()) {
             self.poisoned = true;
             return Err(error);
@@ -209,10 +194,7 @@ impl<T: Clone, S: Clone> Storage<T, S> for CrashableStorage<T, S> {
             apply_replayed_call(&mut self.durable, call);
         }
         assert_eq!(self.durable.get_log_end()?, self.live.get_log_end()?);
-        assert_eq!(
-            self.durable.get_compacted_idx()?,
-            self.live.get_compacted_idx()?
-        );
+        assert_eq!(self.durable.get_compacted_idx()?, self.live.get_compacted_idx()?);
         Ok(())
     }
 

@@ -69,9 +69,7 @@ impl LogBounds {
         debug_assert!(self.compacted_idx <= self.log_end);
         let next = match op {
             StorageOp::AppendEntries(entries) => self.after_append(self.log_end, entries.len())?,
-            StorageOp::AppendOnPrefix(from_idx, entries) => {
-                self.after_append(*from_idx, entries.len())?
-            }
+            StorageOp::AppendOnPrefix(from_idx, entries) => self.after_append(*from_idx, entries.len())?,
             StorageOp::Trim(idx) => self.after_trim(*idx)?,
             StorageOp::SetPromise(_)
             | StorageOp::SetAcceptedRound(_)
@@ -93,10 +91,7 @@ impl LogBounds {
             return Err(out_of_range);
         }
         let log_end = from_idx.checked_add(count).ok_or(out_of_range)?;
-        Ok(LogBounds {
-            compacted_idx: self.compacted_idx,
-            log_end,
-        })
+        Ok(LogBounds { compacted_idx: self.compacted_idx, log_end })
     }
 
     /// Trimming to `idx`. Below `compacted_idx` is an error rather than a no-op: the core never
@@ -105,19 +100,11 @@ impl LogBounds {
         if idx < self.compacted_idx {
             return Err(self.out_of_range(idx, idx));
         }
-        Ok(LogBounds {
-            compacted_idx: idx,
-            log_end: self.log_end.max(idx),
-        })
+        Ok(LogBounds { compacted_idx: idx, log_end: self.log_end.max(idx) })
     }
 
     fn out_of_range(self, from: LogIndex, to: LogIndex) -> StorageError {
-        StorageError::OutOfRange {
-            from,
-            to,
-            compacted_idx: self.compacted_idx,
-            log_end: self.log_end,
-        }
+        StorageError::OutOfRange { from, to, compacted_idx: self.compacted_idx, log_end: self.log_end }
     }
 }
 
@@ -153,25 +140,18 @@ impl<T, S> MemoryStorage<T, S> {
     }
 
     fn bounds(&self) -> LogBounds {
-        LogBounds {
-            compacted_idx: self.compacted_idx,
-            log_end: self.log_end(),
-        }
+        LogBounds { compacted_idx: self.compacted_idx, log_end: self.log_end() }
     }
 
     /// Panics if a field invariant is broken; a broken invariant is a bug in this file.
     pub fn check_invariants(&self) {
         let length = length_as_index(self.log.len());
-        assert!(
-            self.compacted_idx.checked_add(length).is_some(),
-            "log_end must not overflow"
-        );
+        assert!(self.compacted_idx.checked_add(length).is_some(), "log_end must not overflow");
     }
 
     /// Checks every op of a call against the bounds left by the ops before it.
     fn validate(&self, ops: &[StorageOp<T, S>]) -> StorageResult<LogBounds> {
-        ops.iter()
-            .try_fold(self.bounds(), |bounds, op| bounds.after(op))
+        ops.iter().try_fold(self.bounds(), |bounds, op| bounds.after(op))
     }
 
     /// Applies one op that `validate` accepted; cannot fail.
@@ -194,30 +174,19 @@ impl<T, S> MemoryStorage<T, S> {
 
     /// Drops the entries `[from_idx, log_end)`.
     fn truncate_to(&mut self, from_idx: LogIndex) {
-        assert!(
-            from_idx >= self.compacted_idx,
-            "validated: truncation point is stored"
-        );
-        assert!(
-            from_idx <= self.log_end(),
-            "validated: truncation point is stored"
-        );
-        self.log
-            .truncate(index_as_position(from_idx - self.compacted_idx));
+        assert!(from_idx >= self.compacted_idx, "validated: truncation point is stored");
+        assert!(from_idx <= self.log_end(), "validated: truncation point is stored");
+        self.log.truncate(index_as_position(from_idx - self.compacted_idx));
     }
 
     /// Drops the entries `[compacted_idx, idx)`; past `log_end` the log empties and restarts at
     /// `idx`, because a snapshot from a leader can cover more than the local log.
     fn trim_to(&mut self, idx: LogIndex) {
-        assert!(
-            idx >= self.compacted_idx,
-            "validated: trim never moves backwards"
-        );
+        assert!(idx >= self.compacted_idx, "validated: trim never moves backwards");
         if idx >= self.log_end() {
             self.log.clear();
         } else {
-            self.log
-                .drain(..index_as_position(idx - self.compacted_idx));
+            self.log.drain(..index_as_position(idx - self.compacted_idx));
         }
         self.compacted_idx = idx;
     }
@@ -241,11 +210,7 @@ impl<T: Clone, S: Clone> Storage<T, S> for MemoryStorage<T, S> {
         for op in ops {
             self.apply(op);
         }
-        assert_eq!(
-            self.bounds(),
-            expected_bounds,
-            "applying must match validation"
-        );
+        assert_eq!(self.bounds(), expected_bounds, "applying must match validation");
         self.check_invariants();
         Ok(())
     }

@@ -39,9 +39,7 @@ fn crashable_storage_flushing_after_every_write_conforms() {
 fn crashable_storage_recovered_from_crash_conforms() {
     conformance::run_all(|| {
         let mut storage = CrashableStorage::<u64, SumSnapshot>::default();
-        storage
-            .write_atomically(vec![StorageOp::SetIncarnation(5)])
-            .expect("write");
+        storage.write_atomically(vec![StorageOp::SetIncarnation(5)]).expect("write");
         storage.crash(CrashKeep::Nothing)
     });
 }
@@ -105,24 +103,15 @@ fn suite_rejects_non_atomic_storage() {
     let mut make_empty = NonAtomicStorage::default;
     let failure = failure_of(|| conformance::check_failed_write_changes_nothing(&mut make_empty));
     let message = failure.expect("a non-atomic storage must fail the atomicity check");
-    assert!(
-        message.contains("check_failed_write_changes_nothing"),
-        "names the property: {message}"
-    );
+    assert!(message.contains("check_failed_write_changes_nothing"), "names the property: {message}");
     assert!(failure_of(|| conformance::run_all(NonAtomicStorage::default)).is_some());
 }
 
 #[test]
 fn suite_accepts_non_atomic_storage_where_atomicity_is_not_at_stake() {
     let mut make_empty = NonAtomicStorage::default;
-    assert_eq!(
-        failure_of(|| conformance::check_append_and_read_back(&mut make_empty)),
-        None
-    );
-    assert_eq!(
-        failure_of(|| conformance::check_ops_apply_in_order(&mut make_empty)),
-        None
-    );
+    assert_eq!(failure_of(|| conformance::check_append_and_read_back(&mut make_empty)), None);
+    assert_eq!(failure_of(|| conformance::check_ops_apply_in_order(&mut make_empty)), None);
 }
 
 /// A generic value type without `Default` still gets a `Default` storage.

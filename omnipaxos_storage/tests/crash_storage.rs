@@ -16,10 +16,7 @@ type Call = Vec<StorageOp<u64, SumSnapshot>>;
 /// Three calls of several ops each, so a crash that split a call would show.
 fn three_calls() -> Vec<Call> {
     vec![
-        vec![
-            StorageOp::SetPromise(Ballot::with(1, 1, 0, 1)),
-            StorageOp::AppendEntries(proposals(0, 3, 1)),
-        ],
+        vec![StorageOp::SetPromise(Ballot::with(1, 1, 0, 1)), StorageOp::AppendEntries(proposals(0, 3, 1))],
         vec![
             StorageOp::SetAcceptedRound(Ballot::with(1, 1, 0, 1)),
             StorageOp::AppendOnPrefix(2, proposals(2, 5, 2)),
@@ -39,9 +36,7 @@ fn three_calls() -> Vec<Call> {
 fn state_after(calls: &[Call], count: usize) -> ObservedState {
     let mut reference = MemoryStorage::<u64, SumSnapshot>::default();
     for call in &calls[..count] {
-        reference
-            .write_atomically(call.clone())
-            .expect("reference write");
+        reference.write_atomically(call.clone()).expect("reference write");
     }
     observe(&reference)
 }
@@ -53,17 +48,11 @@ fn write_all(storage: &mut CrashableStorage<u64, SumSnapshot>, calls: &[Call]) {
 }
 
 fn assert_io_error(result: Result<(), StorageError>) {
-    assert!(
-        matches!(result, Err(StorageError::Io(_))),
-        "expected Io, got {result:?}"
-    );
+    assert!(matches!(result, Err(StorageError::Io(_))), "expected Io, got {result:?}");
 }
 
 fn assert_poisoned(result: Result<(), StorageError>) {
-    assert!(
-        matches!(result, Err(StorageError::Poisoned)),
-        "expected Poisoned, got {result:?}"
-    );
+    assert!(matches!(result, Err(StorageError::Poisoned)), "expected Poisoned, got {result:?}");
 }
 
 #[test]
@@ -104,18 +93,10 @@ fn crash_prefix_keeps_whole_calls_only() {
     write_all(&mut storage, &calls);
     for kept in 0..=calls.len() {
         let recovered = storage.crash(CrashKeep::Prefix(kept));
-        assert_eq!(
-            observe(&recovered),
-            state_after(&calls, kept),
-            "Prefix({kept})"
-        );
+        assert_eq!(observe(&recovered), state_after(&calls, kept), "Prefix({kept})");
     }
     for kept in 0..calls.len() {
-        assert_ne!(
-            state_after(&calls, kept),
-            state_after(&calls, kept + 1),
-            "calls must differ"
-        );
+        assert_ne!(state_after(&calls, kept), state_after(&calls, kept + 1), "calls must differ");
     }
 }
 
@@ -150,13 +131,8 @@ fn recovered_storage_starts_healthy_and_flushed() {
     assert_eq!(recovered.unflushed_calls(), 0);
     assert_eq!(recovered.write_count(), 0);
     assert_eq!(recovered.flush_count(), 0);
-    assert_eq!(
-        observe(&recovered.crash(CrashKeep::Nothing)),
-        state_after(&calls, 2)
-    );
-    recovered
-        .write_atomically(calls[2].clone())
-        .expect("write after recovery");
+    assert_eq!(observe(&recovered.crash(CrashKeep::Nothing)), state_after(&calls, 2));
+    recovered.write_atomically(calls[2].clone()).expect("write after recovery");
     assert_eq!(observe(&recovered), state_after(&calls, 3));
 }
 
@@ -165,33 +141,16 @@ fn injected_write_failure_changes_nothing_and_poisons() {
     let calls = three_calls();
     let mut storage = CrashableStorage::default();
     storage.fail_write_after(1);
-    storage
-        .write_atomically(calls[0].clone())
-        .expect("first write succeeds");
+    storage.write_atomically(calls[0].clone()).expect("first write succeeds");
     assert_io_error(storage.write_atomically(calls[1].clone()));
     assert!(storage.is_poisoned());
-    assert_eq!(
-        observe(&storage),
-        state_after(&calls, 1),
-        "failed write changed state"
-    );
-    assert_eq!(
-        storage.unflushed_calls(),
-        1,
-        "failed write must not be queued"
-    );
-    assert_eq!(
-        observe(&storage.crash(CrashKeep::All)),
-        state_after(&calls, 1)
-    );
+    assert_eq!(observe(&storage), state_after(&calls, 1), "failed write changed state");
+    assert_eq!(storage.unflushed_calls(), 1, "failed write must not be queued");
+    assert_eq!(observe(&storage.crash(CrashKeep::All)), state_after(&calls, 1));
     assert_poisoned(storage.write_atomically(calls[1].clone()));
     assert_poisoned(storage.write_atomically(Vec::new()));
     assert_poisoned(storage.flush());
-    assert_eq!(
-        observe(&storage),
-        state_after(&calls, 1),
-        "reads still work"
-    );
+    assert_eq!(observe(&storage), state_after(&calls, 1), "reads still work");
 }
 
 #[test]
@@ -212,30 +171,13 @@ fn injected_flush_failure_poisons_and_keeps_writes_unflushed() {
     write_all(&mut storage, &calls[1..]);
     assert_io_error(storage.flush());
     assert!(storage.is_poisoned());
-    assert_eq!(
-        storage.unflushed_calls(),
-        2,
-        "a failed fsync makes nothing durable for sure"
-    );
+    assert_eq!(storage.unflushed_calls(), 2, "a failed fsync makes nothing durable for sure");
     assert_poisoned(storage.write_atomically(Vec::new()));
     assert_poisoned(storage.flush());
-    assert_eq!(
-        observe(&storage),
-        state_after(&calls, 3),
-        "reads still see every write"
-    );
-    assert_eq!(
-        observe(&storage.crash(CrashKeep::Nothing)),
-        state_after(&calls, 1)
-    );
-    assert_eq!(
-        observe(&storage.crash(CrashKeep::Prefix(1))),
-        state_after(&calls, 2)
-    );
-    assert_eq!(
-        observe(&storage.crash(CrashKeep::All)),
-        state_after(&calls, 3)
-    );
+    assert_eq!(observe(&storage), state_after(&calls, 3), "reads still see every write");
+    assert_eq!(observe(&storage.crash(CrashKeep::Nothing)), state_after(&calls, 1));
+    assert_eq!(observe(&storage.crash(CrashKeep::Prefix(1))), state_after(&calls, 2));
+    assert_eq!(observe(&storage.crash(CrashKeep::All)), state_after(&calls, 3));
 }
 
 #[test]
@@ -243,15 +185,9 @@ fn invalid_write_changes_nothing_poisons_and_is_not_queued() {
     let calls = three_calls();
     let mut storage = CrashableStorage::default();
     write_all(&mut storage, &calls[..1]);
-    let invalid = vec![
-        StorageOp::SetIncarnation(9),
-        StorageOp::AppendOnPrefix(7, Vec::new()),
-    ];
+    let invalid = vec![StorageOp::SetIncarnation(9), StorageOp::AppendOnPrefix(7, Vec::new())];
     let result = storage.write_atomically(invalid);
-    assert!(
-        matches!(result, Err(StorageError::OutOfRange { .. })),
-        "got {result:?}"
-    );
+    assert!(matches!(result, Err(StorageError::OutOfRange { .. })), "got {result:?}");
     assert!(storage.is_poisoned());
     assert_eq!(storage.unflushed_calls(), 1);
     assert_eq!(observe(&storage), state_after(&calls, 1));

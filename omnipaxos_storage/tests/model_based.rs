@@ -172,19 +172,14 @@ impl Model {
             return Err(Failure::OutOfRange);
         }
         let slots = &self.slots[from as usize..to as usize];
-        Ok(slots
-            .iter()
-            .map(|slot| slot.clone().expect("stored slot"))
-            .collect())
+        Ok(slots.iter().map(|slot| slot.clone().expect("stored slot")).collect())
     }
 
     fn observe(&self) -> ObservedState {
         ObservedState {
             compacted_idx: self.compacted_idx,
             log_end: self.log_end(),
-            entries: self
-                .get_entries(self.compacted_idx, self.log_end())
-                .expect("whole log"),
+            entries: self.get_entries(self.compacted_idx, self.log_end()).expect("whole log"),
             promise: self.promise,
             accepted_round: self.accepted_round,
             decided_idx: self.decided_idx,
@@ -234,11 +229,7 @@ fn concretize_op(model: &Model, abstract_op: &AbstractOp, generation: u64) -> Op
 }
 
 fn stopsign(configuration_id: u32) -> StopSign {
-    let next_config = ClusterConfig {
-        configuration_id,
-        nodes: vec![1, 2, 3],
-        flexible_quorum: None,
-    };
+    let next_config = ClusterConfig { configuration_id, nodes: vec![1, 2, 3], flexible_quorum: None };
     StopSign::with(next_config, None)
 }
 
@@ -255,13 +246,7 @@ fn assert_reads_agree<St: Storage<u64, SumSnapshot>>(
     prop_assert_eq!(observe(storage), model.observe());
     for &(from, to) in ranges {
         let actual = storage.get_entries(from, to).map_err(classify);
-        prop_assert_eq!(
-            actual,
-            model.get_entries(from, to),
-            "get_entries({}, {})",
-            from,
-            to
-        );
+        prop_assert_eq!(actual, model.get_entries(from, to), "get_entries({}, {})", from, to);
     }
     Ok(())
 }
@@ -348,9 +333,7 @@ impl DiskModel {
             return Err(Failure::Io);
         }
         for call in self.unflushed.drain(..) {
-            self.durable
-                .write(&call)
-                .expect("replay of a successful call");
+            self.durable.write(&call).expect("replay of a successful call");
         }
         Ok(())
     }
@@ -365,11 +348,7 @@ impl DiskModel {
         for call in &self.unflushed[..kept] {
             recovered.write(call).expect("replay of a successful call");
         }
-        *self = DiskModel {
-            durable: recovered.clone(),
-            live: recovered,
-            ..DiskModel::default()
-        };
+        *self = DiskModel { durable: recovered.clone(), live: recovered, ..DiskModel::default() };
     }
 }
 
