@@ -75,7 +75,7 @@ fn a_single_replica_decides_only_after_its_storage_flush() {
     cluster.elect(1);
     cluster.append(1, 42);
     let replica = cluster.replica(1);
-    assert_eq!(replica.read(0), Some(LogEntry::Undecided(42)), "not decided before the flush");
+    assert_eq!(replica.read(0), None, "not in the log before take_outgoing_messages");
     let flushes = replica.storage().flush_count();
     let mut out = Vec::new();
     replica.take_outgoing_messages(&mut out).unwrap();
@@ -108,33 +108,49 @@ fn no_message_leaves_before_the_writes_behind_it_are_flushed() {
 }
 
 #[test]
-fn batching_sends_full_batches_and_flushes_partial_ones_on_tick() {
+fn proposals_between_two_takes_travel_as_one_batch() {
+    let mut cluster = Cluster::<()>::new(&[1, 2, 3]);
+    cluster.elect(1);
+    for v in 0..50 {
+        cluster.append(1, v);
+    }
+    let writes = cluster.replica(1).storage().write_count();
+    let mut out = Vec::new();
+    cluster.replica(1).take_outgoing_messages(&mut out).unwrap();
+    assert_eq!(cluster.replica(1).storage().write_count(), writes + 1, "one write for the whole batch");
+    let sizes: Vec<usize> = out
+        .iter()
+        .filter_map(|m| if let PaxosMsg::AcceptDecide(acc) = &m.msg { Some(acc.entries.len()) } else { None })
+        .collect();
+    assert_eq!(sizes, vec![50, 50], "one AcceptDecide per follower");
+    for m in out {
+        let to = m.to;
+        cluster.replica(to).handle(m).unwrap();
+    }
+    cluster.stabilize();
+    assert_eq!(cluster.decided(3).len(), 50);
+}
+
+#[test]
+fn batching_holds_partial_batches_until_the_flush_timer() {
     let mut cluster = Cluster::<()>::with_configs(&[1, 2, 3], |mut c| {
         c.set_batch_size(4);
         c.set_flush_batch_tick_timeout(3);
         c
     });
     cluster.elect(1);
-    let mut sizes = Vec::new();
     for v in 0..6 {
         cluster.append(1, v);
     }
-    let mut out = Vec::new();
-    cluster.replica(1).take_outgoing_messages(&mut out).unwrap();
-    for m in &out {
-        if let PaxosMsg::AcceptDecide(acc) = &m.msg {
-            sizes.push(acc.entries.len());
-        }
-    }
-    assert_eq!(sizes, vec![4, 4], "one AcceptDecide of a full batch per follower; the rest waits");
-    for m in out {
-        let to = m.to;
-        cluster.replica(to).handle(m).unwrap();
+    cluster.stabilize();
+    assert_eq!(cluster.decided(2).len(), 6, "a batch of at least batch_size goes out at once");
+    for v in 6..9 {
+        cluster.append(1, v);
     }
     cluster.stabilize();
-    assert_eq!(cluster.decided(2).len(), 4, "the partial batch is not sent yet");
+    assert_eq!(cluster.decided(2).len(), 6, "a partial batch waits");
     cluster.tick(3);
-    assert_eq!(cluster.decided(2).len(), 6, "the flush timer sends the partial batch");
+    assert_eq!(cluster.decided(2).len(), 9, "the flush timer sends the partial batch");
 }
 
 #[test]

@@ -230,13 +230,14 @@ where
 
     /// Makes this replica's log equal to the sender's log as described by `sync`, and sets the
     /// accepted round and decided index, in one atomic write. Own proposals that the new log no
-    /// longer holds go back to waiting (they will be forwarded again).
+    /// longer holds go back to waiting (they will be forwarded again). Returns false, changing
+    /// nothing, if the sync cannot be applied (it starts beyond our log and has no snapshot).
     pub(crate) fn apply_log_sync(
         &mut self,
         sync: LogSync<T, S>,
         accepted_round: Ballot,
         decided_idx: LogIndex,
-    ) -> Result<(), StorageError> {
+    ) -> Result<bool, StorageError> {
         let LogSync { decided_snapshot, suffix, sync_idx, stopsign } = sync;
         let mut ops = Vec::with_capacity(6);
         let mut start = sync_idx;
@@ -248,10 +249,12 @@ where
                 ops.push(StorageOp::SetSnapshot(Some(snapshot)));
                 ops.push(StorageOp::Trim(sync_idx));
                 // Own proposals inside the snapshot: decided, but this node cannot see where.
-                if self.ledger.has_in_log_from(0) || self.ledger.waiting_count() > 0 {
-                    self.ledger.observe_decided(sync_idx.min(self.state.log_end));
-                    self.ledger.drop_waiting(super::proposals::DropReason::Indeterminate);
-                }
+                // Below our decided index they are decided where they are; above it our log
+                // may have differed from the leader's, and waiting ones may be inside the
+                // snapshot: their fate is unknown.
+                self.ledger.observe_decided(self.state.decided_idx);
+                self.ledger.drop_in_log_below(sync_idx, super::proposals::DropReason::Indeterminate);
+                self.ledger.drop_waiting(super::proposals::DropReason::Indeterminate);
             }
             Some(SnapshotType::Delta(delta)) => {
                 let mut snapshot = self.storage.get_snapshot().inspect_err(|e| self.fail(e))?;
@@ -268,13 +271,15 @@ where
             None => {}
         }
         if ops.is_empty() && start > self.state.log_end {
+            // Entries between our log end and the sync are missing and no snapshot covers them:
+            // applying it would place entries at the wrong index. Refuse it.
             tracing::error!(
                 pid = self.pid,
                 sync_idx,
                 log_end = self.state.log_end,
-                "log sync leaves a gap; syncing from the log end"
+                "log sync refused: it leaves a gap and carries no snapshot"
             );
-            start = self.state.log_end;
+            return Ok(false);
         }
         let compacted_after = if ops.is_empty() { self.state.compacted_idx } else { sync_idx };
         let mut suffix = suffix;
@@ -304,10 +309,10 @@ where
         ops.push(StorageOp::SetAcceptedRound(accepted_round));
         ops.push(StorageOp::SetDecidedIdx(decided.max(self.state.compacted_idx)));
         self.write(ops)?;
-        self.ledger.observe_truncated(truncated);
+        self.ledger.observe_truncated(start, truncated);
         self.ledger.observe_written(start, &suffix);
         self.observe_decided();
-        Ok(())
+        Ok(true)
     }
 
     /// Raises the decided index to `idx` (capped at the accepted index).

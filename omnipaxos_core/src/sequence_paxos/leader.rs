@@ -154,6 +154,11 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         matches!(self.phase, LeaderPhase::Accept { .. })
     }
 
+    /// True if a StopSign waits for the end of the Prepare phase.
+    pub(crate) fn has_buffered_stopsign(&self) -> bool {
+        matches!(&self.phase, LeaderPhase::Prepare(round) if round.buffered_stopsign.is_some())
+    }
+
     /// Proposals held in memory, not yet in the log.
     pub(crate) fn pending_count(&self) -> usize {
         match &self.phase {
@@ -199,13 +204,27 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
                 Ok(())
             }
             LeaderPhase::Accept { batch } => {
-                self.filter.note_held(&proposal.id);
-                batch.push(proposal);
-                if batch.len() >= ctx.batch_size {
-                    self.flush_batch(ctx)?;
+                // Written and sent at the next take_outgoing_messages (nothing could leave
+                // earlier anyway): all proposals between two calls become one write and one
+                // AcceptDecide per follower.
+                if !ctx.ledger.is_own(&proposal.id) {
+                    self.filter.note_held(&proposal.id);
                 }
+                batch.push(proposal);
                 Ok(())
             }
+        }
+    }
+
+    /// Runs before the storage flush of `take_outgoing_messages`: writes and sends the batch if
+    /// it holds at least `batch_size` proposals (smaller ones wait for the flush timer).
+    pub(crate) fn before_flush<B: Storage<T, S>>(
+        &mut self,
+        ctx: &mut Context<T, S, B>,
+    ) -> Result<(), StorageError> {
+        match &self.phase {
+            LeaderPhase::Accept { batch } if batch.len() >= ctx.batch_size => self.flush_batch(ctx),
+            _ => Ok(()),
         }
     }
 
@@ -339,7 +358,12 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         else {
             unreachable!("checked above");
         };
-        self.adopt_max_log(ctx, round.max, round.max_sync, round.max_decided)?;
+        let mut round = round;
+        if !self.adopt_max_log(ctx, round.max, round.max_sync.take(), round.max_decided)? {
+            // The best promise could not be adopted: prepare everyone again.
+            self.restart_prepare(ctx, *round);
+            return Ok(());
+        }
         self.fill_filter(ctx)?;
         self.propose_buffered(ctx, round.buffered, round.buffered_stopsign)?;
         tracing::info!(pid = ctx.pid, n = %self.n, accepted_idx = ctx.state.accepted_idx(), "leader accepts");
@@ -355,17 +379,39 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         Ok(())
     }
 
-    /// Makes the leader's log the most up-to-date promised log, in one atomic write.
+    /// Starts the Prepare phase over, keeping what waits for the accept phase.
+    fn restart_prepare<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>, round: PrepareRound<T, S>) {
+        let own = PromiseMeta {
+            n_accepted: ctx.state.accepted_round,
+            accepted_idx: ctx.state.accepted_idx(),
+            decided_idx: ctx.state.decided_idx,
+        };
+        self.phase = LeaderPhase::Prepare(Box::new(PrepareRound {
+            max: (own, ctx.pid),
+            max_sync: None,
+            max_decided: own.decided_idx,
+            ..round
+        }));
+        for peer in ctx.peers.clone() {
+            if let Some(progress) = self.peers.get_mut(&peer) {
+                progress.state = PeerState::NotPromised;
+            }
+            self.send_prepare(ctx, peer);
+        }
+    }
+
+    /// Makes the leader's log the most up-to-date promised log, in one atomic write. Returns
+    /// false if that log could not be adopted.
     fn adopt_max_log<B: Storage<T, S>>(
         &mut self,
         ctx: &mut Context<T, S, B>,
         max: (PromiseMeta, NodeId),
         max_sync: Option<LogSync<T, S>>,
         max_decided: LogIndex,
-    ) -> Result<(), StorageError> {
+    ) -> Result<bool, StorageError> {
         self.adopted = max.0;
         match max_sync {
-            Some(sync) if max.1 != ctx.pid => ctx.apply_log_sync(sync, self.n, max_decided)?,
+            Some(sync) if max.1 != ctx.pid => return ctx.apply_log_sync(sync, self.n, max_decided),
             _ => {
                 let decided = max_decided.min(ctx.state.accepted_idx()).max(ctx.state.decided_idx);
                 if max_decided > ctx.state.accepted_idx() {
@@ -379,14 +425,16 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
                 ctx.observe_decided();
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Remembers the proposals in the undecided part of the log, so forwarded copies are dropped.
     fn fill_filter<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>) -> Result<(), StorageError> {
         let from = ctx.state.decided_idx.min(ctx.state.log_end).max(ctx.state.compacted_idx);
         for p in ctx.read_entries(from, ctx.state.log_end)? {
-            self.filter.note_held(&p.id);
+            if !ctx.ledger.is_own(&p.id) {
+                self.filter.note_held(&p.id);
+            }
         }
         Ok(())
     }
@@ -458,7 +506,15 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         if !progress.is_synced() {
             return Ok(());
         }
-        assert!(acc.accepted_idx <= ctx.state.accepted_idx(), "a follower accepted beyond the leader's log");
+        if acc.accepted_idx > ctx.state.accepted_idx() {
+            tracing::warn!(
+                pid = ctx.pid,
+                from,
+                accepted_idx = acc.accepted_idx,
+                "Accepted beyond the leader's log dropped"
+            );
+            return Ok(());
+        }
         progress.accepted_idx = progress.accepted_idx.max(acc.accepted_idx);
         progress.decided_reported = progress.decided_reported.max(acc.decided_idx);
         self.maybe_decide(ctx)
@@ -493,6 +549,13 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         if !self.decide_pending {
             return Ok(());
         }
+        self.send_decisions(ctx);
+        Ok(())
+    }
+
+    /// Sends the decided index to every follower that has not been sent it: on an unsent
+    /// AcceptDecide if there is one, else as a Decide.
+    fn send_decisions<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>) {
         self.decide_pending = false;
         let decided_idx = ctx.state.decided_idx;
         for (&pid, progress) in self.peers.iter_mut() {
@@ -508,7 +571,6 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
             let seq_num = progress.next_seq();
             ctx.send(pid, PaxosMsg::Decide(Decide { n: self.n, seq_num, decided_idx }));
         }
-        Ok(())
     }
 
     pub(crate) fn messages_taken(&mut self) {
@@ -624,6 +686,9 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
             return Ok(());
         }
         ctx.write(vec![StorageOp::SetSnapshot(None), StorageOp::Trim(idx)])?;
+        // A follower trims only what it knows decided: send the decision first.
+        self.decide_pending = true;
+        self.send_decisions(ctx);
         for peer in ctx.peers.clone() {
             ctx.send(peer, PaxosMsg::Compaction(Compaction::Trim(idx)));
         }

@@ -217,7 +217,7 @@ where
         if self.ctx.stopped {
             return Err(ProposeErr::Stopped(entry));
         }
-        if self.ctx.state.stopsign.is_some() || self.pending_stopsign.is_some() {
+        if self.has_stopsign() {
             return Err(ProposeErr::PendingReconfigEntry(entry));
         }
         if self.pending_count() >= self.ctx.buffer_size {
@@ -258,7 +258,10 @@ where
         if let Err(e) = validate_next_config(&next) {
             return Err(ProposeErr::ConfigError(e, next, metadata));
         }
-        if self.ctx.state.stopsign.is_some() || self.pending_stopsign.is_some() {
+        if self.ctx.stopped {
+            return Err(ProposeErr::Storage(StorageError::Poisoned));
+        }
+        if self.has_stopsign() {
             return Err(ProposeErr::PendingReconfigConfig(next, metadata));
         }
         let ss = StopSign::with(next, metadata);
@@ -313,6 +316,9 @@ where
 
     fn take_outgoing_inner(&mut self, buffer: &mut Vec<PaxosMessage<T, S>>) -> Result<(), ReplicaError> {
         self.check_running()?;
+        if let Role::Leader(leader) = &mut self.role {
+            leader.before_flush(&mut self.ctx)?;
+        }
         self.ctx.flush()?;
         if let Role::Leader(leader) = &mut self.role {
             leader.after_flush(&mut self.ctx)?;
@@ -414,10 +420,12 @@ where
         self.ctx.state.promise
     }
 
-    /// The leader this replica follows (the owner of its promise), if any.
+    /// The leader this replica follows (the owner of its promise), if any. A replica that holds
+    /// its own ballot as promise but does not lead (it restarted) knows no leader.
     pub fn get_current_leader(&self) -> Option<NodeId> {
         let promise = self.ctx.state.promise;
-        (!promise.is_initial()).then_some(promise.pid)
+        let own_but_not_leading = promise.pid == self.ctx.pid && !matches!(self.role, Role::Leader(_));
+        (!promise.is_initial() && !own_but_not_leading).then_some(promise.pid)
     }
 
     /// True if this replica is the leader and in its accept phase: it can decide entries.
@@ -455,6 +463,12 @@ where
         } else {
             Ok(())
         }
+    }
+
+    /// True if a StopSign is in the log or waiting to get there: the log takes no more entries.
+    fn has_stopsign(&self) -> bool {
+        let leader_holds_one = matches!(&self.role, Role::Leader(l) if l.has_buffered_stopsign());
+        self.ctx.state.stopsign.is_some() || self.pending_stopsign.is_some() || leader_holds_one
     }
 
     fn pending_count(&self) -> usize {
@@ -555,14 +569,5 @@ fn load_state<T, S, B: Storage<T, S>>(storage: &B) -> Result<DurableState, Stora
 
 /// Checks a proposed next configuration.
 fn validate_next_config(next: &ClusterConfig) -> Result<(), ConfigError> {
-    let mut config = SequencePaxosConfig::default();
-    let (pid, peers) = match next.nodes.split_first() {
-        Some((&pid, peers)) => (pid, peers.to_vec()),
-        None => (0, Vec::new()),
-    };
-    config.set_configuration_id(next.configuration_id);
-    config.set_pid(pid);
-    config.set_peers(peers);
-    config.set_flexible_quorum(next.flexible_quorum);
-    config.validate()
+    crate::config::validate_cluster_config(next)
 }

@@ -33,13 +33,27 @@ pub enum DropReason {
     Indeterminate,
 }
 
-/// Where one of this node's own proposals stands.
+/// A proposal waiting to reach the leader's log.
 #[derive(Clone, Debug)]
-enum OwnProposal<T> {
-    /// Not in the local log; forwarded to the leader (again) until it appears there.
-    Waiting { proposal: Proposal<T>, forwarded_at_tick: Option<u64> },
-    /// In the local log at this index.
-    InLog(LogIndex),
+struct Waiting<T> {
+    proposal: Proposal<T>,
+    forwarded_at_tick: Option<u64>,
+}
+
+/// Consecutive own proposals at consecutive log indices: `len` proposals with sequence numbers
+/// `first_seq..` at indices `first_idx..`. A leader's own appends form one long run, so the
+/// ledger costs O(1) per entry and no allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Run {
+    first_idx: LogIndex,
+    first_seq: u64,
+    len: u64,
+}
+
+impl Run {
+    fn end_idx(&self) -> LogIndex {
+        self.first_idx + self.len
+    }
 }
 
 /// The proposer's ledger of its unsettled proposals.
@@ -48,13 +62,16 @@ pub(crate) struct ProposalLedger<T> {
     node: NodeId,
     incarnation: u64,
     next_seq: u64,
-    /// Unsettled proposals by sequence number. Invariant: every key < `next_seq`.
-    unsettled: BTreeMap<u64, OwnProposal<T>>,
-    /// Own proposals in the local log, by index. Invariant: mirrors the `InLog` entries.
-    by_index: BTreeMap<LogIndex, u64>,
+    /// Own proposals not in the local log, by sequence number.
+    waiting: BTreeMap<u64, Waiting<T>>,
+    /// Own proposals in the local log. Invariant: sorted by index, not overlapping, and no
+    /// sequence number is also in `waiting`.
+    in_log: VecDeque<Run>,
     /// Settled outcomes not yet taken by the user; bounded by `outcomes_limit`.
     outcomes: VecDeque<(ProposalId, ProposalOutcome)>,
     outcomes_limit: usize,
+    /// Outcomes were dropped because nobody took them (warned once).
+    outcomes_overflowed: bool,
 }
 
 impl<T: Clone> ProposalLedger<T> {
@@ -63,10 +80,11 @@ impl<T: Clone> ProposalLedger<T> {
             node,
             incarnation,
             next_seq: 1,
-            unsettled: BTreeMap::new(),
-            by_index: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            in_log: VecDeque::new(),
             outcomes: VecDeque::new(),
             outcomes_limit,
+            outcomes_overflowed: false,
         }
     }
 
@@ -82,89 +100,130 @@ impl<T: Clone> ProposalLedger<T> {
         id.node == self.node && id.incarnation == self.incarnation
     }
 
-    /// Number of unsettled proposals that are not in the log (they hold memory).
+    /// Number of own proposals not in the log (they hold memory).
     pub(crate) fn waiting_count(&self) -> usize {
-        self.unsettled.len() - self.by_index.len()
+        self.waiting.len()
     }
 
-    /// Records a proposal written to the local log at `idx`.
+    /// Records a proposal written to the local log at `idx`, after every index recorded so far.
     pub(crate) fn record_in_log(&mut self, id: ProposalId, idx: LogIndex) {
         debug_assert!(self.is_own(&id));
-        if let Some(OwnProposal::InLog(old_idx)) = self.unsettled.insert(id.seq, OwnProposal::InLog(idx)) {
-            self.by_index.remove(&old_idx);
+        self.waiting.remove(&id.seq);
+        if let Some(last) = self.in_log.back_mut() {
+            assert!(idx >= last.end_idx(), "own proposals are recorded in log order");
+            if idx == last.end_idx() && id.seq == last.first_seq + last.len {
+                last.len += 1;
+                return;
+            }
         }
-        self.by_index.insert(idx, id.seq);
+        self.in_log.push_back(Run { first_idx: idx, first_seq: id.seq, len: 1 });
     }
 
     /// Records a proposal that must reach the leader.
     pub(crate) fn record_waiting(&mut self, proposal: Proposal<T>) {
         debug_assert!(self.is_own(&proposal.id));
         let seq = proposal.id.seq;
-        self.unsettled.insert(seq, OwnProposal::Waiting { proposal, forwarded_at_tick: None });
+        self.waiting.insert(seq, Waiting { proposal, forwarded_at_tick: None });
     }
 
-    /// Scans entries written at `first_idx..` for own proposals.
+    /// Scans entries written at `first_idx..` for own waiting proposals.
     pub(crate) fn observe_written(&mut self, first_idx: LogIndex, entries: &[Proposal<T>]) {
+        if self.waiting.is_empty() {
+            return;
+        }
         for (offset, p) in entries.iter().enumerate() {
-            if self.is_own(&p.id) && self.unsettled.contains_key(&p.id.seq) {
+            if self.is_own(&p.id) && self.waiting.contains_key(&p.id.seq) {
                 self.record_in_log(p.id, first_idx + offset as LogIndex);
             }
         }
     }
 
-    /// The log was truncated at `idx`: own proposals at or after it return to `Waiting` with
-    /// their entries (read from the log before the truncation by the caller).
-    pub(crate) fn observe_truncated(&mut self, removed: Vec<Proposal<T>>) {
+    /// The log was truncated at `start`; `removed` are the entries that were at `start..`.
+    /// Own proposals among them return to `Waiting` (they will be forwarded again).
+    pub(crate) fn observe_truncated(&mut self, start: LogIndex, removed: Vec<Proposal<T>>) {
+        let mut cut = Vec::new();
+        while let Some(last) = self.in_log.back_mut() {
+            if last.end_idx() <= start {
+                break;
+            }
+            if last.first_idx >= start {
+                cut.push(*last);
+                self.in_log.pop_back();
+            } else {
+                let kept = start - last.first_idx;
+                cut.push(Run { first_idx: start, first_seq: last.first_seq + kept, len: last.len - kept });
+                last.len = kept;
+            }
+        }
+        let was_cut = |seq: u64| cut.iter().any(|r| seq >= r.first_seq && seq < r.first_seq + r.len);
         for p in removed {
-            if self.is_own(&p.id) {
-                if let Some(OwnProposal::InLog(idx)) = self.unsettled.get(&p.id.seq) {
-                    self.by_index.remove(idx);
-                    self.record_waiting(p);
-                }
+            if self.is_own(&p.id) && was_cut(p.id.seq) {
+                self.record_waiting(p);
             }
         }
     }
 
     /// True if any own proposal sits in the log at or after `idx`.
     pub(crate) fn has_in_log_from(&self, idx: LogIndex) -> bool {
-        self.by_index.range(idx..).next().is_some()
+        self.in_log.back().is_some_and(|r| r.end_idx() > idx)
     }
 
-    /// The log prefix `[.., compacted_idx)` was replaced by a snapshot: own proposals in it
-    /// were decided (snapshots only cover decided entries).
+    /// Settles own proposals below the decided index: decided where they are.
     pub(crate) fn observe_decided(&mut self, decided_idx: LogIndex) {
-        while let Some((&idx, &seq)) = self.by_index.first_key_value() {
-            if idx >= decided_idx {
+        while let Some(first) = self.in_log.front_mut() {
+            if first.first_idx >= decided_idx {
                 break;
             }
-            self.by_index.remove(&idx);
-            self.unsettled.remove(&seq);
-            self.push_outcome(self.id_of(seq), ProposalOutcome::Decided(idx));
+            let decided = (decided_idx - first.first_idx).min(first.len);
+            let run = Run { len: decided, ..*first };
+            first.first_idx += decided;
+            first.first_seq += decided;
+            first.len -= decided;
+            if first.len == 0 {
+                self.in_log.pop_front();
+            }
+            for i in 0..run.len {
+                self.push_outcome(self.id_of(run.first_seq + i), ProposalOutcome::Decided(run.first_idx + i));
+            }
+        }
+    }
+
+    /// Own proposals in the log below `idx` whose fate this node can no longer learn (its log
+    /// below `idx` was replaced by a snapshot).
+    pub(crate) fn drop_in_log_below(&mut self, idx: LogIndex, reason: DropReason) {
+        while let Some(first) = self.in_log.front_mut() {
+            if first.first_idx >= idx {
+                break;
+            }
+            let dropped = (idx - first.first_idx).min(first.len);
+            let first_seq = first.first_seq;
+            first.first_idx += dropped;
+            first.first_seq += dropped;
+            first.len -= dropped;
+            if first.len == 0 {
+                self.in_log.pop_front();
+            }
+            for seq in first_seq..first_seq + dropped {
+                self.push_outcome(self.id_of(seq), ProposalOutcome::Dropped(reason));
+            }
         }
     }
 
     /// Waiting proposals whose fate this node can no longer learn (its log was replaced by a
     /// snapshot that may contain them).
     pub(crate) fn drop_waiting(&mut self, reason: DropReason) {
-        let waiting: Vec<u64> = self
-            .unsettled
-            .iter()
-            .filter(|(_, p)| matches!(p, OwnProposal::Waiting { .. }))
-            .map(|(seq, _)| *seq)
-            .collect();
-        for seq in waiting {
-            self.unsettled.remove(&seq);
+        for seq in std::mem::take(&mut self.waiting).into_keys() {
             self.push_outcome(self.id_of(seq), ProposalOutcome::Dropped(reason));
         }
     }
 
     /// Drops every unsettled proposal (the log is sealed by a decided StopSign).
     pub(crate) fn drop_all(&mut self, reason: DropReason) {
-        let all: Vec<u64> = self.unsettled.keys().copied().collect();
-        self.by_index.clear();
-        for seq in all {
-            self.unsettled.remove(&seq);
-            self.push_outcome(self.id_of(seq), ProposalOutcome::Dropped(reason));
+        self.drop_waiting(reason);
+        for run in std::mem::take(&mut self.in_log) {
+            for i in 0..run.len {
+                self.push_outcome(self.id_of(run.first_seq + i), ProposalOutcome::Dropped(reason));
+            }
         }
     }
 
@@ -172,38 +231,26 @@ impl<T: Clone> ProposalLedger<T> {
     /// least `retry_ticks` ago. Marks them as forwarded now.
     pub(crate) fn due_for_forward(&mut self, now: u64, retry_ticks: u64) -> Vec<Proposal<T>> {
         let mut due = Vec::new();
-        for p in self.unsettled.values_mut() {
-            if let OwnProposal::Waiting { proposal, forwarded_at_tick } = p {
-                let is_due = forwarded_at_tick.is_none_or(|at| now >= at.saturating_add(retry_ticks));
-                if is_due {
-                    *forwarded_at_tick = Some(now);
-                    due.push(proposal.clone());
-                }
+        for w in self.waiting.values_mut() {
+            let is_due = w.forwarded_at_tick.is_none_or(|at| now >= at.saturating_add(retry_ticks));
+            if is_due {
+                w.forwarded_at_tick = Some(now);
+                due.push(w.proposal.clone());
             }
         }
         due
     }
 
-    /// Takes back waiting proposals that were never forwarded (the leader appends them itself).
+    /// Takes every waiting proposal out of the ledger (a new leader appends them itself).
     pub(crate) fn take_waiting(&mut self) -> Vec<Proposal<T>> {
-        let seqs: Vec<u64> = self
-            .unsettled
-            .iter()
-            .filter(|(_, p)| matches!(p, OwnProposal::Waiting { .. }))
-            .map(|(seq, _)| *seq)
-            .collect();
-        let mut taken = Vec::with_capacity(seqs.len());
-        for seq in seqs {
-            if let Some(OwnProposal::Waiting { proposal, .. }) = self.unsettled.remove(&seq) {
-                taken.push(proposal);
-            }
-        }
-        taken
+        std::mem::take(&mut self.waiting).into_values().map(|w| w.proposal).collect()
     }
 
     /// Every sequence number below this is settled: the leader may forget them.
     pub(crate) fn settled_below(&self) -> u64 {
-        self.unsettled.keys().next().copied().unwrap_or(self.next_seq)
+        let waiting = self.waiting.keys().next().copied();
+        let in_log = self.in_log.iter().map(|r| r.first_seq).min();
+        waiting.into_iter().chain(in_log).min().unwrap_or(self.next_seq)
     }
 
     /// Moves settled outcomes into `buf`.
@@ -217,7 +264,13 @@ impl<T: Clone> ProposalLedger<T> {
 
     fn push_outcome(&mut self, id: ProposalId, outcome: ProposalOutcome) {
         if self.outcomes.len() >= self.outcomes_limit {
-            tracing::warn!(limit = self.outcomes_limit, "proposal outcomes not taken; dropping the oldest");
+            if !self.outcomes_overflowed {
+                tracing::warn!(
+                    limit = self.outcomes_limit,
+                    "proposal outcomes not taken; dropping the oldest"
+                );
+                self.outcomes_overflowed = true;
+            }
             self.outcomes.pop_front();
         }
         self.outcomes.push_back((id, outcome));
@@ -294,7 +347,7 @@ mod tests {
         let mut ledger = ProposalLedger::<u64>::new(1, 1, 100);
         let id = ledger.next_id();
         ledger.record_in_log(id, 3);
-        ledger.observe_truncated(vec![proposal(id.seq)]);
+        ledger.observe_truncated(0, vec![proposal(id.seq)]);
         assert!(!ledger.has_in_log_from(0));
         let due = ledger.due_for_forward(10, 5);
         assert_eq!(due.len(), 1);

@@ -130,7 +130,9 @@ where
             tracing::debug!(pid = self.ctx.pid, "AcceptSync ignored: not the answer to our last Promise");
             return Ok(());
         }
-        self.ctx.apply_log_sync(sync.log_sync, sync.n, sync.decided_idx)?;
+        if !self.ctx.apply_log_sync(sync.log_sync, sync.n, sync.decided_idx)? {
+            return Ok(());
+        }
         if self.ctx.state.stopsign.is_some() {
             self.pending_stopsign = None;
         }
@@ -203,7 +205,8 @@ where
         match c {
             Compaction::Trim(idx) => {
                 let state = &self.ctx.state;
-                if idx > state.compacted_idx && idx <= state.decided_idx.min(state.log_end) {
+                let from_leader = matches!(self.role, Role::Follower(_)) && state.promise.pid == from;
+                if from_leader && idx > state.compacted_idx && idx <= state.decided_idx.min(state.log_end) {
                     self.ctx.write(vec![StorageOp::SetSnapshot(None), StorageOp::Trim(idx)])?;
                 } else {
                     tracing::debug!(pid = self.ctx.pid, from, idx, "trim request not applicable here");
