@@ -239,37 +239,8 @@ where
         decided_idx: LogIndex,
     ) -> Result<bool, StorageError> {
         let LogSync { decided_snapshot, suffix, sync_idx, stopsign } = sync;
-        let mut ops = Vec::with_capacity(6);
+        let mut ops = self.snapshot_ops(decided_snapshot, sync_idx)?;
         let mut start = sync_idx;
-        match decided_snapshot {
-            Some(_) if sync_idx <= self.state.compacted_idx => {
-                // We already compacted at least as far: the snapshot adds nothing.
-            }
-            Some(SnapshotType::Complete(snapshot)) => {
-                ops.push(StorageOp::SetSnapshot(Some(snapshot)));
-                ops.push(StorageOp::Trim(sync_idx));
-                // Own proposals inside the snapshot: decided, but this node cannot see where.
-                // Below our decided index they are decided where they are; above it our log
-                // may have differed from the leader's, and waiting ones may be inside the
-                // snapshot: their fate is unknown.
-                self.ledger.observe_decided(self.state.decided_idx);
-                self.ledger.drop_in_log_below(sync_idx, super::proposals::DropReason::Indeterminate);
-                self.ledger.drop_waiting(super::proposals::DropReason::Indeterminate);
-            }
-            Some(SnapshotType::Delta(delta)) => {
-                let mut snapshot = self.storage.get_snapshot().inspect_err(|e| self.fail(e))?;
-                let merged = match snapshot.as_mut() {
-                    Some(s) => {
-                        s.merge(delta);
-                        s.clone()
-                    }
-                    None => delta,
-                };
-                ops.push(StorageOp::SetSnapshot(Some(merged)));
-                ops.push(StorageOp::Trim(sync_idx));
-            }
-            None => {}
-        }
         if ops.is_empty() && start > self.state.log_end {
             // Entries between our log end and the sync are missing and no snapshot covers them:
             // applying it would place entries at the wrong index. Refuse it.
@@ -313,6 +284,44 @@ where
         self.ledger.observe_written(start, &suffix);
         self.observe_decided();
         Ok(true)
+    }
+
+    /// The ops that install a snapshot received with a log sync (none if we already compacted
+    /// at least as far).
+    fn snapshot_ops(
+        &mut self,
+        decided_snapshot: Option<SnapshotType<S>>,
+        sync_idx: LogIndex,
+    ) -> Result<Vec<StorageOp<T, S>>, StorageError> {
+        let mut ops = Vec::with_capacity(6);
+        match decided_snapshot {
+            Some(_) if sync_idx <= self.state.compacted_idx => {
+                // We already compacted at least as far: the snapshot adds nothing.
+            }
+            Some(SnapshotType::Complete(snapshot)) => {
+                ops.push(StorageOp::SetSnapshot(Some(snapshot)));
+                ops.push(StorageOp::Trim(sync_idx));
+                // Own proposals below our decided index are decided where they are; above it our
+                // log may have differed from the leader's, and waiting ones may be inside the
+                // snapshot: their fate is unknown.
+                self.ledger.observe_decided(self.state.decided_idx);
+                self.ledger.drop_in_log_below(sync_idx, super::proposals::DropReason::Indeterminate);
+                self.ledger.drop_waiting(super::proposals::DropReason::Indeterminate);
+            }
+            Some(SnapshotType::Delta(delta)) => {
+                let merged = match self.storage.get_snapshot().inspect_err(|e| self.fail(e))? {
+                    Some(mut s) => {
+                        s.merge(delta);
+                        s
+                    }
+                    None => delta,
+                };
+                ops.push(StorageOp::SetSnapshot(Some(merged)));
+                ops.push(StorageOp::Trim(sync_idx));
+            }
+            None => {}
+        }
+        Ok(ops)
     }
 
     /// Raises the decided index to `idx` (capped at the accepted index).
