@@ -181,7 +181,12 @@ fn a_stale_leaders_entry_is_not_decided_in_its_old_ballot_but_forwarded() {
     // The old leader still believes it leads and appends in its old ballot.
     let id = cluster.replica(1).append(66).expect("append");
     cluster.stabilize();
-    assert_eq!(cluster.decided(2), vec![1, 2, 3, 4], "the old ballot decides nothing");
+    assert_eq!(
+        cluster.decided(2),
+        vec![1, 2, 3, 4],
+        "the old ballot decides nothing\n{}",
+        cluster.trace_tail(40)
+    );
     assert_eq!(cluster.replicas[&1].get_decided_idx(), 3);
     // Once the new leader prepares it, the old leader's entry is forwarded and decided once.
     cluster.tick(60);

@@ -109,8 +109,14 @@ fn run_seed(seed: u64, pids: &[u64]) {
     }
 }
 
-/// The seeds to run: `FUZZ_SEED=n` runs one seed (and `FUZZ_TRACE=file` writes its trace).
+/// The seeds to run: `FUZZ_SEED=n` runs one seed (and `FUZZ_TRACE=file` writes its trace);
+/// `FUZZ_SEEDS=n` runs n seeds.
 fn seeds(range: std::ops::Range<u64>) -> Vec<u64> {
+    if let Ok(count) = std::env::var("FUZZ_SEEDS") {
+        // A longer soak: `FUZZ_SEEDS=100000` runs that many seeds from the range's start.
+        let count: u64 = count.parse().expect("FUZZ_SEEDS is a number");
+        return (range.start..range.start + count).collect();
+    }
     match std::env::var("FUZZ_SEED") {
         Ok(seed) => vec![seed.parse().expect("FUZZ_SEED is a number")]
             .into_iter()

@@ -340,7 +340,7 @@ fn a_stopsign_forwarded_by_a_follower_reaches_a_new_leader() {
 /// prepares, is given an entry. The log it adopts is sealed by the decided StopSign, so the
 /// entry can never be decided: its proposer must be told so (never left waiting forever).
 #[test]
-#[ignore = "BUG: entries buffered by a preparing leader whose adopted log is already sealed are never settled"]
+
 fn an_entry_buffered_by_a_preparing_leader_is_dropped_when_the_adopted_log_is_sealed() {
     let mut cluster = Cluster::<()>::new(&PIDS);
     cluster.elect(1);

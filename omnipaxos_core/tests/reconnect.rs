@@ -434,7 +434,7 @@ fn delayed_duplicate_accept_sync_does_not_undo_decided_entries() {
 /// copy of the session-2 AcceptSync arrives. The follower must not apply it: it already applied
 /// a newer session, and the entries it acknowledged since are decided.
 #[test]
-#[ignore = "BUG: a delayed Prepare copy reopens the Prepare phase, so an older AcceptSync is applied"]
+
 fn delayed_prepare_and_accept_sync_copies_do_not_undo_decided_entries() {
     let mut cluster = Cluster::<()>::new(&PIDS);
     let captured: Rc<RefCell<Vec<PaxosMessage<u64, ()>>>> = Rc::default();
@@ -480,7 +480,7 @@ fn delayed_prepare_and_accept_sync_copies_do_not_undo_decided_entries() {
 /// becomes leader itself and gets its own (still waiting) proposal decided while 2 is cut off.
 /// When 2 is elected again it must not append the buffered copy: the proposal is decided once.
 #[test]
-#[ignore = "BUG: a re-elected preparing leader re-proposes buffered forwards already decided (filter misses them)"]
+
 fn a_forward_buffered_by_a_preparing_leader_is_not_decided_twice() {
     let mut cluster = Cluster::<()>::new(&PIDS);
     cluster.drop_messages(|m| m.to == 2 && is_kind(m, "Promise"));

@@ -240,6 +240,7 @@ where
     ) -> Result<bool, StorageError> {
         let LogSync { decided_snapshot, suffix, sync_idx, stopsign } = sync;
         let mut ops = self.snapshot_ops(decided_snapshot, sync_idx)?;
+        let installed_snapshot = !ops.is_empty();
         let mut start = sync_idx;
         if ops.is_empty() && start > self.state.log_end {
             // Entries between our log end and the sync are missing and no snapshot covers them:
@@ -282,6 +283,10 @@ where
         self.write(ops)?;
         self.ledger.observe_truncated(start, truncated);
         self.ledger.observe_written(start, &suffix);
+        if installed_snapshot {
+            // A truncated own proposal not in the suffix may be inside the snapshot.
+            self.ledger.drop_waiting(super::proposals::DropReason::Indeterminate);
+        }
         self.observe_decided();
         Ok(true)
     }

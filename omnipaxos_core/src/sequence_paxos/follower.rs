@@ -71,7 +71,11 @@ impl<T: Clone + Debug, S: Snapshot<T>> Follower<T, S> {
     pub(crate) fn note_prepare(&mut self, n: Ballot, session: u64) {
         let session = match self.prepared_session {
             Some((b, s)) if b == n => s.max(session),
-            _ => session,
+            _ => {
+                // A new ballot: the sessions of the previous one are over.
+                self.seq = SequenceNumber::default();
+                session
+            }
         };
         self.prepared_session = Some((n, session));
     }
@@ -80,7 +84,17 @@ impl<T: Clone + Debug, S: Snapshot<T>> Follower<T, S> {
     /// than the session that Prepare opened and newer than every session already applied.
     pub(crate) fn is_fresh_accept_sync(&self, n: Ballot, session: u64) -> bool {
         let prepared = matches!(self.prepared_session, Some((b, s)) if b == n && session >= s);
-        prepared && (session > self.seq.session || self.phase == FollowerPhase::Prepare)
+        prepared && session > self.seq.session
+    }
+
+    /// True if a Prepare of ballot `n` opening `session` is a delayed copy: a later Prepare or
+    /// AcceptSync of the same ballot was already seen. Answering it would reopen the Prepare
+    /// phase for an older session.
+    pub(crate) fn is_stale_prepare(&self, n: Ballot, session: u64) -> bool {
+        let seen_later_prepare = matches!(self.prepared_session, Some((b, s)) if b == n && session < s);
+        let applied_later_sync =
+            self.prepared_session.is_some_and(|(b, _)| b == n) && session <= self.seq.session;
+        seen_later_prepare || applied_later_sync
     }
 
     /// Enters the accept phase of a new session after an AcceptSync was applied.

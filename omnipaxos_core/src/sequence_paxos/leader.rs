@@ -452,6 +452,8 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
                     ctx.ledger.record_waiting(p);
                 }
             }
+            // Settle them now if the StopSign is already decided (nothing else will).
+            ctx.observe_decided();
             return Ok(());
         }
         // Own proposals still waiting after the adoption are not in the log: propose them too.

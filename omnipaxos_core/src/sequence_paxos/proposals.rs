@@ -10,7 +10,7 @@
 //!
 //! The leader drops forwarded proposals it already holds, so retries never decide an entry twice.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use crate::util::{LogIndex, NodeId, Proposal, ProposalId};
 
@@ -38,6 +38,8 @@ pub enum DropReason {
 struct Waiting<T> {
     proposal: Proposal<T>,
     forwarded_at_tick: Option<u64>,
+    /// It was forwarded or was in a log: some leader may hold it.
+    exposed: bool,
 }
 
 /// Consecutive own proposals at consecutive log indices: `len` proposals with sequence numbers
@@ -67,6 +69,9 @@ pub(crate) struct ProposalLedger<T> {
     /// Own proposals in the local log. Invariant: sorted by index, not overlapping, and no
     /// sequence number is also in `waiting`.
     in_log: VecDeque<Run>,
+    /// Proposals reported `Dropped(Indeterminate)` that may still reach the log (a forward in
+    /// flight): they must not be settled a second time. Bounded by `outcomes_limit`.
+    abandoned: BTreeSet<u64>,
     /// Settled outcomes not yet taken by the user; bounded by `outcomes_limit`.
     outcomes: VecDeque<(ProposalId, ProposalOutcome)>,
     outcomes_limit: usize,
@@ -82,6 +87,7 @@ impl<T: Clone> ProposalLedger<T> {
             next_seq: 1,
             waiting: BTreeMap::new(),
             in_log: VecDeque::new(),
+            abandoned: BTreeSet::new(),
             outcomes: VecDeque::new(),
             outcomes_limit,
             outcomes_overflowed: false,
@@ -108,6 +114,9 @@ impl<T: Clone> ProposalLedger<T> {
     /// Records a proposal written to the local log at `idx`, after every index recorded so far.
     pub(crate) fn record_in_log(&mut self, id: ProposalId, idx: LogIndex) {
         debug_assert!(self.is_own(&id));
+        if !self.abandoned.is_empty() && self.abandoned.contains(&id.seq) {
+            return;
+        }
         self.waiting.remove(&id.seq);
         if let Some(last) = self.in_log.back_mut() {
             assert!(idx >= last.end_idx(), "own proposals are recorded in log order");
@@ -121,9 +130,13 @@ impl<T: Clone> ProposalLedger<T> {
 
     /// Records a proposal that must reach the leader.
     pub(crate) fn record_waiting(&mut self, proposal: Proposal<T>) {
+        self.insert_waiting(proposal, false);
+    }
+
+    fn insert_waiting(&mut self, proposal: Proposal<T>, exposed: bool) {
         debug_assert!(self.is_own(&proposal.id));
         let seq = proposal.id.seq;
-        self.waiting.insert(seq, Waiting { proposal, forwarded_at_tick: None });
+        self.waiting.insert(seq, Waiting { proposal, forwarded_at_tick: None, exposed });
     }
 
     /// Scans entries written at `first_idx..` for own waiting proposals.
@@ -158,7 +171,7 @@ impl<T: Clone> ProposalLedger<T> {
         let was_cut = |seq: u64| cut.iter().any(|r| seq >= r.first_seq && seq < r.first_seq + r.len);
         for p in removed {
             if self.is_own(&p.id) && was_cut(p.id.seq) {
-                self.record_waiting(p);
+                self.insert_waiting(p, true);
             }
         }
     }
@@ -212,9 +225,25 @@ impl<T: Clone> ProposalLedger<T> {
     /// Waiting proposals whose fate this node can no longer learn (its log was replaced by a
     /// snapshot that may contain them).
     pub(crate) fn drop_waiting(&mut self, reason: DropReason) {
-        for seq in std::mem::take(&mut self.waiting).into_keys() {
+        let waiting = std::mem::take(&mut self.waiting);
+        let (dropped, kept): (BTreeMap<_, _>, BTreeMap<_, _>) = waiting
+            .into_iter()
+            .partition(|(_, w)| reason != DropReason::Indeterminate || w.exposed);
+        // A proposal never forwarded and never in a log cannot be in any log: it stays waiting.
+        self.waiting = kept;
+        for seq in dropped.into_keys() {
+            if reason == DropReason::Indeterminate {
+                self.abandon(seq);
+            }
             self.push_outcome(self.id_of(seq), ProposalOutcome::Dropped(reason));
         }
+    }
+
+    fn abandon(&mut self, seq: u64) {
+        if self.abandoned.len() >= self.outcomes_limit {
+            self.abandoned.pop_first();
+        }
+        self.abandoned.insert(seq);
     }
 
     /// Drops every unsettled proposal (the log is sealed by a decided StopSign).
@@ -235,6 +264,7 @@ impl<T: Clone> ProposalLedger<T> {
             let is_due = w.forwarded_at_tick.is_none_or(|at| now >= at.saturating_add(retry_ticks));
             if is_due {
                 w.forwarded_at_tick = Some(now);
+                w.exposed = true;
                 due.push(w.proposal.clone());
             }
         }

@@ -27,11 +27,19 @@ where
         assert!(n > self.ctx.state.promise, "a leader's ballot exceeds every earlier promise");
         // Own proposals waiting in the ledger stay there: they are proposed once the Prepare
         // phase has adopted a log, and only if that log does not already hold them.
-        let (waiting, mut stopsign) = self.take_role_pending();
+        // Other nodes' forwarded proposals held by an earlier leadership are dropped: their
+        // proposers forward them again once synchronised, and only they can tell whether the
+        // adopted log already holds them.
+        let (held, mut stopsign) = self.take_role_pending();
+        for p in held {
+            if self.ctx.ledger.is_own(&p.id) {
+                self.ctx.ledger.record_waiting(p);
+            }
+        }
         stopsign = stopsign.or_else(|| self.pending_stopsign.take());
         self.ctx.write(vec![StorageOp::SetPromise(n)])?;
         tracing::info!(pid = self.ctx.pid, n = %n, "becomes leader (Prepare)");
-        let leader = Leader::start(&mut self.ctx, n, waiting, stopsign)?;
+        let leader = Leader::start(&mut self.ctx, n, Vec::new(), stopsign)?;
         self.role = Role::Leader(leader);
         Ok(())
     }
@@ -73,6 +81,10 @@ where
             return Ok(());
         }
         if prep.n == promise && matches!(self.role, Role::Leader(_)) {
+            return Ok(());
+        }
+        if matches!(&self.role, Role::Follower(f) if f.is_stale_prepare(prep.n, prep.session)) {
+            tracing::debug!(pid = self.ctx.pid, session = prep.session, "delayed Prepare copy ignored");
             return Ok(());
         }
         self.become_follower(FollowerPhase::Prepare);
