@@ -317,3 +317,27 @@ impl Net {
         }
     }
 }
+
+/// Leader crash at every offset within a heartbeat round: election timeouts (ET = one heartbeat
+/// round) from the crash to the first decision of an entry appended at a survivor right after
+/// the crash. Deterministic (logical ticks); the figures are printed for the closing notes.
+#[test]
+fn leader_crash_failover_in_election_timeouts() {
+    let mut results = Vec::new();
+    for offset in 0..HB_DELAY_TICKS {
+        let mut net = Net::new(&[1, 2, 3]);
+        let leader = net.run_until_leader(50);
+        net.ticks(3 * HB_DELAY_TICKS + offset);
+        net.crash(leader);
+        let survivor = if leader == 1 { 2 } else { 1 };
+        let decided = net.replicas[&survivor].get_decided_idx();
+        net.append(survivor, 1000 + offset);
+        let ticks = net.run_until_decided(survivor, decided + 1, 20 * HB_DELAY_TICKS);
+        results.push(ticks as f64 / HB_DELAY_TICKS as f64);
+    }
+    results.sort_by(f64::total_cmp);
+    let median = results[results.len() / 2];
+    let max = results[results.len() - 1];
+    eprintln!("leader crash, 3 replicas: failover in ET: median {median:.2}, max {max:.2}, all {results:?}");
+    assert!(max <= 2.0, "failover took {max} election timeouts");
+}

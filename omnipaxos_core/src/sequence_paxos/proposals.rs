@@ -12,7 +12,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
-use crate::util::{LogIndex, NodeId, Proposal, ProposalId};
+use crate::{
+    ballot::Ballot,
+    util::{LogIndex, NodeId, Proposal, ProposalId},
+};
 
 /// What became of a proposal, reported by [`super::SequencePaxos::take_proposal_outcomes`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,7 +40,8 @@ pub enum DropReason {
 #[derive(Clone, Debug)]
 struct Waiting<T> {
     proposal: Proposal<T>,
-    forwarded_at_tick: Option<u64>,
+    /// The leader ballot it was last forwarded to, and when.
+    forwarded: Option<(Ballot, u64)>,
     /// It was forwarded or was in a log: some leader may hold it.
     exposed: bool,
 }
@@ -136,7 +140,7 @@ impl<T: Clone> ProposalLedger<T> {
     fn insert_waiting(&mut self, proposal: Proposal<T>, exposed: bool) {
         debug_assert!(self.is_own(&proposal.id));
         let seq = proposal.id.seq;
-        self.waiting.insert(seq, Waiting { proposal, forwarded_at_tick: None, exposed });
+        self.waiting.insert(seq, Waiting { proposal, forwarded: None, exposed });
     }
 
     /// Scans entries written at `first_idx..` for own waiting proposals.
@@ -226,9 +230,8 @@ impl<T: Clone> ProposalLedger<T> {
     /// snapshot that may contain them).
     pub(crate) fn drop_waiting(&mut self, reason: DropReason) {
         let waiting = std::mem::take(&mut self.waiting);
-        let (dropped, kept): (BTreeMap<_, _>, BTreeMap<_, _>) = waiting
-            .into_iter()
-            .partition(|(_, w)| reason != DropReason::Indeterminate || w.exposed);
+        let (dropped, kept): (BTreeMap<_, _>, BTreeMap<_, _>) =
+            waiting.into_iter().partition(|(_, w)| reason != DropReason::Indeterminate || w.exposed);
         // A proposal never forwarded and never in a log cannot be in any log: it stays waiting.
         self.waiting = kept;
         for seq in dropped.into_keys() {
@@ -256,14 +259,28 @@ impl<T: Clone> ProposalLedger<T> {
         }
     }
 
-    /// Waiting proposals due for a (re)forward at tick `now`: never forwarded, or forwarded at
-    /// least `retry_ticks` ago. Marks them as forwarded now.
-    pub(crate) fn due_for_forward(&mut self, now: u64, retry_ticks: u64) -> Vec<Proposal<T>> {
+    /// Waiting proposals due for a forward to the leader with ballot `leader` at tick `now`,
+    /// marked as forwarded now. Never forwarded: due. Forwarded before: due again only once
+    /// `synced` with that leader (so a proposal that reached the log through an earlier leader
+    /// has been seen), at once if the last forward went to another ballot (which drops it),
+    /// else after `retry_ticks`.
+    pub(crate) fn due_for_forward(
+        &mut self,
+        leader: Ballot,
+        synced: bool,
+        now: u64,
+        retry_ticks: u64,
+    ) -> Vec<Proposal<T>> {
         let mut due = Vec::new();
         for w in self.waiting.values_mut() {
-            let is_due = w.forwarded_at_tick.is_none_or(|at| now >= at.saturating_add(retry_ticks));
+            let is_due = match w.forwarded {
+                None => true,
+                Some(_) if !synced => false,
+                Some((ballot, _)) if ballot != leader => true,
+                Some((_, at)) => now >= at.saturating_add(retry_ticks),
+            };
             if is_due {
-                w.forwarded_at_tick = Some(now);
+                w.forwarded = Some((leader, now));
                 w.exposed = true;
                 due.push(w.proposal.clone());
             }
@@ -379,10 +396,12 @@ mod tests {
         ledger.record_in_log(id, 3);
         ledger.observe_truncated(0, vec![proposal(id.seq)]);
         assert!(!ledger.has_in_log_from(0));
-        let due = ledger.due_for_forward(10, 5);
-        assert_eq!(due.len(), 1);
-        assert!(ledger.due_for_forward(14, 5).is_empty(), "not due again before the retry time");
-        assert_eq!(ledger.due_for_forward(15, 5).len(), 1);
+        let (first, second) = (Ballot::with(1, 2, 0, 2), Ballot::with(1, 3, 0, 3));
+        assert_eq!(ledger.due_for_forward(first, false, 10, 5).len(), 1, "never forwarded: due");
+        assert!(ledger.due_for_forward(first, false, 20, 5).is_empty(), "retries wait for a sync");
+        assert!(ledger.due_for_forward(first, true, 14, 5).is_empty(), "not due before the retry time");
+        assert_eq!(ledger.due_for_forward(first, true, 15, 5).len(), 1);
+        assert_eq!(ledger.due_for_forward(second, true, 16, 5).len(), 1, "a new leader gets it at once");
     }
 
     #[test]

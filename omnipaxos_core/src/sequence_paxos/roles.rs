@@ -305,8 +305,12 @@ where
         }
         let synced_with_leader =
             follower.phase == FollowerPhase::Accept && self.ctx.state.promise == self.leader;
-        let retry_ticks = if synced_with_leader { self.ctx.resend_ticks } else { u64::MAX };
-        let proposals = self.ctx.ledger.due_for_forward(self.ctx.now, retry_ticks);
+        let proposals = self.ctx.ledger.due_for_forward(
+            self.leader,
+            synced_with_leader,
+            self.ctx.now,
+            self.ctx.resend_ticks,
+        );
         if proposals.is_empty() {
             return;
         }
