@@ -261,6 +261,15 @@ fn quorum_loss_the_only_quorum_connected_server_takes_over() {
     // The old leader no longer looks like a working leader.
     let old = net.replicas[&5].get_current_leader();
     assert_ne!(old, Some((5, true)), "the isolated old leader must not report itself ready");
+    // After healing, every replica converges on the same decided log.
+    net.heal();
+    net.append(5, 8);
+    net.ticks(6 * HB_DELAY_TICKS);
+    let log = net.decided(c);
+    assert_eq!(log, vec![7, 8]);
+    for pid in [1, 2, 3, 4, 5] {
+        assert_eq!(net.decided(pid), log, "replica {pid} after healing");
+    }
 }
 
 /// Constrained election (paper, Fig. 1b): the leader is gone and the only quorum-connected
