@@ -7,8 +7,8 @@
 //!   tick() ────────────────┘
 //! ```
 //!
-//! Roles are an enum that owns its data: a [`Role::Follower`] is in phase Idle, Prepare, Accept
-//! or Recover; a [`Role::Leader`] is in phase Prepare (collecting promises) or Accept. Every
+//! Roles are an enum that owns its data: a `Role::Follower` is in phase Idle, Prepare, Accept
+//! or Recover; a `Role::Leader` is in phase Prepare (collecting promises) or Accept. Every
 //! message is checked once at [`SequencePaxos::handle`] (receiver, sender, configuration) and
 //! then goes to one `handle_<message>` function.
 //!
