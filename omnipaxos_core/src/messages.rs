@@ -1,5 +1,8 @@
 //! Every message the core sends. Each has a one-line `Display` for traces and logs, e.g.
 //! `1->2 Prepare n=3.0.1 dec=4 acc=2.0.1/5`.
+//!
+//! Rare, large payloads (log synchronisations, StopSigns) are boxed so that the frequent
+//! messages (AcceptDecide, Accepted, Decide) stay small when they are moved around.
 
 use std::fmt;
 
@@ -93,7 +96,7 @@ pub enum PaxosMsg<T, S> {
     /// Phase 2a for a StopSign.
     AcceptStopSign(AcceptStopSign),
     /// A StopSign a non-leader forwards to the leader.
-    ForwardStopSign(StopSign),
+    ForwardStopSign(Box<StopSign>),
 }
 
 /// See [`PaxosMsg::PrepareReq`].
@@ -146,7 +149,7 @@ pub struct Promise<T, S> {
     /// The follower's accepted index.
     pub accepted_idx: LogIndex,
     /// Entries the leader may lack, if the follower's log is more up to date.
-    pub log_sync: Option<LogSync<T, S>>,
+    pub log_sync: Option<Box<LogSync<T, S>>>,
 }
 
 /// See [`PaxosMsg::AcceptSync`].
@@ -159,7 +162,7 @@ pub struct AcceptSync<T, S> {
     /// The leader's decided index.
     pub decided_idx: LogIndex,
     /// What the follower must change to hold the leader's log.
-    pub log_sync: LogSync<T, S>,
+    pub log_sync: Box<LogSync<T, S>>,
 }
 
 /// See [`PaxosMsg::AcceptDecide`].
@@ -235,7 +238,7 @@ pub struct AcceptStopSign {
     /// Position in the session.
     pub seq_num: SequenceNumber,
     /// The StopSign, placed at the follower's log end.
-    pub ss: StopSign,
+    pub ss: Box<StopSign>,
 }
 
 impl<T, S> fmt::Display for PaxosMsg<T, S> {

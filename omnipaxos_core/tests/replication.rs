@@ -201,3 +201,24 @@ fn steady_state_needs_at_most_four_messages_per_entry_with_three_replicas() {
     assert!(decides <= 2, "{decides} separate Decide messages: decisions should ride on AcceptDecide");
     let _ = is_kind::<()>;
 }
+
+#[test]
+fn piggybacked_decisions_cost_two_messages_per_follower_and_arrive_by_the_next_tick() {
+    let mut cluster = Cluster::<()>::with_configs(&[1, 2, 3], |mut c| {
+        c.set_piggyback_decide(true);
+        c
+    });
+    cluster.elect(1);
+    let before = cluster.delivered;
+    let entries = 50;
+    for v in 0..entries {
+        cluster.append(1, v);
+        cluster.stabilize();
+    }
+    let per_entry = (cluster.delivered - before) as f64 / entries as f64;
+    assert!(per_entry <= 4.0, "{per_entry} messages per entry");
+    assert_eq!(cluster.decided(1).len(), entries as usize);
+    assert_eq!(cluster.decided(2).len(), entries as usize - 1, "the last decision waits for a tick");
+    cluster.tick(1);
+    assert_eq!(cluster.decided(2).len(), entries as usize);
+}

@@ -85,12 +85,18 @@ pub(crate) struct Context<T, S, B> {
     pub(crate) batch_size: usize,
     pub(crate) buffer_size: usize,
     pub(crate) resend_ticks: u64,
+    /// Decided indices ride only on AcceptDecide or go out at a tick (see the config).
+    pub(crate) piggyback_decide: bool,
     pub(crate) storage: B,
     pub(crate) state: DurableState,
     /// Messages waiting for the next flush. Never handed out before it.
     pub(crate) outgoing: Vec<PaxosMessage<T, S>>,
     /// True if storage holds writes that were not flushed yet.
     pub(crate) unflushed: bool,
+    /// The decided index in `state` is ahead of the stored one. It rides on the next write (or
+    /// the next tick): a stored decided index that lags is safe (a restarted replica learns the
+    /// rest again) and saves a storage write per decision.
+    decided_unpersisted: bool,
     /// Set after a storage failure: the replica refuses everything (fail-stop).
     pub(crate) stopped: bool,
     pub(crate) ledger: ProposalLedger<T>,
@@ -126,10 +132,12 @@ where
             batch_size,
             buffer_size,
             resend_ticks,
+            piggyback_decide: false,
             storage,
             state,
             outgoing: Vec::new(),
             unflushed: false,
+            decided_unpersisted: false,
             stopped: false,
             ledger,
             now: 0,
@@ -139,16 +147,31 @@ where
 
     /// Writes `ops` atomically, then updates the cache. On failure the replica stops and every
     /// queued message is discarded: nothing that depends on the failed write may leave.
-    pub(crate) fn write(&mut self, ops: Vec<StorageOp<T, S>>) -> Result<(), StorageError> {
+    pub(crate) fn write(&mut self, mut ops: Vec<StorageOp<T, S>>) -> Result<(), StorageError> {
         if self.stopped {
             return Err(StorageError::Poisoned);
         }
-        let mut next = self.state.clone();
+        if std::mem::take(&mut self.decided_unpersisted)
+            && !ops.iter().any(|op| matches!(op, StorageOp::SetDecidedIdx(_)))
+        {
+            ops.push(StorageOp::SetDecidedIdx(self.state.decided_idx));
+        }
+        // The effects are computed before the ops move into storage, and applied only after the
+        // write succeeded. The StopSign is moved, not cloned, unless an op replaces it.
+        let mut next = self.state_without_stopsign();
+        let mut stopsign_change = None;
         for op in &ops {
-            next.apply(op);
+            match op {
+                StorageOp::SetStopSign(ss) => stopsign_change = Some(ss.clone()),
+                _ => next.apply(op),
+            }
         }
         match self.storage.write_atomically(ops) {
             Ok(()) => {
+                next.stopsign = match stopsign_change {
+                    Some(ss) => ss,
+                    None => self.state.stopsign.take(),
+                };
                 next.check_invariants();
                 self.state = next;
                 self.unflushed = true;
@@ -158,6 +181,19 @@ where
                 self.fail(&e);
                 Err(e)
             }
+        }
+    }
+
+    fn state_without_stopsign(&self) -> DurableState {
+        let s = &self.state;
+        DurableState {
+            promise: s.promise,
+            accepted_round: s.accepted_round,
+            decided_idx: s.decided_idx,
+            log_end: s.log_end,
+            compacted_idx: s.compacted_idx,
+            stopsign: None,
+            incarnation: s.incarnation,
         }
     }
 
@@ -330,13 +366,21 @@ where
     }
 
     /// Raises the decided index to `idx` (capped at the accepted index).
-    pub(crate) fn set_decided_idx(&mut self, idx: LogIndex) -> Result<(), StorageError> {
+    pub(crate) fn set_decided_idx(&mut self, idx: LogIndex) {
         let idx = idx.min(self.state.accepted_idx());
         if idx <= self.state.decided_idx {
-            return Ok(());
+            return;
         }
-        self.write(vec![StorageOp::SetDecidedIdx(idx)])?;
+        self.state.decided_idx = idx;
+        self.decided_unpersisted = true;
         self.observe_decided();
+    }
+
+    /// Stores a decided index that is still only in memory (run by the flush timer).
+    pub(crate) fn persist_decided_idx(&mut self) -> Result<(), StorageError> {
+        if self.decided_unpersisted {
+            self.write(Vec::new())?;
+        }
         Ok(())
     }
 
@@ -348,18 +392,48 @@ where
         }
     }
 
-    /// Appends entries at the log end (one atomic write) and records own proposals.
-    pub(crate) fn append_entries(&mut self, entries: Vec<Proposal<T>>) -> Result<(), StorageError> {
-        if entries.is_empty() {
+    /// Appends entries and raises the decided index to `decided_idx` (capped at the new accepted
+    /// index) in one atomic write.
+    pub(crate) fn append_and_decide(
+        &mut self,
+        entries: Vec<Proposal<T>>,
+        decided_idx: LogIndex,
+    ) -> Result<(), StorageError> {
+        assert!(self.state.stopsign.is_none() || entries.is_empty(), "append after a StopSign");
+        let accepted_after = self.state.accepted_idx() + entries.len() as LogIndex;
+        let decided = decided_idx.min(accepted_after);
+        let mut ops = Vec::with_capacity(2);
+        if !entries.is_empty() {
+            self.record_own(&entries);
+            ops.push(StorageOp::AppendEntries(entries));
+        }
+        if decided > self.state.decided_idx {
+            ops.push(StorageOp::SetDecidedIdx(decided));
+        }
+        if ops.is_empty() {
             return Ok(());
         }
-        assert!(self.state.stopsign.is_none(), "append after a StopSign");
+        self.write(ops)?;
+        self.observe_decided();
+        Ok(())
+    }
+
+    fn record_own(&mut self, entries: &[Proposal<T>]) {
         let first = self.state.log_end;
         for (offset, p) in entries.iter().enumerate() {
             if self.ledger.is_own(&p.id) {
                 self.ledger.record_in_log(p.id, first + offset as LogIndex);
             }
         }
+    }
+
+    /// Appends entries at the log end (one atomic write) and records own proposals.
+    pub(crate) fn append_entries(&mut self, entries: Vec<Proposal<T>>) -> Result<(), StorageError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        assert!(self.state.stopsign.is_none(), "append after a StopSign");
+        self.record_own(&entries);
         self.write(vec![StorageOp::AppendEntries(entries)])
     }
 }

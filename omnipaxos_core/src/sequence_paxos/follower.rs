@@ -122,8 +122,7 @@ impl<T: Clone + Debug, S: Snapshot<T>> Follower<T, S> {
             tracing::warn!(pid = ctx.pid, "entries after a StopSign refused; recovering");
             return Ok(Reaction::Recover(from));
         }
-        ctx.append_entries(acc.entries)?;
-        ctx.set_decided_idx(acc.decided_idx)?;
+        ctx.append_and_decide(acc.entries, acc.decided_idx)?;
         self.reply_accepted(ctx, from, acc.n);
         Ok(Reaction::None)
     }
@@ -138,7 +137,7 @@ impl<T: Clone + Debug, S: Snapshot<T>> Follower<T, S> {
         if let Some(reaction) = self.check_leader_message(ctx, from, dec.n, dec.seq_num) {
             return Ok(reaction);
         }
-        ctx.set_decided_idx(dec.decided_idx)?;
+        ctx.set_decided_idx(dec.decided_idx);
         Ok(Reaction::None)
     }
 
@@ -152,8 +151,8 @@ impl<T: Clone + Debug, S: Snapshot<T>> Follower<T, S> {
         if let Some(reaction) = self.check_leader_message(ctx, from, acc.n, acc.seq_num) {
             return Ok(reaction);
         }
-        if ctx.state.stopsign.as_ref() != Some(&acc.ss) {
-            ctx.write(vec![StorageOp::SetStopSign(Some(acc.ss))])?;
+        if ctx.state.stopsign.as_ref() != Some(&*acc.ss) {
+            ctx.write(vec![StorageOp::SetStopSign(Some(*acc.ss))])?;
         }
         self.reply_accepted(ctx, from, acc.n);
         Ok(Reaction::None)

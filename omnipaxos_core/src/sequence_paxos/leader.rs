@@ -110,6 +110,8 @@ pub(crate) struct Leader<T, S> {
     /// The leader's own log is durable up to here. Invariant: `<= accepted_idx`.
     durable_accepted_idx: LogIndex,
     decide_pending: bool,
+    /// Reused by `maybe_decide` so deciding allocates nothing.
+    accepted_scratch: Vec<LogIndex>,
 }
 
 impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
@@ -142,6 +144,7 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
             filter: ForwardFilter::default(),
             durable_accepted_idx: 0,
             decide_pending: false,
+            accepted_scratch: Vec::with_capacity(ctx.peers.len() + 1),
         };
         for peer in ctx.peers.clone() {
             leader.send_prepare(ctx, peer);
@@ -304,7 +307,7 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         let Some(progress) = self.peers.get_mut(&to) else { return };
         progress.pending_accept = None;
         let seq_num = progress.next_seq();
-        ctx.send(to, PaxosMsg::AcceptStopSign(AcceptStopSign { n: self.n, seq_num, ss }));
+        ctx.send(to, PaxosMsg::AcceptStopSign(AcceptStopSign { n: self.n, seq_num, ss: Box::new(ss) }));
     }
 
     /// Phase 1b arrives: record it; with a read quorum, adopt the best log and start accepting.
@@ -329,7 +332,7 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
                 round.max_decided = round.max_decided.max(meta.decided_idx);
                 if meta.rank() > round.max.0.rank() {
                     round.max = (meta, from);
-                    round.max_sync = prom.log_sync;
+                    round.max_sync = prom.log_sync.map(|sync| *sync);
                 }
                 self.maybe_finish_prepare(ctx)
             }
@@ -490,6 +493,7 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         progress.pending_accept = None;
         progress.decided_sent = decided_idx;
         let seq_num = progress.seq;
+        let log_sync = Box::new(log_sync);
         ctx.send(to, PaxosMsg::AcceptSync(AcceptSync { n: self.n, seq_num, decided_idx, log_sync }));
         Ok(())
     }
@@ -525,13 +529,14 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
     /// Decides the longest prefix that a write quorum (the leader's durable log included) has
     /// accepted in this ballot.
     fn maybe_decide<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>) -> Result<(), StorageError> {
-        let mut accepted: Vec<LogIndex> =
-            self.peers.values().filter(|p| p.is_synced()).map(|p| p.accepted_idx).collect();
+        let accepted = &mut self.accepted_scratch;
+        accepted.clear();
+        accepted.extend(self.peers.values().filter(|p| p.is_synced()).map(|p| p.accepted_idx));
         accepted.push(self.durable_accepted_idx);
         accepted.sort_unstable_by(|a, b| b.cmp(a));
         let Some(&chosen) = accepted.get(ctx.quorum.write - 1) else { return Ok(()) };
         if chosen > ctx.state.decided_idx {
-            ctx.set_decided_idx(chosen)?;
+            ctx.set_decided_idx(chosen);
             self.decide_pending = true;
         }
         Ok(())
@@ -556,22 +561,37 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
     }
 
     /// Sends the decided index to every follower that has not been sent it: on an unsent
-    /// AcceptDecide if there is one, else as a Decide.
+    /// AcceptDecide if there is one, else as a Decide (unless decisions only piggyback, in which
+    /// case the tick sends them: see [`Self::send_pending_decisions`]).
     fn send_decisions<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>) {
+        self.send_decisions_with(ctx, !ctx.piggyback_decide);
+    }
+
+    /// Runs at every tick: decisions still held back go out as Decide.
+    pub(crate) fn send_pending_decisions<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>) {
+        if self.decide_pending {
+            self.send_decisions_with(ctx, true);
+        }
+    }
+
+    fn send_decisions_with<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>, standalone: bool) {
         self.decide_pending = false;
         let decided_idx = ctx.state.decided_idx;
         for (&pid, progress) in self.peers.iter_mut() {
             if !progress.is_synced() || progress.decided_sent >= decided_idx {
                 continue;
             }
-            progress.decided_sent = decided_idx;
             let pending = progress.pending_accept.and_then(|i| ctx.outgoing.get_mut(i));
             if let Some(PaxosMsg::AcceptDecide(acc)) = pending.map(|m| &mut m.msg) {
                 acc.decided_idx = decided_idx;
-                continue;
+                progress.decided_sent = decided_idx;
+            } else if standalone {
+                progress.decided_sent = decided_idx;
+                let seq_num = progress.next_seq();
+                ctx.send(pid, PaxosMsg::Decide(Decide { n: self.n, seq_num, decided_idx }));
+            } else {
+                self.decide_pending = true;
             }
-            let seq_num = progress.next_seq();
-            ctx.send(pid, PaxosMsg::Decide(Decide { n: self.n, seq_num, decided_idx }));
         }
     }
 
@@ -690,7 +710,7 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         ctx.write(vec![StorageOp::SetSnapshot(None), StorageOp::Trim(idx)])?;
         // A follower trims only what it knows decided: send the decision first.
         self.decide_pending = true;
-        self.send_decisions(ctx);
+        self.send_decisions_with(ctx, true);
         for peer in ctx.peers.clone() {
             ctx.send(peer, PaxosMsg::Compaction(Compaction::Trim(idx)));
         }

@@ -112,6 +112,7 @@ where
             storage,
             state,
         );
+        ctx.piggyback_decide = config.piggyback_decide();
         let incarnation = ctx.state.incarnation + 1;
         // Durable before any proposal id of this incarnation exists: ids must never repeat.
         ctx.write(vec![StorageOp::SetIncarnation(incarnation)])?;
@@ -200,7 +201,7 @@ where
             PaxosMsg::AcceptStopSign(acc) => {
                 self.with_follower(|f, ctx| f.handle_accept_stopsign(ctx, from, acc))
             }
-            PaxosMsg::ForwardStopSign(ss) => self.handle_forward_stopsign(ss),
+            PaxosMsg::ForwardStopSign(ss) => self.handle_forward_stopsign(*ss),
         };
         self.after_step();
         result.map_err(ReplicaError::from)
@@ -295,6 +296,10 @@ where
                 leader.flush_batch(&mut self.ctx)?;
             }
         }
+        if let Role::Leader(leader) = &mut self.role {
+            leader.send_pending_decisions(&mut self.ctx);
+        }
+        self.ctx.persist_decided_idx()?;
         if self.resend_clock >= self.ctx.resend_ticks {
             self.resend_clock = 0;
             self.resend()?;

@@ -121,7 +121,9 @@ impl<T: Clone> ProposalLedger<T> {
         if !self.abandoned.is_empty() && self.abandoned.contains(&id.seq) {
             return;
         }
-        self.waiting.remove(&id.seq);
+        if !self.waiting.is_empty() {
+            self.waiting.remove(&id.seq);
+        }
         if let Some(last) = self.in_log.back_mut() {
             assert!(idx >= last.end_idx(), "own proposals are recorded in log order");
             if idx == last.end_idx() && id.seq == last.first_seq + last.len {

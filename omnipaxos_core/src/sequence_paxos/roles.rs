@@ -113,12 +113,12 @@ where
 
     /// What the Promise carries: the entries after the leader's decided index if this log is of a
     /// later round, the entries after the leader's log end if it is of the same round and longer.
-    fn promise_log_sync(&mut self, prep: &Prepare) -> Result<Option<LogSync<T, S>>, StorageError> {
+    fn promise_log_sync(&mut self, prep: &Prepare) -> Result<Option<Box<LogSync<T, S>>>, StorageError> {
         let state = &self.ctx.state;
         if state.accepted_round > prep.n_accepted {
-            self.ctx.create_log_sync(prep.decided_idx).map(Some)
+            self.ctx.create_log_sync(prep.decided_idx).map(|sync| Some(Box::new(sync)))
         } else if state.accepted_round == prep.n_accepted && state.accepted_idx() > prep.accepted_idx {
-            self.ctx.create_log_sync(prep.accepted_idx).map(Some)
+            self.ctx.create_log_sync(prep.accepted_idx).map(|sync| Some(Box::new(sync)))
         } else {
             Ok(None)
         }
@@ -142,7 +142,7 @@ where
             tracing::debug!(pid = self.ctx.pid, "AcceptSync ignored: not the answer to our last Promise");
             return Ok(());
         }
-        if !self.ctx.apply_log_sync(sync.log_sync, sync.n, sync.decided_idx)? {
+        if !self.ctx.apply_log_sync(*sync.log_sync, sync.n, sync.decided_idx)? {
             return Ok(());
         }
         if self.ctx.state.stopsign.is_some() {
@@ -332,7 +332,7 @@ where
             return;
         }
         if let Some(ss) = self.pending_stopsign.clone() {
-            self.ctx.send(leader, PaxosMsg::ForwardStopSign(ss));
+            self.ctx.send(leader, PaxosMsg::ForwardStopSign(Box::new(ss)));
         }
     }
 }
