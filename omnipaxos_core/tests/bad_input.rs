@@ -388,7 +388,12 @@ fn follower_steps() -> Vec<Step> {
         n,
         seq_num: SequenceNumber { session: 1, counter: 0 },
         decided_idx: 0,
-        log_sync: LogSync { decided_snapshot: None, suffix: Vec::new(), sync_idx: 0, stopsign: None },
+        log_sync: Box::new(LogSync {
+            decided_snapshot: None,
+            suffix: Vec::new(),
+            sync_idx: 0,
+            stopsign: None,
+        }),
     };
     let decide = Decide { n, seq_num: SequenceNumber { session: 1, counter: 2 }, decided_idx: 1 };
     let mut steps = vec![

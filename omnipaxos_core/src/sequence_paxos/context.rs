@@ -93,9 +93,10 @@ pub(crate) struct Context<T, S, B> {
     pub(crate) outgoing: Vec<PaxosMessage<T, S>>,
     /// True if storage holds writes that were not flushed yet.
     pub(crate) unflushed: bool,
-    /// The decided index in `state` is ahead of the stored one. It rides on the next write (or
-    /// the next tick): a stored decided index that lags is safe (a restarted replica learns the
-    /// rest again) and saves a storage write per decision.
+    /// The decided index in `state` is ahead of the stored one. It rides on the next write, or
+    /// is written just before the next flush: a decision costs no storage write of its own, and
+    /// every flush leaves the stored decided index current as of that flush. (A stored decided
+    /// index that lags is safe anyway: a restarted replica learns the rest again.)
     decided_unpersisted: bool,
     /// Set after a storage failure: the replica refuses everything (fail-stop).
     pub(crate) stopped: bool,
@@ -202,6 +203,7 @@ where
         if self.stopped {
             return Err(StorageError::Poisoned);
         }
+        self.persist_decided_idx()?;
         if !self.unflushed {
             return Ok(());
         }
@@ -376,7 +378,7 @@ where
         self.observe_decided();
     }
 
-    /// Stores a decided index that is still only in memory (run by the flush timer).
+    /// Stores a decided index that is still only in memory.
     pub(crate) fn persist_decided_idx(&mut self) -> Result<(), StorageError> {
         if self.decided_unpersisted {
             self.write(Vec::new())?;

@@ -299,7 +299,6 @@ where
         if let Role::Leader(leader) = &mut self.role {
             leader.send_pending_decisions(&mut self.ctx);
         }
-        self.ctx.persist_decided_idx()?;
         if self.resend_clock >= self.ctx.resend_ticks {
             self.resend_clock = 0;
             self.resend()?;
