@@ -421,12 +421,7 @@ where
     }
 
     fn record_own(&mut self, entries: &[Proposal<T>]) {
-        let first = self.state.log_end;
-        for (offset, p) in entries.iter().enumerate() {
-            if self.ledger.is_own(&p.id) {
-                self.ledger.record_in_log(p.id, first + offset as LogIndex);
-            }
-        }
+        self.ledger.record_written(self.state.log_end, entries);
     }
 
     /// Appends entries at the log end (one atomic write) and records own proposals.

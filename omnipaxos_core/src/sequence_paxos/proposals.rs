@@ -46,6 +46,16 @@ struct Waiting<T> {
     exposed: bool,
 }
 
+/// Settled outcomes of consecutive own proposals: decided at consecutive indices from
+/// `first_idx`, or all dropped for `reason`.
+#[derive(Clone, Copy, Debug)]
+struct OutcomeRun {
+    first_seq: u64,
+    first_idx: Option<LogIndex>,
+    len: u64,
+    reason: Option<DropReason>,
+}
+
 /// Consecutive own proposals at consecutive log indices: `len` proposals with sequence numbers
 /// `first_seq..` at indices `first_idx..`. A leader's own appends form one long run, so the
 /// ledger costs O(1) per entry and no allocation.
@@ -76,8 +86,11 @@ pub(crate) struct ProposalLedger<T> {
     /// Proposals reported `Dropped(Indeterminate)` that may still reach the log (a forward in
     /// flight): they must not be settled a second time. Bounded by `outcomes_limit`.
     abandoned: BTreeSet<u64>,
-    /// Settled outcomes not yet taken by the user; bounded by `outcomes_limit`.
-    outcomes: VecDeque<(ProposalId, ProposalOutcome)>,
+    /// Settled outcomes not yet taken by the user, as runs; bounded by `outcomes_limit`
+    /// proposals in all.
+    outcomes: VecDeque<OutcomeRun>,
+    /// Proposals in `outcomes`.
+    outcomes_len: usize,
     outcomes_limit: usize,
     /// Outcomes were dropped because nobody took them (warned once).
     outcomes_overflowed: bool,
@@ -93,6 +106,7 @@ impl<T: Clone> ProposalLedger<T> {
             in_log: VecDeque::new(),
             abandoned: BTreeSet::new(),
             outcomes: VecDeque::new(),
+            outcomes_len: 0,
             outcomes_limit,
             outcomes_overflowed: false,
         }
@@ -132,6 +146,26 @@ impl<T: Clone> ProposalLedger<T> {
             }
         }
         self.in_log.push_back(Run { first_idx: idx, first_seq: id.seq, len: 1 });
+    }
+
+    /// Records the own proposals among `entries`, written at `first_idx..`.
+    pub(crate) fn record_written(&mut self, first_idx: LogIndex, entries: &[Proposal<T>]) {
+        for (offset, p) in entries.iter().enumerate() {
+            if p.id.node != self.node || p.id.incarnation != self.incarnation {
+                continue;
+            }
+            let idx = first_idx + offset as LogIndex;
+            // Fast path: the next proposal of the last run, nothing waiting or abandoned.
+            if self.waiting.is_empty() && self.abandoned.is_empty() {
+                if let Some(last) = self.in_log.back_mut() {
+                    if idx == last.end_idx() && p.id.seq == last.first_seq + last.len {
+                        last.len += 1;
+                        continue;
+                    }
+                }
+            }
+            self.record_in_log(p.id, idx);
+        }
     }
 
     /// Records a proposal that must reach the leader.
@@ -201,9 +235,12 @@ impl<T: Clone> ProposalLedger<T> {
             if first.len == 0 {
                 self.in_log.pop_front();
             }
-            for i in 0..run.len {
-                self.push_outcome(self.id_of(run.first_seq + i), ProposalOutcome::Decided(run.first_idx + i));
-            }
+            self.push_outcomes(OutcomeRun {
+                first_seq: run.first_seq,
+                first_idx: Some(run.first_idx),
+                len: run.len,
+                reason: None,
+            });
         }
     }
 
@@ -304,7 +341,20 @@ impl<T: Clone> ProposalLedger<T> {
 
     /// Moves settled outcomes into `buf`.
     pub(crate) fn take_outcomes(&mut self, buf: &mut Vec<(ProposalId, ProposalOutcome)>) {
-        buf.extend(self.outcomes.drain(..));
+        buf.reserve(self.outcomes_len);
+        let (node, incarnation) = (self.node, self.incarnation);
+        for run in self.outcomes.drain(..) {
+            buf.extend((0..run.len).map(|i| {
+                let id = ProposalId { node, seq: run.first_seq + i, incarnation };
+                let outcome = match (run.first_idx, run.reason) {
+                    (Some(idx), _) => ProposalOutcome::Decided(idx + i),
+                    (None, Some(reason)) => ProposalOutcome::Dropped(reason),
+                    (None, None) => unreachable!("an outcome run is decided or dropped"),
+                };
+                (id, outcome)
+            }));
+        }
+        self.outcomes_len = 0;
     }
 
     fn id_of(&self, seq: u64) -> ProposalId {
@@ -312,7 +362,23 @@ impl<T: Clone> ProposalLedger<T> {
     }
 
     fn push_outcome(&mut self, id: ProposalId, outcome: ProposalOutcome) {
-        if self.outcomes.len() >= self.outcomes_limit {
+        debug_assert!(self.is_own(&id));
+        let run = match outcome {
+            ProposalOutcome::Decided(idx) => {
+                OutcomeRun { first_seq: id.seq, first_idx: Some(idx), len: 1, reason: None }
+            }
+            ProposalOutcome::Dropped(reason) => {
+                OutcomeRun { first_seq: id.seq, first_idx: None, len: 1, reason: Some(reason) }
+            }
+        };
+        self.push_outcomes(run);
+    }
+
+    /// Queues a run of outcomes, dropping the oldest beyond the limit (warned once).
+    fn push_outcomes(&mut self, run: OutcomeRun) {
+        self.outcomes_len += run.len as usize;
+        self.outcomes.push_back(run);
+        while self.outcomes_len > self.outcomes_limit {
             if !self.outcomes_overflowed {
                 tracing::warn!(
                     limit = self.outcomes_limit,
@@ -320,9 +386,16 @@ impl<T: Clone> ProposalLedger<T> {
                 );
                 self.outcomes_overflowed = true;
             }
-            self.outcomes.pop_front();
+            let first = self.outcomes.front_mut().expect("outcomes_len > 0");
+            let excess = (self.outcomes_len - self.outcomes_limit).min(first.len as usize) as u64;
+            first.first_seq += excess;
+            first.first_idx = first.first_idx.map(|idx| idx + excess);
+            first.len -= excess;
+            self.outcomes_len -= excess as usize;
+            if first.len == 0 {
+                self.outcomes.pop_front();
+            }
         }
-        self.outcomes.push_back((id, outcome));
     }
 }
 
