@@ -1,0 +1,390 @@
+//! [`Wal`]: the append side of the write-ahead log: the pending batch, segment rolls, group
+//! commit, and removal of dead segments.
+//!
+//! ```text
+//!  append_write_frame ──► pending (memory) ──write_out──► active segment (page cache)
+//!                                                             │ flush: fdatasync (one per batch)
+//!  after each roll (and at open): wal-N+1.tmp zero-filled + fdatasync, on a background thread
+//!  roll: write out + fdatasync active ─► header + checkpoint into wal-N+1.tmp ─► fdatasync
+//!        ─► rename to wal-N+1.log ─► fsync directory ─► the moved frame follows the checkpoint
+//! ```
+
+use std::{
+    collections::VecDeque,
+    io,
+    path::{Path, PathBuf},
+};
+
+use omnipaxos_core::storage::StorageError;
+
+use super::{
+    format::{
+        begin_frame, encode_segment_header, finish_frame, set_frame_sequence, EncodeError, FrameKind,
+        Identity, SegmentHeader, FRAME_HEADER_BYTES,
+    },
+    fs::{FileSystem, WalFile, ZeroedFile},
+    recovery::{segment_file_name, temporary_file_name, SegmentInfo},
+    state::SegmentId,
+    OpenError,
+};
+
+/// Bytes of encoded frames kept in memory before they are written out (without a sync) even
+/// though no flush came: bounds the memory of a caller that writes much between flushes.
+pub const WRITE_BUFFER_MAX_BYTES: usize = 4 << 20;
+
+/// A failed WAL operation.
+#[derive(Debug)]
+pub enum WalError {
+    /// The file system failed.
+    Io {
+        /// What was being done.
+        operation: &'static str,
+        /// To which file or directory.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// A value could not be encoded.
+    Encode(EncodeError),
+}
+
+impl From<EncodeError> for WalError {
+    fn from(error: EncodeError) -> Self {
+        WalError::Encode(error)
+    }
+}
+
+impl From<WalError> for StorageError {
+    fn from(error: WalError) -> Self {
+        match error {
+            WalError::Io { operation, path, source } => StorageError::Io(io::Error::new(
+                source.kind(),
+                format!("{operation} {}: {source}", path.display()),
+            )),
+            WalError::Encode(error) => StorageError::Other(Box::new(error)),
+        }
+    }
+}
+
+impl From<WalError> for OpenError {
+    fn from(error: WalError) -> Self {
+        match error {
+            WalError::Io { operation, path, source } => OpenError::Io { operation, path, source },
+            WalError::Encode(error) => OpenError::Encode(error),
+        }
+    }
+}
+
+fn io_error<'a>(operation: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> WalError + 'a {
+    move |source| WalError::Io { operation, path: path.to_path_buf(), source }
+}
+
+/// How segments are made.
+#[derive(Clone, Copy, Debug)]
+pub struct SegmentPolicy {
+    /// A segment is rolled when the next frame would take it past this size.
+    pub segment_size_bytes: u64,
+    /// Write zeros over a new segment's whole size before it is used, so that appends
+    /// overwrite allocated blocks and `fdatasync` need not commit file-size metadata.
+    pub preallocate: bool,
+}
+
+/// Makes segment `id`, whose checkpoint frame (lsn `lsn`) `encode_checkpoint` writes: header and
+/// checkpoint into `prepared` (the zero-filled `.tmp` file) or a new `.tmp` file, fdatasync,
+/// rename to `.log`, fsync of the directory. Returns the open file and where the next frame goes.
+#[allow(clippy::too_many_arguments)]
+pub fn create_segment<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    identity: Identity,
+    id: SegmentId,
+    lsn: u64,
+    synced_lsn: u64,
+    prepared: Option<F::File>,
+    encode_checkpoint: impl FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
+) -> Result<(F::File, u64), WalError> {
+    let header = SegmentHeader { segment_id: id, identity, first_lsn: lsn };
+    let mut buffer = encode_segment_header(&header).to_vec();
+    let start = begin_frame(&mut buffer);
+    encode_checkpoint(&mut buffer)?;
+    finish_frame(&mut buffer, start, FrameKind::Checkpoint, lsn, synced_lsn)?;
+    let temporary = dir.join(temporary_file_name(id));
+    let path = dir.join(segment_file_name(id));
+    let mut file = match prepared {
+        Some(file) => file,
+        None => fs.create_new(&temporary).map_err(io_error("create", &temporary))?,
+    };
+    file.write_all_at(0, &buffer).map_err(io_error("write", &temporary))?;
+    file.sync_data().map_err(io_error("sync", &temporary))?;
+    fs.rename(&temporary, &path).map_err(io_error("rename", &temporary))?;
+    fs.sync_dir(dir).map_err(io_error("sync directory", dir))?;
+    Ok((file, buffer.len() as u64))
+}
+
+/// The append side of the log. See the module docs.
+pub struct Wal<F: FileSystem> {
+    fs: F,
+    dir: PathBuf,
+    identity: Identity,
+    policy: SegmentPolicy,
+    /// Retained segments, oldest first; the last one is active.
+    segments: VecDeque<(SegmentId, PathBuf)>,
+    active: F::File,
+    /// Where `pending` goes in the active segment.
+    written_end: u64,
+    /// Encoded frames not yet written to the file.
+    pending: Vec<u8>,
+    /// Where the newest frame starts in `pending` (a roll moves it into the new segment).
+    last_frame_start: Option<usize>,
+    /// Write frames in the active segment, the pending ones included.
+    active_write_frames: u64,
+    /// True if the active file has writes its last `sync_data` did not cover.
+    unsynced: bool,
+    /// True if directory entries changed since the last directory sync.
+    dir_dirty: bool,
+    next_lsn: u64,
+    /// Every frame up to this lsn is durable. Invariant: `synced_lsn < next_lsn`.
+    synced_lsn: u64,
+    /// The next segment's `.tmp` file, zero-filled ahead of time (when preallocating).
+    next_segment: Option<ZeroedFile<F::File>>,
+}
+
+impl<F: FileSystem> Drop for Wal<F> {
+    /// Waits for a background preallocation, so no thread outlives the storage.
+    fn drop(&mut self) {
+        if let Some(next) = self.next_segment.take() {
+            let _ = next.wait();
+        }
+    }
+}
+
+impl<F: FileSystem> Wal<F> {
+    /// A WAL over a freshly created first segment.
+    pub fn start(
+        fs: F,
+        dir: &Path,
+        identity: Identity,
+        policy: SegmentPolicy,
+        encode_checkpoint: impl FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
+    ) -> Result<Self, WalError> {
+        let prepared = match policy.preallocate {
+            true => {
+                let temporary = dir.join(temporary_file_name(1));
+                let zeroed = fs.create_zeroed(&temporary, policy.segment_size_bytes).wait();
+                Some(zeroed.map_err(io_error("preallocate", &temporary))?)
+            }
+            false => None,
+        };
+        let (active, written_end) = create_segment(&fs, dir, identity, 1, 1, 0, prepared, encode_checkpoint)?;
+        let segments = VecDeque::from(vec![(1, dir.join(segment_file_name(1)))]);
+        let mut wal = Wal::with_active(fs, dir, identity, policy, segments, active, written_end, 1);
+        wal.prepare_next_segment();
+        Ok(wal)
+    }
+
+    /// A WAL continuing recovered segments; `active` is the last one, opened for writes.
+    pub fn resume(
+        fs: F,
+        dir: &Path,
+        identity: Identity,
+        policy: SegmentPolicy,
+        segments: &[SegmentInfo],
+        active: F::File,
+        last_lsn: u64,
+    ) -> Self {
+        let last = segments.last().expect("recovery found at least one segment");
+        let retained = segments.iter().map(|segment| (segment.id, segment.path.clone())).collect();
+        let mut wal =
+            Wal::with_active(fs, dir, identity, policy, retained, active, last.end_offset, last_lsn);
+        // Recovery does not count frames; a resumed segment rolls as soon as it is full.
+        wal.active_write_frames = u64::from(last.last_lsn > last.first_lsn);
+        wal.prepare_next_segment();
+        wal
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn with_active(
+        fs: F,
+        dir: &Path,
+        identity: Identity,
+        policy: SegmentPolicy,
+        segments: VecDeque<(SegmentId, PathBuf)>,
+        active: F::File,
+        written_end: u64,
+        last_lsn: u64,
+    ) -> Self {
+        Wal {
+            fs,
+            dir: dir.to_path_buf(),
+            identity,
+            policy,
+            segments,
+            active,
+            written_end,
+            pending: Vec::new(),
+            last_frame_start: None,
+            active_write_frames: 0,
+            unsynced: false,
+            dir_dirty: false,
+            next_lsn: last_lsn + 1,
+            synced_lsn: last_lsn,
+            next_segment: None,
+        }
+    }
+
+    /// Starts zero-filling the segment after the active one (on a background thread with
+    /// [`super::fs::StdFs`]), so a roll only writes a header and a checkpoint.
+    fn prepare_next_segment(&mut self) {
+        if self.policy.preallocate {
+            let temporary = self.dir.join(temporary_file_name(self.active_id() + 1));
+            self.next_segment = Some(self.fs.create_zeroed(&temporary, self.policy.segment_size_bytes));
+        }
+    }
+
+    /// The prepared next segment, once complete and synced.
+    fn take_next_segment(&mut self) -> Result<Option<F::File>, WalError> {
+        let Some(next) = self.next_segment.take() else { return Ok(None) };
+        let temporary = self.dir.join(temporary_file_name(self.active_id() + 1));
+        next.wait().map(Some).map_err(io_error("preallocate", &temporary))
+    }
+
+    /// The file system (for its sync counters).
+    pub fn fs(&self) -> &F {
+        &self.fs
+    }
+
+    /// The segment new entries go to.
+    pub fn active_id(&self) -> SegmentId {
+        self.segments.back().expect("there is always an active segment").0
+    }
+
+    /// How many segment files the log has.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// The oldest retained segment.
+    pub fn oldest_id(&self) -> SegmentId {
+        self.segments.front().expect("there is always an active segment").0
+    }
+
+    /// Encodes a Write frame into the pending batch. On error nothing was added.
+    pub fn append_write_frame(
+        &mut self,
+        encode_payload: impl FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
+    ) -> Result<(), WalError> {
+        let start = begin_frame(&mut self.pending);
+        let encoded = encode_payload(&mut self.pending).and_then(|()| {
+            finish_frame(&mut self.pending, start, FrameKind::Write, self.next_lsn, self.synced_lsn)
+        });
+        if let Err(error) = encoded {
+            self.pending.truncate(start);
+            return Err(error.into());
+        }
+        self.last_frame_start = Some(start);
+        self.next_lsn += 1;
+        self.active_write_frames += 1;
+        Ok(())
+    }
+
+    /// True if the frame just appended would take the active segment past its size and the
+    /// segment already holds another write frame (a frame larger than a segment gets one alone).
+    pub fn needs_roll(&self) -> bool {
+        let end = self.written_end + self.pending.len() as u64;
+        self.active_write_frames >= 2 && end > self.policy.segment_size_bytes
+    }
+
+    /// Seals the active segment (written out and synced), creates the next one with the
+    /// checkpoint `encode_checkpoint` writes, and moves the frame just appended behind it.
+    pub fn roll(
+        &mut self,
+        encode_checkpoint: impl FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
+    ) -> Result<(), WalError> {
+        let start = self.last_frame_start.take().expect("a roll follows append_write_frame");
+        let mut frame = self.pending.split_off(start);
+        let checkpoint_lsn = self.next_lsn - 1;
+        self.next_lsn = checkpoint_lsn;
+        self.active_write_frames -= 1;
+        self.flush()?;
+        assert_eq!(self.synced_lsn, checkpoint_lsn - 1, "the sealed segment is durable");
+        let id = self.active_id() + 1;
+        let prepared = self.take_next_segment()?;
+        let (active, written_end) = create_segment(
+            &self.fs,
+            &self.dir,
+            self.identity,
+            id,
+            checkpoint_lsn,
+            self.synced_lsn,
+            prepared,
+            encode_checkpoint,
+        )?;
+        self.active = active;
+        self.written_end = written_end;
+        self.segments.push_back((id, self.dir.join(segment_file_name(id))));
+        self.synced_lsn = checkpoint_lsn;
+        set_frame_sequence(&mut frame[..FRAME_HEADER_BYTES], checkpoint_lsn + 1, checkpoint_lsn);
+        self.pending = frame;
+        self.last_frame_start = Some(0);
+        self.next_lsn = checkpoint_lsn + 2;
+        self.active_write_frames = 1;
+        self.prepare_next_segment();
+        Ok(())
+    }
+
+    /// Writes the pending batch out (no sync) if it grew past [`WRITE_BUFFER_MAX_BYTES`].
+    pub fn maybe_write_out(&mut self) -> Result<(), WalError> {
+        if self.pending.len() >= WRITE_BUFFER_MAX_BYTES {
+            self.write_out()?;
+        }
+        Ok(())
+    }
+
+    fn write_out(&mut self) -> Result<(), WalError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let path = &self.segments.back().expect("active segment").1;
+        self.active.write_all_at(self.written_end, &self.pending).map_err(io_error("write", path))?;
+        self.written_end += self.pending.len() as u64;
+        self.pending.clear();
+        self.last_frame_start = None;
+        self.unsynced = true;
+        Ok(())
+    }
+
+    /// Group commit: writes the pending batch, then one `fdatasync` of the active segment, and
+    /// an fsync of the directory only if files were removed since the last one.
+    pub fn flush(&mut self) -> Result<(), WalError> {
+        self.write_out()?;
+        if self.unsynced {
+            let path = &self.segments.back().expect("active segment").1;
+            self.active.sync_data().map_err(io_error("sync", path))?;
+            self.unsynced = false;
+        }
+        self.synced_lsn = self.next_lsn - 1;
+        if self.dir_dirty {
+            self.fs.sync_dir(&self.dir).map_err(io_error("sync directory", &self.dir))?;
+            self.dir_dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Removes the segments older than `keep_from` (never the active one). Call right after a
+    /// flush: the frames that made their entries dead must be durable first. The directory is
+    /// synced by the next flush; until then a crash may bring a removed segment back, which
+    /// recovery ignores or replays harmlessly.
+    pub fn remove_segments_before(&mut self, keep_from: SegmentId) -> Result<(), WalError> {
+        assert!(self.pending.is_empty() && !self.unsynced, "removal follows a flush");
+        let keep_from = keep_from.min(self.active_id());
+        while let Some((id, path)) = self.segments.front() {
+            if *id >= keep_from {
+                break;
+            }
+            self.fs.remove_file(path).map_err(io_error("remove", path))?;
+            self.segments.pop_front();
+            self.dir_dirty = true;
+        }
+        Ok(())
+    }
+}
