@@ -381,7 +381,7 @@ where
     /// Stores a decided index that is still only in memory.
     pub(crate) fn persist_decided_idx(&mut self) -> Result<(), StorageError> {
         if self.decided_unpersisted {
-            self.write(Vec::new())?;
+            self.write(vec![StorageOp::SetDecidedIdx(self.state.decided_idx)])?;
         }
         Ok(())
     }

@@ -283,10 +283,11 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
             return Ok(());
         }
         let entries = std::mem::take(batch);
-        let peers: Vec<NodeId> =
-            self.peers.iter().filter(|(_, p)| p.is_synced()).map(|(&id, _)| id).collect();
-        for peer in peers {
-            self.send_accept_decide(ctx, peer, &entries);
+        for i in 0..self.peers.0.len() {
+            let (peer, progress) = &self.peers.0[i];
+            if progress.is_synced() {
+                self.send_accept_decide(ctx, *peer, &entries);
+            }
         }
         ctx.append_entries(entries)
     }
@@ -591,8 +592,11 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         if !self.is_accepting() {
             return Ok(());
         }
-        self.durable_accepted_idx = ctx.state.accepted_idx();
-        self.maybe_decide(ctx)?;
+        let durable = ctx.state.accepted_idx();
+        if durable > self.durable_accepted_idx {
+            self.durable_accepted_idx = durable;
+            self.maybe_decide(ctx)?;
+        }
         if !self.decide_pending {
             return Ok(());
         }
