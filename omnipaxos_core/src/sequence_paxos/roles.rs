@@ -159,21 +159,37 @@ where
         if let Role::Leader(leader) = &mut self.role {
             if req.n <= leader.n {
                 leader.handle_prepare_req(&mut self.ctx, from);
+            } else {
+                self.maybe_outbid_phantom_promise(req.n)?;
             }
         }
         Ok(())
     }
 
     pub(super) fn handle_not_accepted(&mut self, from: NodeId, n: Ballot) -> Result<(), StorageError> {
-        if n > self.leader {
-            self.leader = n;
-        }
         if let Role::Leader(leader) = &mut self.role {
             if n > leader.n {
                 leader.handle_not_accepted(from);
+                self.maybe_outbid_phantom_promise(n)?;
             }
         }
         Ok(())
+    }
+
+    /// A peer promised a ballot above ours that no leader ever announced to us (its owner took
+    /// over and crashed, or was cut off, before its Prepare arrived). Nobody leads with it, yet
+    /// the peer refuses us until a higher ballot prepares it: the elected leader outbids it,
+    /// once, with its own priority. A ballot we know a leader for is left alone: that leader,
+    /// not we, should lead, and leader election will tell us.
+    fn maybe_outbid_phantom_promise(&mut self, n: Ballot) -> Result<(), StorageError> {
+        let Role::Leader(leader) = &self.role else { return Ok(()) };
+        if n <= self.leader || n <= leader.n || n.config_id != self.ctx.config_id {
+            return Ok(());
+        }
+        let ballot = Ballot::with(self.ctx.config_id, n.n.saturating_add(1), leader.n.priority, self.ctx.pid);
+        tracing::info!(pid = self.ctx.pid, phantom = %n, ballot = %ballot, "outbidding a promise no leader announced");
+        self.leader = ballot;
+        self.become_leader(ballot)
     }
 
     pub(super) fn handle_proposal_forward(
