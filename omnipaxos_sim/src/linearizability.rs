@@ -1,0 +1,276 @@
+//! A Wing–Gong–Lowe linearizability checker for the key-value history, partitioned per key.
+//!
+//! ```text
+//!   history ──► split by key ──► per key: call/return events in time order (a linked list)
+//!                                   └─► depth-first search: linearize a pending call whose
+//!                                       model step fits, or backtrack at the first return of a
+//!                                       call not yet linearized; memoize (linearized set, state)
+//! ```
+//!
+//! Operations on different keys commute, so a history is linearizable iff each key's
+//! sub-history is (P-compositionality, as in Porcupine). Lowe's memoization of
+//! (set of linearized operations, model state) keeps the search polynomial on the histories
+//! a simulator produces.
+//!
+//! Indeterminate operations (the client timed out: it may or may not have happened) have no
+//! return event. The search may linearize one anywhere after its call, or never: it succeeds
+//! once every *completed* operation is linearized. A failed operation (definitely not executed)
+//! is left out, and so is an indeterminate read (it constrains nothing).
+
+use std::collections::{BTreeMap, HashSet};
+
+use crate::kv::{step, ClientId, Key, Op, OpResult, Value};
+
+/// When an operation was called and how it ended. Times are a run-wide event counter, so no two
+/// events share a time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryOp {
+    /// The client that called it.
+    pub client: ClientId,
+    /// The operation.
+    pub op: Op,
+    /// When the client sent it.
+    pub call: u64,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+/// How an operation ended, as its client saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Completed with this result at this time.
+    Ok { result: OpResult, at: u64 },
+    /// Definitely not executed (the replica refused it, or its log was sealed first).
+    Failed,
+    /// Timed out: it may or may not have taken effect, at any time after its call.
+    Indeterminate,
+}
+
+/// Why a history is not linearizable: the key whose sub-history is not, and that sub-history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotLinearizable {
+    /// The key.
+    pub key: Key,
+    /// The key's operations (failed ones and indeterminate reads left out), by call time.
+    pub ops: Vec<HistoryOp>,
+}
+
+impl std::fmt::Display for NotLinearizable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "key k{} has no linearization; its operations:", self.key)?;
+        for op in &self.ops {
+            let end = match op.outcome {
+                Outcome::Ok { result, at } => format!("{result} at {at}"),
+                Outcome::Failed => "failed".into(),
+                Outcome::Indeterminate => "indeterminate".into(),
+            };
+            writeln!(f, "  c{} {} called at {} -> {}", op.client, op.op, op.call, end)?;
+        }
+        Ok(())
+    }
+}
+
+/// What the check found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every key's sub-history is linearizable.
+    Linearizable,
+    /// This key's is not.
+    NotLinearizable(NotLinearizable),
+    /// The search on this key gave up after `SEARCH_STEPS_MAX` steps: no verdict.
+    Inconclusive(Key),
+}
+
+/// Limit on search steps per key; the simulator's histories need a tiny fraction of it.
+pub const SEARCH_STEPS_MAX: u64 = 20_000_000;
+
+/// Checks a whole history, key by key.
+pub fn check(history: &[HistoryOp]) -> Verdict {
+    let mut by_key: BTreeMap<Key, Vec<HistoryOp>> = BTreeMap::new();
+    for op in history {
+        let indeterminate_read = matches!(op.op, Op::Get { .. }) && op.outcome == Outcome::Indeterminate;
+        if op.outcome != Outcome::Failed && !indeterminate_read {
+            by_key.entry(op.op.key()).or_default().push(op.clone());
+        }
+    }
+    for (key, mut ops) in by_key {
+        ops.sort_by_key(|op| op.call);
+        match check_key(&ops) {
+            Some(true) => {}
+            Some(false) => return Verdict::NotLinearizable(NotLinearizable { key, ops }),
+            None => return Verdict::Inconclusive(key),
+        }
+    }
+    Verdict::Linearizable
+}
+
+/// One event of the linked list the search walks.
+#[derive(Clone, Copy, Debug)]
+struct Event {
+    op: usize,
+    is_call: bool,
+    prev: Option<usize>,
+    next: Option<usize>,
+    /// For a call: the index of its return event, if it has one.
+    matching_return: Option<usize>,
+}
+
+/// The events in time order as a doubly linked list, with a sentinel head at index 0.
+struct EventList {
+    events: Vec<Event>,
+}
+
+impl EventList {
+    fn new(ops: &[HistoryOp]) -> EventList {
+        let mut timed: Vec<(u64, usize, bool)> = Vec::with_capacity(2 * ops.len());
+        for (i, op) in ops.iter().enumerate() {
+            timed.push((op.call, i, true));
+            if let Outcome::Ok { at, .. } = op.outcome {
+                assert!(at > op.call, "an operation returns after its call");
+                timed.push((at, i, false));
+            }
+        }
+        timed.sort_unstable();
+        let sentinel =
+            Event { op: usize::MAX, is_call: false, prev: None, next: None, matching_return: None };
+        let mut events = vec![sentinel];
+        let mut return_of = vec![None; ops.len()];
+        for &(_, op, is_call) in &timed {
+            let index = events.len();
+            if !is_call {
+                return_of[op] = Some(index);
+            }
+            events.push(Event { op, is_call, prev: Some(index - 1), next: None, matching_return: None });
+            events[index - 1].next = Some(index);
+        }
+        for event in events.iter_mut().skip(1) {
+            if event.is_call {
+                event.matching_return = return_of[event.op];
+            }
+        }
+        EventList { events }
+    }
+
+    fn first(&self) -> Option<usize> {
+        self.events[0].next
+    }
+
+    fn unlink(&mut self, index: usize) {
+        let Event { prev, next, .. } = self.events[index];
+        let prev = prev.expect("only the sentinel has no predecessor");
+        self.events[prev].next = next;
+        if let Some(next) = next {
+            self.events[next].prev = Some(prev);
+        }
+    }
+
+    /// Re-inserts an unlinked event where it was; undoes `unlink` in reverse order.
+    fn relink(&mut self, index: usize) {
+        let Event { prev, next, .. } = self.events[index];
+        let prev = prev.expect("only the sentinel has no predecessor");
+        self.events[prev].next = Some(index);
+        if let Some(next) = next {
+            self.events[next].prev = Some(index);
+        }
+    }
+
+    /// Removes a call and its return (if any) from the list.
+    fn lift(&mut self, call: usize) {
+        self.unlink(call);
+        if let Some(ret) = self.events[call].matching_return {
+            self.unlink(ret);
+        }
+    }
+
+    fn unlift(&mut self, call: usize) {
+        if let Some(ret) = self.events[call].matching_return {
+            self.relink(ret);
+        }
+        self.relink(call);
+    }
+}
+
+/// A set of operation indices.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Bitset(Vec<u64>);
+
+impl Bitset {
+    fn new(len: usize) -> Bitset {
+        Bitset(vec![0; len.div_ceil(64)])
+    }
+    fn set(&mut self, i: usize) {
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+    fn clear(&mut self, i: usize) {
+        self.0[i / 64] &= !(1 << (i % 64));
+    }
+}
+
+/// The model's step for a checked operation: the next state, or `None` if the recorded result
+/// cannot come from `state` (an indeterminate operation accepts any result).
+fn model_step(state: Option<Value>, op: &HistoryOp) -> Option<Option<Value>> {
+    let (after, result) = step(state, &op.op);
+    match op.outcome {
+        Outcome::Ok { result: recorded, .. } if recorded != result => None,
+        _ => Some(after),
+    }
+}
+
+/// `Some(verdict)` for one key's operations sorted by call time; `None` if the search gave up.
+fn check_key(ops: &[HistoryOp]) -> Option<bool> {
+    let mut list = EventList::new(ops);
+    let mut completed_left = ops.iter().filter(|op| matches!(op.outcome, Outcome::Ok { .. })).count();
+    let mut linearized = Bitset::new(ops.len());
+    let mut cache: HashSet<(Bitset, Option<Value>)> = HashSet::new();
+    // Linearized calls, with the state before each.
+    let mut stack: Vec<(usize, Option<Value>)> = Vec::new();
+    let mut state: Option<Value> = None;
+    let mut cursor = list.first();
+    let mut steps = 0u64;
+    loop {
+        if completed_left == 0 {
+            return Some(true);
+        }
+        steps += 1;
+        if steps > SEARCH_STEPS_MAX {
+            return None;
+        }
+        let event = cursor.map(|i| (i, list.events[i]));
+        match event {
+            Some((index, event)) if event.is_call => {
+                let op = &ops[event.op];
+                if let Some(next_state) = model_step(state, op) {
+                    let mut candidate = linearized.clone();
+                    candidate.set(event.op);
+                    if cache.insert((candidate.clone(), next_state)) {
+                        stack.push((index, state));
+                        state = next_state;
+                        linearized = candidate;
+                        if event.matching_return.is_some() {
+                            completed_left -= 1;
+                        }
+                        list.lift(index);
+                        cursor = list.first();
+                        continue;
+                    }
+                }
+                cursor = event.next;
+            }
+            // A completed operation returns before being linearized (or the list ran out):
+            // undo the last linearization and try the next call after it.
+            _ => {
+                let Some((index, previous_state)) = stack.pop() else {
+                    return Some(false);
+                };
+                let event = list.events[index];
+                list.unlift(index);
+                linearized.clear(event.op);
+                if event.matching_return.is_some() {
+                    completed_left += 1;
+                }
+                state = previous_state;
+                cursor = event.next;
+            }
+        }
+    }
+}

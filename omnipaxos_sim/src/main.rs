@@ -1,0 +1,225 @@
+//! The simulator's command line.
+//!
+//! ```text
+//!   omnipaxos_sim --seeds 0..10000 [--nodes 3,5] [--ops 500] [--threads 2]   many seeds, a summary
+//!   omnipaxos_sim --seed 42 [--nodes 3]                                        one seed, its trace
+//!   omnipaxos_sim scenarios [--seeds 20]                                       our library alone
+//!   omnipaxos_sim compare [--seeds 20] [--out docs]                            (feature raft-comparison)
+//! ```
+
+use std::{io::Write as _, ops::Range, process::ExitCode, time::Instant};
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use omnipaxos_sim::{
+    runner::{self, Batch},
+    sim::SimConfig,
+};
+
+#[derive(Parser, Debug)]
+#[command(about = "Deterministic cluster simulator for omnipaxos_core")]
+struct Cli {
+    /// Seeds to run: `A..B` (B excluded), `A..=B`, or `N` for `0..N`.
+    #[arg(long, default_value = "0..100", value_parser = parse_seeds)]
+    seeds: Range<u64>,
+    /// Replay one seed and print its trace (one line per message, fault and client event).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Replica counts, each run for every seed.
+    #[arg(long, value_delimiter = ',', default_value = "3,5")]
+    nodes: Vec<usize>,
+    /// Client operations per seed in the safety phase.
+    #[arg(long, default_value_t = 500)]
+    ops: u64,
+    /// Worker threads (each seed runs on one thread).
+    #[arg(long, default_value_t = std::thread::available_parallelism().map_or(1, |n| n.get()))]
+    threads: usize,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    /// Properties whose violations are reported but do not fail the run (known open bugs),
+    /// e.g. `replicas_converge_after_healing`. Safety properties should never be listed.
+    #[arg(long, value_delimiter = ',')]
+    tolerate: Vec<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The partial-connectivity scenarios on our library alone (no raft-rs build needed).
+    Scenarios {
+        /// Seeds per scenario.
+        #[arg(long, default_value_t = 20)]
+        seeds: u64,
+    },
+    /// The partial-connectivity comparison with tikv's raft crate; writes the table and chart.
+    Compare {
+        /// Seeds per scenario and protocol.
+        #[arg(long, default_value_t = 20)]
+        seeds: u64,
+        /// Directory for partial-connectivity.md and its chart.
+        #[arg(long, default_value = "docs")]
+        out: std::path::PathBuf,
+    },
+}
+
+fn parse_seeds(text: &str) -> Result<Range<u64>, String> {
+    let number = |s: &str| s.trim().parse::<u64>().map_err(|e| format!("bad seed `{s}`: {e}"));
+    if let Some((a, b)) = text.split_once("..=") {
+        Ok(number(a)?..number(b)? + 1)
+    } else if let Some((a, b)) = text.split_once("..") {
+        Ok(number(a)?..number(b)?)
+    } else {
+        Ok(0..number(text)?)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        Some(Command::Compare { seeds, out }) => compare(*seeds, out),
+        Some(Command::Scenarios { seeds }) => scenarios(*seeds),
+        None => match cli.seed {
+            Some(seed) => replay(seed, &cli),
+            None => batch(&cli),
+        },
+    }
+}
+
+#[cfg(feature = "raft-comparison")]
+fn compare(seeds: u64, out: &std::path::Path) -> ExitCode {
+    match omnipaxos_sim::comparison::write_report(seeds, out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("comparison failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(not(feature = "raft-comparison"))]
+fn compare(_seeds: u64, _out: &std::path::Path) -> ExitCode {
+    eprintln!("build with `--features raft-comparison` to compare against raft-rs");
+    ExitCode::FAILURE
+}
+
+fn scenarios(seeds: u64) -> ExitCode {
+    use omnipaxos_sim::scenarios::{run_omnipaxos, summarize, Scenario};
+    println!("| scenario (n) | ET to first decision median / max | never | progress ticks | leader changes median / max | idle msgs per ET |");
+    println!("|---|---|---|---|---|---|");
+    for (scenario, n) in Scenario::ALL {
+        let results: Vec<_> = (0..seeds).map(|seed| run_omnipaxos(scenario, n, seed)).collect();
+        let stats = summarize(&results);
+        let first = stats
+            .first_decision_election_timeouts
+            .map_or("never".into(), |(m, x)| format!("{m:.1} / {x:.1}"));
+        println!(
+            "| {} ({n}) | {first} | {} | {:.1} % | {} / {} | {:.1} |",
+            scenario.name(),
+            stats.never,
+            100.0 * stats.progress_share,
+            stats.leader_changes.0,
+            stats.leader_changes.1,
+            stats.idle_messages_per_election_timeout
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+fn replay(seed: u64, cli: &Cli) -> ExitCode {
+    let mut failed = false;
+    for &nodes in &cli.nodes {
+        let mut config = SimConfig::new(seed, nodes);
+        config.ops = cli.ops;
+        config.trace = true;
+        config.trace_print = true;
+        println!("=== seed {seed}, {nodes} replicas");
+        let report = runner::run_one(config);
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(
+            stdout,
+            "=== seed {seed} N={nodes}: {} ticks, ops issued {} ok {} failed {} indeterminate {}, \
+             decided {}, reconfigurations {}, recover ticks {:?}, linearizability {:?}",
+            report.ticks,
+            report.ops.invoked,
+            report.ops.ok,
+            report.ops.failed,
+            report.ops.indeterminate,
+            report.decided,
+            report.reconfigurations,
+            report.recover_ticks,
+            report.linearizability
+        );
+        let faults: Vec<String> = report.faults.iter().map(|(k, n)| format!("{}={n}", k.name())).collect();
+        let _ = writeln!(stdout, "=== faults: {}", faults.join(" "));
+        match &report.violation {
+            Some(v) => {
+                failed = true;
+                let _ = writeln!(stdout, "=== VIOLATION {v}");
+            }
+            None => {
+                let _ = writeln!(stdout, "=== no violation");
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The first 200 characters of a long report line.
+fn first_line(text: &str) -> String {
+    text.chars().take(200).collect()
+}
+
+fn batch(cli: &Cli) -> ExitCode {
+    runner::install_quiet_panic_hook();
+    let batch = Batch {
+        seeds: cli.seeds.clone(),
+        node_counts: cli.nodes.clone(),
+        ops: cli.ops,
+        threads: cli.threads,
+    };
+    let jobs = (batch.seeds.end.saturating_sub(batch.seeds.start)) * batch.node_counts.len() as u64;
+    let progress = if cli.quiet { ProgressBar::hidden() } else { ProgressBar::new(jobs) };
+    progress.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} runs, {elapsed} elapsed, eta {eta} {msg}")
+            .expect("a valid template"),
+    );
+    let started = Instant::now();
+    let summary = runner::run_batch(&batch, |report| {
+        progress.inc(1);
+        if let Some(v) = &report.violation {
+            progress.suspend(|| {
+                eprintln!("violation: seed {} N={}: {v}", report.seed, report.nodes);
+                eprintln!(
+                    "  replay: cargo run --release -p omnipaxos_sim -- --seed {} --nodes {}",
+                    report.seed, report.nodes
+                );
+            });
+        }
+    });
+    progress.finish_and_clear();
+    println!(
+        "seeds {}..{} ({} runs), {} ops per seed\n",
+        batch.seeds.start, batch.seeds.end, jobs, batch.ops
+    );
+    println!("{}", summary.render(started.elapsed().as_secs_f64()));
+    let (tolerated, failing): (Vec<_>, Vec<_>) =
+        summary.violations().into_iter().partition(|(_, _, v)| cli.tolerate.iter().any(|p| p == v.property));
+    for (nodes, seed, v) in &tolerated {
+        println!("TOLERATED (known bug) seed {seed} N={nodes}: {}", first_line(&v.to_string()));
+    }
+    for (nodes, seed, v) in &failing {
+        println!("FAIL seed {seed} N={nodes}: {v}");
+    }
+    println!("{} failing, {} tolerated", failing.len(), tolerated.len());
+    if failing.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

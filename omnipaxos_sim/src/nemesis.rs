@@ -1,0 +1,600 @@
+//! The nemesis: which faults a seed injects, when, and for how long.
+//!
+//! ```text
+//!   seed ──► FaultProfile (rate of new faults, base link quality, weights)
+//!   each tick of the safety phase:
+//!     network: maybe start a fault (loss, duplication, delay, partitions, one-way, flapping,
+//!              the paper's quorum-loss / constrained-election / chained) for a few timeouts
+//!     process: scheduled restarts; maybe crash a node (losing all, a prefix or none of its
+//!              unflushed writes), arm a disk failure, reconfigure, trim, snapshot
+//! ```
+//!
+//! Network faults are stored as effects with a start and an end tick; every tick the network's
+//! cut set and link qualities are recomputed from the effects alive at that tick.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use omnipaxos_core::{storage::ClusterConfig, util::NodeId};
+use omnipaxos_storage::crash_storage::CrashKeep;
+use rand::{rngs::SmallRng, seq::SliceRandom, Rng};
+
+use crate::{
+    invariants::Violation,
+    network::{all_cut_except, both_ways, LinkConfig},
+    sim::Simulation,
+    storage::ArmedFailure,
+};
+
+/// The kinds of fault, as counted in the summary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FaultKind {
+    /// Links lose messages.
+    Loss,
+    /// Links duplicate messages.
+    Duplication,
+    /// Links delay and reorder messages, sometimes beyond an election timeout.
+    Delay,
+    /// Two groups that cannot talk to each other.
+    FullPartition,
+    /// Random links cut: connectivity that is not transitive.
+    PartialPartition,
+    /// A link that delivers one way only.
+    OneWayLink,
+    /// A link that goes up and down.
+    FlappingLink,
+    /// The paper's quorum-loss: one server stays connected to all, the others only to it.
+    QuorumLoss,
+    /// The paper's constrained election: the only quorum-connected server has a stale log.
+    ConstrainedElection,
+    /// The paper's chained scenario: the leader loses its link to one follower.
+    Chained,
+    /// A node crashes (and restarts later).
+    Crash,
+    /// A disk write or flush fails (fail-stop, then a restart).
+    DiskFailure,
+    /// A reconfiguration is proposed.
+    Reconfiguration,
+    /// The leader trims the log.
+    Trim,
+    /// A replica snapshots its log.
+    Snapshot,
+}
+
+impl FaultKind {
+    /// Every kind, in summary order.
+    pub const ALL: [FaultKind; 15] = [
+        FaultKind::Loss,
+        FaultKind::Duplication,
+        FaultKind::Delay,
+        FaultKind::FullPartition,
+        FaultKind::PartialPartition,
+        FaultKind::OneWayLink,
+        FaultKind::FlappingLink,
+        FaultKind::QuorumLoss,
+        FaultKind::ConstrainedElection,
+        FaultKind::Chained,
+        FaultKind::Crash,
+        FaultKind::DiskFailure,
+        FaultKind::Reconfiguration,
+        FaultKind::Trim,
+        FaultKind::Snapshot,
+    ];
+
+    /// A short name for tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Loss => "loss",
+            FaultKind::Duplication => "dup",
+            FaultKind::Delay => "delay",
+            FaultKind::FullPartition => "partition",
+            FaultKind::PartialPartition => "partial",
+            FaultKind::OneWayLink => "one-way",
+            FaultKind::FlappingLink => "flapping",
+            FaultKind::QuorumLoss => "quorum-loss",
+            FaultKind::ConstrainedElection => "constrained",
+            FaultKind::Chained => "chained",
+            FaultKind::Crash => "crash",
+            FaultKind::DiskFailure => "disk",
+            FaultKind::Reconfiguration => "reconfig",
+            FaultKind::Trim => "trim",
+            FaultKind::Snapshot => "snapshot",
+        }
+    }
+}
+
+/// What a network fault does while it is alive.
+#[derive(Clone, Debug)]
+enum Effect {
+    /// These directed links deliver nothing.
+    Cut(BTreeSet<(NodeId, NodeId)>),
+    /// These directed links are cut in every other period of `period_ticks`.
+    Flap { links: BTreeSet<(NodeId, NodeId)>, period_ticks: u64 },
+    /// These directed links behave like this.
+    Degrade(Vec<((NodeId, NodeId), LinkConfig)>),
+}
+
+impl std::fmt::Display for Effect {
+    /// `cut 1->2 2->1`, `flap every 3 ticks 1->2 2->1`, `degrade 1->3 2->3 loss=0.17 dup=0 delay=1..3`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |links: &mut dyn Iterator<Item = &(NodeId, NodeId)>| {
+            links.map(|(a, b)| format!("{a}->{b}")).collect::<Vec<_>>().join(" ")
+        };
+        match self {
+            Effect::Cut(links) => write!(f, "cut {}", show(&mut links.iter())),
+            Effect::Flap { links, period_ticks } => {
+                write!(f, "flap every {period_ticks} ticks {}", show(&mut links.iter()))
+            }
+            Effect::Degrade(links) => {
+                let Some((_, link)) = links.first() else { return write!(f, "degrade nothing") };
+                write!(
+                    f,
+                    "degrade {} loss={:.2} dup={:.2} delay={}..{} spike={:.2}..{}",
+                    show(&mut links.iter().map(|(l, _)| l)),
+                    link.loss,
+                    link.duplication,
+                    link.delay_min_ticks,
+                    link.delay_max_ticks,
+                    link.spike,
+                    link.spike_max_ticks
+                )
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct ActiveFault {
+    from: u64,
+    until: u64,
+    effect: Effect,
+}
+
+/// The seed's choices of how hard to push.
+#[derive(Clone, Copy, Debug)]
+struct FaultProfile {
+    /// Chance per tick that a network fault starts.
+    network_fault_per_tick: f64,
+    /// Chance per tick that a process fault (crash, disk, reconfiguration, compaction) happens.
+    process_fault_per_tick: f64,
+    /// The link quality outside network faults.
+    base_link: LinkConfig,
+    /// The client links' quality.
+    client_link: LinkConfig,
+}
+
+/// The fault injector's state.
+pub struct Nemesis {
+    enabled: bool,
+    profile: FaultProfile,
+    hb_delay_ticks: u64,
+    active: Vec<ActiveFault>,
+    restarts: BTreeMap<NodeId, u64>,
+    counts: BTreeMap<FaultKind, u64>,
+    reconfigurations_proposed: u32,
+}
+
+impl Nemesis {
+    /// Draws the seed's fault profile.
+    pub fn new(rng: &mut SmallRng, enabled: bool, hb_delay_ticks: u64) -> Nemesis {
+        let delay_max_ticks = rng.gen_range(1..=3);
+        let base_link = if enabled {
+            LinkConfig {
+                loss: *[0.0, 0.0, 0.01, 0.03].choose(rng).expect("non-empty"),
+                duplication: *[0.0, 0.01, 0.02].choose(rng).expect("non-empty"),
+                delay_min_ticks: 1,
+                delay_max_ticks,
+                spike: *[0.0, 0.002, 0.01].choose(rng).expect("non-empty"),
+                spike_max_ticks: 2 * hb_delay_ticks,
+                // Half the seeds run over TCP-like links, half over a datagram network.
+                fifo: rng.gen_bool(0.5),
+            }
+        } else {
+            LinkConfig { delay_min_ticks: 1, ..LinkConfig::reliable(delay_max_ticks) }
+        };
+        let client_link = LinkConfig {
+            loss: if enabled { *[0.0, 0.01].choose(rng).expect("non-empty") } else { 0.0 },
+            delay_min_ticks: 1,
+            ..LinkConfig::reliable(2)
+        };
+        let profile = FaultProfile {
+            network_fault_per_tick: rng.gen_range(0.005..0.04),
+            process_fault_per_tick: rng.gen_range(0.003..0.03),
+            base_link,
+            client_link,
+        };
+        Nemesis {
+            enabled,
+            profile,
+            hb_delay_ticks,
+            active: Vec::new(),
+            restarts: BTreeMap::new(),
+            counts: BTreeMap::new(),
+            reconfigurations_proposed: 0,
+        }
+    }
+
+    /// The replica links' quality outside faults.
+    pub fn base_link(&self) -> LinkConfig {
+        self.profile.base_link
+    }
+
+    /// The client links' quality.
+    pub fn client_link(&self) -> LinkConfig {
+        self.profile.client_link
+    }
+
+    /// Faults injected so far, by kind.
+    pub fn counts(&self) -> &BTreeMap<FaultKind, u64> {
+        &self.counts
+    }
+
+    fn count(&mut self, kind: FaultKind) {
+        *self.counts.entry(kind).or_default() += 1;
+    }
+
+    /// Ends every fault (the liveness phase); scheduled restarts are dropped too.
+    pub fn clear(&mut self) {
+        self.enabled = false;
+        self.active.clear();
+        self.restarts.clear();
+    }
+
+    /// How long a crashed node stays down.
+    pub fn restart_delay(&self, rng: &mut SmallRng) -> u64 {
+        rng.gen_range(self.hb_delay_ticks / 2..=6 * self.hb_delay_ticks)
+    }
+
+    /// Restarts `pid` at tick `at`.
+    pub fn schedule_restart(&mut self, pid: NodeId, at: u64) {
+        self.restarts.insert(pid, at);
+    }
+
+    fn duration(&self, rng: &mut SmallRng) -> u64 {
+        rng.gen_range(2 * self.hb_delay_ticks..=12 * self.hb_delay_ticks)
+    }
+}
+
+impl Simulation {
+    /// Maybe starts a network fault.
+    pub(crate) fn inject_network_faults(&mut self) {
+        if !self.nemesis.enabled || !self.rng.gen_bool(self.nemesis.profile.network_fault_per_tick) {
+            return;
+        }
+        let nodes: Vec<NodeId> = self.nodes.keys().copied().collect();
+        if nodes.len() < 2 {
+            return;
+        }
+        let kind = match self.rng.gen_range(0..100) {
+            0..=9 => FaultKind::Loss,
+            10..=17 => FaultKind::Duplication,
+            18..=29 => FaultKind::Delay,
+            30..=41 => FaultKind::FullPartition,
+            42..=55 => FaultKind::PartialPartition,
+            56..=63 => FaultKind::OneWayLink,
+            64..=71 => FaultKind::FlappingLink,
+            72..=80 => FaultKind::QuorumLoss,
+            81..=89 => FaultKind::ConstrainedElection,
+            _ => FaultKind::Chained,
+        };
+        let duration = self.nemesis.duration(&mut self.rng);
+        let faults = self.network_fault(kind, &nodes, duration);
+        self.nemesis.count(kind);
+        for fault in faults {
+            let (from, until) = (fault.from, fault.until);
+            let effect = fault.effect.to_string();
+            self.trace(|| format!("FAULT {} t={from}..{until} {effect}", kind.name()));
+            self.nemesis.active.push(fault);
+        }
+    }
+
+    fn random_links(&mut self, nodes: &[NodeId], share: f64) -> Vec<(NodeId, NodeId)> {
+        let mut links = Vec::new();
+        for &a in nodes {
+            for &b in nodes {
+                if a != b && self.rng.gen_bool(share) {
+                    links.push((a, b));
+                }
+            }
+        }
+        links
+    }
+
+    fn network_fault(&mut self, kind: FaultKind, nodes: &[NodeId], duration: u64) -> Vec<ActiveFault> {
+        let (now, et) = (self.now, self.nemesis.hb_delay_ticks);
+        let until = now + duration;
+        let rng = &mut self.rng;
+        let base = self.nemesis.profile.base_link;
+        let effect = match kind {
+            FaultKind::Loss | FaultKind::Duplication | FaultKind::Delay => {
+                let share = rng.gen_range(0.2..=1.0);
+                let links = self.random_links(nodes, share);
+                let rng = &mut self.rng;
+                let link = match kind {
+                    FaultKind::Loss => LinkConfig { loss: rng.gen_range(0.05..0.6), ..base },
+                    FaultKind::Duplication => LinkConfig { duplication: rng.gen_range(0.05..0.4), ..base },
+                    _ => LinkConfig {
+                        delay_max_ticks: rng.gen_range(2..=et),
+                        spike: 0.05,
+                        spike_max_ticks: 3 * et,
+                        fifo: false,
+                        ..base
+                    },
+                };
+                Effect::Degrade(links.into_iter().map(|l| (l, link)).collect())
+            }
+            FaultKind::FullPartition => {
+                let mut shuffled = nodes.to_vec();
+                shuffled.shuffle(rng);
+                let split = rng.gen_range(1..shuffled.len());
+                let (left, right) = shuffled.split_at(split);
+                let pairs: Vec<(NodeId, NodeId)> =
+                    left.iter().flat_map(|&a| right.iter().map(move |&b| (a, b))).collect();
+                Effect::Cut(both_ways(&pairs))
+            }
+            FaultKind::PartialPartition => {
+                let share = rng.gen_range(0.2..0.6);
+                let mut pairs = Vec::new();
+                for (i, &a) in nodes.iter().enumerate() {
+                    for &b in &nodes[i + 1..] {
+                        if self.rng.gen_bool(share) {
+                            pairs.push((a, b));
+                        }
+                    }
+                }
+                Effect::Cut(both_ways(&pairs))
+            }
+            FaultKind::OneWayLink => {
+                let node = *nodes.choose(rng).expect("two nodes or more");
+                let outgoing = rng.gen_bool(0.5);
+                let others = nodes.iter().filter(|&&p| p != node && rng.gen_bool(0.7));
+                Effect::Cut(others.map(|&p| if outgoing { (node, p) } else { (p, node) }).collect())
+            }
+            FaultKind::FlappingLink => {
+                let pair: Vec<NodeId> = nodes.choose_multiple(rng, 2).copied().collect();
+                let period_ticks = rng.gen_range(1..=et);
+                Effect::Flap { links: both_ways(&[(pair[0], pair[1])]), period_ticks }
+            }
+            FaultKind::QuorumLoss | FaultKind::ConstrainedElection | FaultKind::Chained => {
+                return self.paper_scenario(kind, nodes, until);
+            }
+            _ => unreachable!("process faults are not network faults"),
+        };
+        vec![ActiveFault { from: now, until, effect }]
+    }
+
+    /// The current leader of the newest configuration (the accepting leader with the highest
+    /// ballot), if any.
+    pub(crate) fn current_leader(&self) -> Option<NodeId> {
+        let config_id = self.latest().configuration_id;
+        self.nodes
+            .values()
+            .filter_map(|n| n.replica(config_id).map(|r| (n.pid(), r)))
+            .filter(|(_, r)| r.sequence_paxos().is_accepting_leader())
+            .max_by_key(|(_, r)| r.get_promise())
+            .map(|(pid, _)| pid)
+    }
+
+    /// The paper's scenarios, wired as in omnipaxos-artifacts relative to the current leader.
+    fn paper_scenario(&mut self, kind: FaultKind, nodes: &[NodeId], until: u64) -> Vec<ActiveFault> {
+        let members = self.latest().nodes.clone();
+        let leader =
+            self.current_leader().unwrap_or_else(|| *members.choose(&mut self.rng).expect("members"));
+        let others: Vec<NodeId> = members.iter().copied().filter(|&p| p != leader).collect();
+        let Some(&pivot) = others.choose(&mut self.rng) else { return Vec::new() };
+        let now = self.now;
+        match kind {
+            FaultKind::QuorumLoss => {
+                let up: Vec<(NodeId, NodeId)> =
+                    nodes.iter().filter(|&&p| p != pivot).map(|&p| (pivot, p)).collect();
+                vec![ActiveFault {
+                    from: now,
+                    until,
+                    effect: Effect::Cut(all_cut_except(nodes, &both_ways(&up))),
+                }]
+            }
+            FaultKind::ConstrainedElection => {
+                // The pivot falls behind first, then becomes the only server connected to all
+                // but the (now isolated) leader.
+                let lag_until = now + self.nemesis.hb_delay_ticks / 2;
+                let lag = Effect::Cut(both_ways(&[(leader, pivot)]));
+                let up: Vec<(NodeId, NodeId)> =
+                    nodes.iter().filter(|&&p| p != pivot && p != leader).map(|&p| (pivot, p)).collect();
+                let isolate = Effect::Cut(all_cut_except(nodes, &both_ways(&up)));
+                vec![
+                    ActiveFault { from: now, until: lag_until, effect: lag },
+                    ActiveFault { from: lag_until, until: until.max(lag_until + 1), effect: isolate },
+                ]
+            }
+            _ => vec![ActiveFault { from: now, until, effect: Effect::Cut(both_ways(&[(leader, pivot)])) }],
+        }
+    }
+
+    /// Sets the network's cuts and link qualities from the faults alive now.
+    pub(crate) fn apply_network_faults(&mut self) {
+        let now = self.now;
+        self.nemesis.active.retain(|f| f.until > now);
+        if !self.nemesis.enabled {
+            return;
+        }
+        let mut cuts = BTreeSet::new();
+        self.network.reset_links(self.nemesis.profile.base_link);
+        for fault in self.nemesis.active.iter().filter(|f| f.from <= now) {
+            match &fault.effect {
+                Effect::Cut(links) => cuts.extend(links.iter().copied()),
+                Effect::Flap { links, period_ticks } => {
+                    if ((now - fault.from) / period_ticks) % 2 == 1 {
+                        cuts.extend(links.iter().copied());
+                    }
+                }
+                Effect::Degrade(links) => {
+                    for &((a, b), link) in links {
+                        self.network.set_link(a, b, link);
+                    }
+                }
+            }
+        }
+        self.network.set_cuts(cuts);
+    }
+
+    /// Scheduled restarts, then maybe one process fault.
+    pub(crate) fn inject_process_faults(&mut self) -> Result<(), Violation> {
+        let due: Vec<NodeId> =
+            self.nemesis.restarts.iter().filter(|(_, &at)| at <= self.now).map(|(&p, _)| p).collect();
+        for pid in due {
+            self.nemesis.restarts.remove(&pid);
+            if !self.nodes[&pid].is_up() {
+                self.restart(pid)?;
+            }
+        }
+        if !self.nemesis.enabled || !self.rng.gen_bool(self.nemesis.profile.process_fault_per_tick) {
+            return Ok(());
+        }
+        match self.rng.gen_range(0..100) {
+            0..=44 => self.crash_a_node(),
+            45..=59 => self.arm_disk_failure(),
+            60..=67 => self.propose_reconfiguration(),
+            68..=83 => self.trim_log(),
+            _ => self.snapshot_log(),
+        }
+        Ok(())
+    }
+
+    fn crash_a_node(&mut self) {
+        let up: Vec<NodeId> = self.nodes.values().filter(|n| n.is_up()).map(|n| n.pid()).collect();
+        let members = self.latest().nodes.len();
+        if self.nodes.len() - up.len() > members / 2 || up.is_empty() {
+            return;
+        }
+        let victim = match self.current_leader() {
+            Some(leader) if self.rng.gen_bool(0.4) => leader,
+            _ => *up.choose(&mut self.rng).expect("non-empty"),
+        };
+        let choice = self.rng.gen_range(0..10);
+        let rng = &mut self.rng;
+        let mut kept = Vec::new();
+        self.nodes.get_mut(&victim).expect("up").crash(|unflushed| {
+            let keep = match choice {
+                0..=3 => CrashKeep::Nothing,
+                4..=5 => CrashKeep::All,
+                _ => CrashKeep::Prefix(rng.gen_range(0..=unflushed)),
+            };
+            kept.push(format!("{keep:?} of {unflushed}"));
+            keep
+        });
+        self.nemesis.count(FaultKind::Crash);
+        let restart_at = self.now + self.nemesis.restart_delay(&mut self.rng);
+        self.nemesis.schedule_restart(victim, restart_at);
+        self.trace(|| {
+            format!("FAULT crash node {victim} keeping {}; restart at t={restart_at}", kept.join(", "))
+        });
+    }
+
+    fn arm_disk_failure(&mut self) {
+        let up: Vec<NodeId> = self.nodes.values().filter(|n| n.is_up()).map(|n| n.pid()).collect();
+        let Some(&pid) = up.choose(&mut self.rng) else { return };
+        let failure = if self.rng.gen_bool(0.5) {
+            ArmedFailure::Write(self.rng.gen_range(0..20))
+        } else {
+            ArmedFailure::Flush(self.rng.gen_range(0..5))
+        };
+        self.nodes.get_mut(&pid).expect("up").arm_storage_failure(failure);
+        self.nemesis.count(FaultKind::DiskFailure);
+        self.trace(|| format!("FAULT node {pid} disk armed: {failure:?}"));
+    }
+
+    fn propose_reconfiguration(&mut self) {
+        if self.nemesis.reconfigurations_proposed >= self.config.reconfigurations_max {
+            return;
+        }
+        let latest = self.latest().clone();
+        let proposer = latest.nodes[self.rng.gen_range(0..latest.nodes.len())];
+        let mut nodes = latest.nodes.clone();
+        if self.rng.gen_bool(0.5) {
+            let newcomer = self
+                .nodes
+                .keys()
+                .next_back()
+                .copied()
+                .unwrap_or(0)
+                .max(*nodes.iter().max().expect("members"))
+                + 1;
+            let leaving = self.rng.gen_range(0..nodes.len());
+            nodes[leaving] = newcomer;
+            nodes.sort_unstable();
+        }
+        let next =
+            ClusterConfig { configuration_id: latest.configuration_id + 1, nodes, flexible_quorum: None };
+        let Some(replica) =
+            self.nodes.get_mut(&proposer).and_then(|n| n.replica_mut(latest.configuration_id))
+        else {
+            return;
+        };
+        let result = replica.reconfigure(next.clone(), None);
+        if result.is_ok() {
+            self.nemesis.reconfigurations_proposed += 1;
+            self.nemesis.count(FaultKind::Reconfiguration);
+            self.trace(|| {
+                format!(
+                    "FAULT node {proposer} proposes configuration {} {:?}",
+                    next.configuration_id, next.nodes
+                )
+            });
+        }
+    }
+
+    /// Trims the newest configuration's log at its leader, no further than every member's
+    /// application checkpoint (an application must not let its replica drop entries it may
+    /// still need to replay).
+    fn trim_log(&mut self) {
+        let Some(leader) = self.current_leader() else { return };
+        let latest = self.latest().clone();
+        let mut bound = u64::MAX;
+        for pid in &latest.nodes {
+            let position = self.nodes.get(pid).map(|n| n.checkpoint_position());
+            bound = bound.min(match position {
+                Some((config_id, applied)) if config_id == latest.configuration_id => applied,
+                Some((config_id, _)) if config_id > latest.configuration_id => u64::MAX,
+                _ => 0,
+            });
+        }
+        let Some(replica) = self.nodes.get_mut(&leader).and_then(|n| n.replica_mut(latest.configuration_id))
+        else {
+            return;
+        };
+        let compacted = replica.get_compacted_idx();
+        let bound = bound.min(replica.get_decided_idx());
+        if bound <= compacted {
+            return;
+        }
+        let idx = self.rng.gen_range(compacted + 1..=bound);
+        if replica.trim(Some(idx)).is_ok() {
+            self.nemesis.count(FaultKind::Trim);
+            self.trace(|| {
+                format!("FAULT leader {leader} trims configuration {} to {idx}", latest.configuration_id)
+            });
+        }
+    }
+
+    fn snapshot_log(&mut self) {
+        let latest = self.latest().configuration_id;
+        let candidates: Vec<NodeId> =
+            self.nodes.values().filter(|n| n.replica(latest).is_some()).map(|n| n.pid()).collect();
+        let Some(&pid) = candidates.choose(&mut self.rng) else { return };
+        let local_only = self.rng.gen_bool(0.5);
+        let replica = self.nodes.get_mut(&pid).and_then(|n| n.replica_mut(latest)).expect("has the replica");
+        let (compacted, decided) = (replica.get_compacted_idx(), replica.get_decided_idx());
+        if decided <= compacted {
+            return;
+        }
+        let idx =
+            if self.rng.gen_bool(0.5) { None } else { Some(self.rng.gen_range(compacted + 1..=decided)) };
+        if replica.snapshot(idx, local_only).is_ok() {
+            self.nemesis.count(FaultKind::Snapshot);
+            self.trace(|| {
+                format!(
+                    "FAULT node {pid} snapshots configuration {latest} to {idx:?} local_only={local_only}"
+                )
+            });
+        }
+    }
+}

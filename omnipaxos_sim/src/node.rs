@@ -1,0 +1,487 @@
+//! One simulated server: a replica per configuration it belongs to, the application (the
+//! key-value state machine with its durable checkpoint) and the client requests it holds.
+//!
+//! ```text
+//!   client request ──► submit ──► newest replica.append ──► ProposalId ─┐
+//!   messages / ticks ─► replicas ──► take_proposal_outcomes ──► Decided(idx) ┘──► reply when the
+//!                                └─► read_decided_suffix ──► application applies ──┘  entry at idx
+//!                                                                  │                  is applied
+//!                  decided StopSign, log fully applied ──► start the next configuration's replica
+//! ```
+//!
+//! The application is volatile, like any process memory, but checkpoints its state machine to
+//! its own durable store every few entries; after a crash it resumes from the checkpoint and
+//! replays the log (or rebuilds from a snapshot, if the log was compacted past the checkpoint).
+//! The simulator trims logs only below every member's checkpoint, as an application must.
+
+use std::collections::BTreeMap;
+
+use omnipaxos_core::{
+    errors::ReplicaError,
+    messages::Message,
+    sequence_paxos::{DropReason, ProposalOutcome, SequencePaxosConfig},
+    storage::ClusterConfig,
+    util::{ConfigurationId, LogEntry, LogIndex, NodeId, ProposalId},
+    OmniPaxos, OmniPaxosConfig,
+};
+use omnipaxos_storage::crash_storage::CrashKeep;
+
+use crate::{
+    invariants::{Checker, Replica, Violation},
+    kv::{ClientId, Command, KvState, OpResult, RequestId},
+    storage::{ArmedFailure, SimStorage},
+};
+
+/// Timing knobs every replica of a run shares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicaSettings {
+    /// Ticks per heartbeat round: the election timeout.
+    pub hb_delay_ticks: u64,
+    /// Ticks after which lost messages are resent.
+    pub resend_ticks: u64,
+    /// Proposals per leader batch.
+    pub batch_size: usize,
+}
+
+/// The configuration of `pid`'s replica in `cluster`.
+pub fn replica_config(pid: NodeId, cluster: &ClusterConfig, settings: ReplicaSettings) -> OmniPaxosConfig {
+    let mut sp = SequencePaxosConfig::default();
+    sp.set_configuration_id(cluster.configuration_id);
+    sp.set_pid(pid);
+    sp.set_peers(cluster.nodes.iter().copied().filter(|&p| p != pid).collect());
+    sp.set_resend_message_tick_timeout(settings.resend_ticks);
+    sp.set_batch_size(settings.batch_size);
+    sp.set_flush_batch_tick_timeout(2);
+    sp.set_flexible_quorum(cluster.flexible_quorum);
+    let mut config = OmniPaxosConfig::new(sp);
+    config.set_hb_delay(settings.hb_delay_ticks);
+    config
+}
+
+/// The configuration id a message belongs to.
+pub fn message_config(m: &Message<Command, crate::kv::KvSnapshot>) -> ConfigurationId {
+    match m {
+        Message::SequencePaxos(p) => p.config_id,
+        Message::BLE(b) => b.config_id,
+    }
+}
+
+/// A reply to a client: the result, or `None` if the request was definitely not executed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// The client to answer.
+    pub client: ClientId,
+    /// The request answered.
+    pub request: RequestId,
+    /// The result, or `None`: refused, never executed.
+    pub result: Option<OpResult>,
+}
+
+/// What the application persisted of its state machine.
+#[derive(Clone, Debug)]
+struct Checkpoint {
+    config_id: ConfigurationId,
+    applied: LogIndex,
+    state: KvState,
+    /// The node left the cluster: it is in no configuration after `config_id`.
+    finished: bool,
+}
+
+/// The volatile application.
+#[derive(Clone, Debug)]
+struct App {
+    /// The configuration whose log it applies.
+    config_id: ConfigurationId,
+    /// Entries of that log applied.
+    applied: LogIndex,
+    state: KvState,
+    /// Results of applied entries, for replies whose outcome arrives later.
+    results: BTreeMap<(ConfigurationId, LogIndex), (RequestId, OpResult)>,
+    /// This node is in no later configuration: nothing more to apply.
+    finished: bool,
+}
+
+impl App {
+    fn from_checkpoint(checkpoint: &Checkpoint) -> App {
+        App {
+            config_id: checkpoint.config_id,
+            applied: checkpoint.applied,
+            state: checkpoint.state.clone(),
+            results: BTreeMap::new(),
+            finished: checkpoint.finished,
+        }
+    }
+}
+
+/// What `settle` did besides replying.
+#[derive(Clone, Debug, Default)]
+pub struct Settled {
+    /// Replies to send.
+    pub replies: Vec<Reply>,
+    /// Configurations this node's application moved into.
+    pub started: Vec<ClusterConfig>,
+}
+
+/// One simulated server.
+pub struct Node {
+    pid: NodeId,
+    up: bool,
+    settings: ReplicaSettings,
+    replicas: BTreeMap<ConfigurationId, Replica>,
+    /// The disks of the replicas while the node is down.
+    down_storage: BTreeMap<ConfigurationId, SimStorage>,
+    configs: BTreeMap<ConfigurationId, OmniPaxosConfig>,
+    app: App,
+    checkpoint: Checkpoint,
+    checkpoint_every: u64,
+    /// Requests appended here and not yet answered, by the proposal that carries them.
+    requests: BTreeMap<(ConfigurationId, ProposalId), (ClientId, RequestId)>,
+    /// Requests decided at an index the application has not applied yet.
+    awaiting_apply: BTreeMap<(ConfigurationId, LogIndex), (ClientId, RequestId)>,
+    /// The state machine as each configuration started here (durable, like the checkpoint):
+    /// what a node joining that configuration must start from.
+    initial_states: BTreeMap<ConfigurationId, KvState>,
+    /// A deliberately wrong design for testing the checkers: answer reads from the local state
+    /// machine at once, without going through the log (stale reads from followers).
+    pub read_locally: bool,
+}
+
+impl Node {
+    /// A node that starts in `cluster` with the state machine `state` (empty at the start of a
+    /// run; the previous configuration's final state for a node that joins later).
+    pub fn new(
+        pid: NodeId,
+        cluster: &ClusterConfig,
+        settings: ReplicaSettings,
+        state: KvState,
+        checkpoint_every: u64,
+    ) -> Node {
+        let checkpoint =
+            Checkpoint { config_id: cluster.configuration_id, applied: 0, state, finished: false };
+        let mut node = Node {
+            pid,
+            up: true,
+            settings,
+            replicas: BTreeMap::new(),
+            down_storage: BTreeMap::new(),
+            configs: BTreeMap::new(),
+            app: App::from_checkpoint(&checkpoint),
+            checkpoint,
+            checkpoint_every: checkpoint_every.max(1),
+            requests: BTreeMap::new(),
+            awaiting_apply: BTreeMap::new(),
+            initial_states: BTreeMap::new(),
+            read_locally: false,
+        };
+        node.initial_states.insert(cluster.configuration_id, node.checkpoint.state.clone());
+        node.start_replica(cluster);
+        node
+    }
+
+    fn start_replica(&mut self, cluster: &ClusterConfig) {
+        let config = replica_config(self.pid, cluster, self.settings);
+        let replica = OmniPaxos::with(config.clone(), SimStorage::default());
+        self.configs.insert(cluster.configuration_id, config);
+        self.replicas.insert(cluster.configuration_id, replica);
+    }
+
+    /// This node's id.
+    pub fn pid(&self) -> NodeId {
+        self.pid
+    }
+
+    /// True unless crashed.
+    pub fn is_up(&self) -> bool {
+        self.up
+    }
+
+    /// The replica of a configuration, if the node is up and has one.
+    pub fn replica(&self, config_id: ConfigurationId) -> Option<&Replica> {
+        self.replicas.get(&config_id)
+    }
+
+    /// Every running replica, by configuration.
+    pub fn replicas(&self) -> impl Iterator<Item = (ConfigurationId, &Replica)> {
+        self.replicas.iter().map(|(&c, r)| (c, r))
+    }
+
+    /// The newest configuration this node runs a replica of.
+    pub fn newest_config(&self) -> Option<ConfigurationId> {
+        self.configs.keys().next_back().copied()
+    }
+
+    /// True if this node has (or had, before a crash) a replica of `config_id`.
+    pub fn has_config(&self, config_id: ConfigurationId) -> bool {
+        self.configs.contains_key(&config_id)
+    }
+
+    /// The application's checkpoint: (configuration, entries applied).
+    pub fn checkpoint_position(&self) -> (ConfigurationId, LogIndex) {
+        (self.checkpoint.config_id, self.checkpoint.applied)
+    }
+
+    /// The application's current position, and whether it left the cluster.
+    pub fn app_position(&self) -> (ConfigurationId, LogIndex, bool) {
+        (self.app.config_id, self.app.applied, self.app.finished)
+    }
+
+    /// The state machine's current state.
+    pub fn app_state(&self) -> &KvState {
+        &self.app.state
+    }
+
+    /// Ticks every replica.
+    pub fn tick(&mut self) -> Result<(), ReplicaError> {
+        for replica in self.replicas.values_mut() {
+            replica.tick()?;
+        }
+        Ok(())
+    }
+
+    /// Hands a message to the replica of its configuration; dropped if there is none.
+    pub fn handle(&mut self, m: Message<Command, crate::kv::KvSnapshot>) -> Result<(), ReplicaError> {
+        match self.replicas.get_mut(&message_config(&m)) {
+            Some(replica) => replica.handle_incoming(m),
+            None => Ok(()),
+        }
+    }
+
+    /// Flushes every replica and collects its messages; calls `flushed` for each that flushed.
+    pub fn take_outgoing(
+        &mut self,
+        out: &mut Vec<Message<Command, crate::kv::KvSnapshot>>,
+        mut flushed: impl FnMut(ConfigurationId, &Replica),
+    ) -> Result<(), ReplicaError> {
+        for (&config_id, replica) in self.replicas.iter_mut() {
+            replica.take_outgoing_messages(out)?;
+            flushed(config_id, replica);
+        }
+        Ok(())
+    }
+
+    /// A client request arrives: append it to the newest configuration's log. A refusal is
+    /// answered at once (the request was definitely not executed).
+    pub fn submit(&mut self, client: ClientId, command: Command) -> Option<Reply> {
+        let request = command.request;
+        let refused = Some(Reply { client, request, result: None });
+        if self.app.finished {
+            return refused;
+        }
+        if let (true, crate::kv::Op::Get { key }) = (self.read_locally, command.op) {
+            return Some(Reply { client, request, result: Some(OpResult::Read(self.app.state.get(key))) });
+        }
+        let Some((&config_id, replica)) = self.replicas.iter_mut().next_back() else { return refused };
+        match replica.append(command) {
+            Ok(id) => {
+                self.requests.insert((config_id, id), (client, request));
+                None
+            }
+            Err(_) => refused,
+        }
+    }
+
+    /// After any event: settle proposal outcomes, apply decided entries, answer clients, and
+    /// move into the next configuration once a decided StopSign is applied.
+    pub fn settle(&mut self, checker: &mut Checker) -> Result<Settled, Violation> {
+        let mut settled = Settled::default();
+        self.take_outcomes(&mut settled)?;
+        loop {
+            self.apply_decided(checker, &mut settled)?;
+            if !self.maybe_start_next_config(&mut settled) {
+                return Ok(settled);
+            }
+        }
+    }
+
+    fn take_outcomes(&mut self, settled: &mut Settled) -> Result<(), Violation> {
+        let mut outcomes = Vec::new();
+        for (&config_id, replica) in self.replicas.iter_mut() {
+            outcomes.clear();
+            replica.take_proposal_outcomes(&mut outcomes);
+            for &(id, outcome) in &outcomes {
+                let Some((client, request)) = self.requests.remove(&(config_id, id)) else { continue };
+                match outcome {
+                    ProposalOutcome::Decided(idx) => {
+                        if let Some(&(applied, result)) = self.app.results.get(&(config_id, idx)) {
+                            if applied != request {
+                                return Err(outcome_violation(self.pid, idx, request, applied));
+                            }
+                            settled.replies.push(Reply { client, request, result: Some(result) });
+                        } else if (config_id, idx) >= (self.app.config_id, self.app.applied) {
+                            self.awaiting_apply.insert((config_id, idx), (client, request));
+                        }
+                        // Otherwise the application skipped it inside a snapshot: its result is
+                        // unknown here, and the client will time out (indeterminate).
+                    }
+                    ProposalOutcome::Dropped(DropReason::LogSealed) => {
+                        settled.replies.push(Reply { client, request, result: None });
+                    }
+                    ProposalOutcome::Dropped(DropReason::Indeterminate) => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_decided(&mut self, checker: &mut Checker, settled: &mut Settled) -> Result<(), Violation> {
+        let config_id = self.app.config_id;
+        let Some(replica) = self.replicas.get(&config_id) else { return Ok(()) };
+        if self.app.finished || self.app.applied >= replica.get_decided_idx() {
+            return Ok(());
+        }
+        let entries = replica.read_decided_suffix(self.app.applied).unwrap_or_default();
+        let mut idx = self.app.applied;
+        for entry in entries {
+            match entry {
+                LogEntry::Snapshotted(snapshotted) => {
+                    let initial = self.initial_states.get(&config_id).expect("every started configuration");
+                    self.app.state = initial.with_snapshot(&snapshotted.snapshot);
+                    idx = snapshotted.trimmed_idx;
+                    self.app.applied = idx;
+                    checker.applied_state_machines_agree(
+                        self.pid,
+                        config_id,
+                        idx,
+                        self.app.state.digest(),
+                    )?;
+                }
+                LogEntry::Decided(command) => {
+                    self.apply_one(checker, settled, config_id, idx, &command)?;
+                    idx += 1;
+                }
+                LogEntry::StopSign(_, true) => {
+                    idx += 1;
+                    self.app.applied = idx;
+                }
+                other => {
+                    return Err(Violation {
+                        tick: 0,
+                        property: "application_can_replay_its_log",
+                        detail: format!(
+                        "node {}: config {config_id} index {idx} reads {other:?}; the application is at {}",
+                        self.pid, self.app.applied
+                    ),
+                    })
+                }
+            }
+        }
+        if self.app.applied >= self.checkpoint.applied + self.checkpoint_every {
+            self.write_checkpoint();
+        }
+        Ok(())
+    }
+
+    fn apply_one(
+        &mut self,
+        checker: &mut Checker,
+        settled: &mut Settled,
+        config_id: ConfigurationId,
+        idx: LogIndex,
+        command: &Command,
+    ) -> Result<(), Violation> {
+        let result = self.app.state.apply(&command.op);
+        self.app.applied = idx + 1;
+        self.app.results.insert((config_id, idx), (command.request, result));
+        checker.applied_state_machines_agree(self.pid, config_id, idx + 1, self.app.state.digest())?;
+        if let Some((client, request)) = self.awaiting_apply.remove(&(config_id, idx)) {
+            if request != command.request {
+                return Err(outcome_violation(self.pid, idx, request, command.request));
+            }
+            settled.replies.push(Reply { client, request, result: Some(result) });
+        }
+        Ok(())
+    }
+
+    fn write_checkpoint(&mut self) {
+        self.checkpoint = Checkpoint {
+            config_id: self.app.config_id,
+            applied: self.app.applied,
+            state: self.app.state.clone(),
+            finished: self.app.finished,
+        };
+    }
+
+    /// Moves the application into the next configuration once the current log is sealed by a
+    /// decided StopSign and fully applied. Returns true if it moved.
+    fn maybe_start_next_config(&mut self, settled: &mut Settled) -> bool {
+        let Some(replica) = self.replicas.get(&self.app.config_id) else { return false };
+        let Some(stopsign) = replica.is_reconfigured() else { return false };
+        if self.app.finished || self.app.applied < replica.get_decided_idx() {
+            return false;
+        }
+        let next = stopsign.next_config;
+        if !next.nodes.contains(&self.pid) {
+            self.app.finished = true;
+            self.write_checkpoint();
+            return false;
+        }
+        if !self.configs.contains_key(&next.configuration_id) {
+            self.start_replica(&next);
+        }
+        self.initial_states.entry(next.configuration_id).or_insert_with(|| self.app.state.clone());
+        self.app.config_id = next.configuration_id;
+        self.app.applied = 0;
+        self.write_checkpoint();
+        settled.started.push(next);
+        true
+    }
+
+    /// The process dies: each replica's disk keeps what `keep` says (given its unflushed calls),
+    /// and everything in memory is lost.
+    pub fn crash(&mut self, mut keep: impl FnMut(usize) -> CrashKeep) {
+        for (config_id, replica) in std::mem::take(&mut self.replicas) {
+            let storage = replica.sequence_paxos().storage();
+            let kept = keep(storage.unflushed_calls());
+            self.down_storage.insert(config_id, storage.crash(kept));
+        }
+        self.app = App::from_checkpoint(&self.checkpoint);
+        self.requests.clear();
+        self.awaiting_apply.clear();
+        self.up = false;
+    }
+
+    /// A new process starts over the disks the crash left; each replica recovers by itself
+    /// (`OmniPaxos::try_with` runs `fail_recovery` when the disk holds a promise).
+    pub fn restart(&mut self) -> Result<(), String> {
+        for (config_id, storage) in std::mem::take(&mut self.down_storage) {
+            let config = self.configs[&config_id].clone();
+            let replica = OmniPaxos::try_with(config, storage)
+                .map_err(|e| format!("node {} config {config_id} cannot restart: {e}", self.pid))?;
+            self.replicas.insert(config_id, replica);
+        }
+        self.up = true;
+        Ok(())
+    }
+
+    /// The state machine as `config_id` started at this node, if it did.
+    pub fn initial_state(&self, config_id: ConfigurationId) -> Option<&KvState> {
+        self.initial_states.get(&config_id)
+    }
+
+    /// Arms a disk failure on the newest replica's storage.
+    pub fn arm_storage_failure(&mut self, failure: ArmedFailure) {
+        if let Some(replica) = self.replicas.values().next_back() {
+            replica.sequence_paxos().storage().arm(Some(failure));
+        }
+    }
+
+    /// Disarms every armed disk failure (the liveness phase).
+    pub fn disarm_storage_failures(&mut self) {
+        for replica in self.replicas.values() {
+            replica.sequence_paxos().storage().arm(None);
+        }
+    }
+
+    /// A mutable handle on a replica, for the nemesis (trim, snapshot, reconfigure).
+    pub fn replica_mut(&mut self, config_id: ConfigurationId) -> Option<&mut Replica> {
+        self.replicas.get_mut(&config_id)
+    }
+}
+
+fn outcome_violation(pid: NodeId, idx: LogIndex, expected: RequestId, found: RequestId) -> Violation {
+    Violation {
+        tick: 0,
+        property: "proposal_outcome_names_its_entry",
+        detail: format!("node {pid}: outcome Decided({idx}) for {expected}, but index {idx} holds {found}"),
+    }
+}

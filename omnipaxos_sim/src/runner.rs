@@ -1,0 +1,233 @@
+//! Many seeds on a few threads, each seed on one thread from start to end, and the summary.
+//!
+//! ```text
+//!   seeds × node counts ──► work queue (atomic counter) ──► threads: run_one(seed) ──► Report
+//!                                                                     (panics caught)   │
+//!   Summary per node count ◄─────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! A panic inside a run (a core assertion, e.g. `check_invariants`) is caught and reported as a
+//! violation of that seed; the other seeds go on.
+
+use std::{
+    cell::RefCell,
+    collections::BTreeMap,
+    fmt::Write as _,
+    ops::Range,
+    panic::AssertUnwindSafe,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex,
+    },
+};
+
+use crate::{
+    clients::OpCounts,
+    invariants::Violation,
+    nemesis::FaultKind,
+    sim::{self, LinearizabilityResult, Report, SimConfig},
+};
+
+thread_local! {
+    /// The last panic on this thread, as the panic hook saw it (message and location).
+    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Makes panics quiet: they are caught and reported per seed instead of printed.
+pub fn install_quiet_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        LAST_PANIC.with(|last| *last.borrow_mut() = Some(info.to_string()));
+    }));
+}
+
+/// Runs one seed; a panic becomes a violation named `core_does_not_panic`.
+pub fn run_one(config: SimConfig) -> Report {
+    let (seed, nodes) = (config.seed, config.nodes);
+    match std::panic::catch_unwind(AssertUnwindSafe(|| sim::run(config))) {
+        Ok(report) => report,
+        Err(payload) => {
+            let message = LAST_PANIC.with(|last| last.borrow_mut().take()).unwrap_or_else(|| {
+                payload
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "panic".into())
+            });
+            Report {
+                seed,
+                nodes,
+                ops: OpCounts::default(),
+                faults: BTreeMap::new(),
+                violation: Some(Violation { tick: 0, property: "core_does_not_panic", detail: message }),
+                linearizability: LinearizabilityResult::NotChecked,
+                recover_ticks: None,
+                ticks: 0,
+                messages: Default::default(),
+                decided: 0,
+                reconfigurations: 0,
+                trace: Vec::new(),
+            }
+        }
+    }
+}
+
+/// Totals over the seeds of one node count.
+#[derive(Clone, Debug, Default)]
+pub struct Totals {
+    /// Seeds run.
+    pub seeds: u64,
+    /// Operations by outcome.
+    pub ops: OpCounts,
+    /// Fewest operations issued in one seed.
+    pub ops_min: Option<u64>,
+    /// Faults by kind.
+    pub faults: BTreeMap<FaultKind, u64>,
+    /// Failing seeds with their first violation.
+    pub violations: Vec<(u64, Violation)>,
+    /// Seeds whose linearizability search gave up.
+    pub inconclusive: Vec<u64>,
+    /// Ticks to recover after healing, one per seed that recovered.
+    pub recover_ticks: Vec<u64>,
+    /// Ticks simulated.
+    pub ticks: u64,
+    /// Replica messages delivered.
+    pub messages: u64,
+    /// Configurations started after the first.
+    pub reconfigurations: u64,
+    /// Decided log positions.
+    pub decided: u64,
+}
+
+impl Totals {
+    fn add(&mut self, report: &Report) {
+        self.seeds += 1;
+        self.ops.invoked += report.ops.invoked;
+        self.ops.ok += report.ops.ok;
+        self.ops.failed += report.ops.failed;
+        self.ops.indeterminate += report.ops.indeterminate;
+        self.ops_min = Some(self.ops_min.map_or(report.ops.invoked, |m| m.min(report.ops.invoked)));
+        for (&kind, &count) in &report.faults {
+            *self.faults.entry(kind).or_default() += count;
+        }
+        if let Some(v) = &report.violation {
+            self.violations.push((report.seed, v.clone()));
+        }
+        if let LinearizabilityResult::Inconclusive(_) = report.linearizability {
+            self.inconclusive.push(report.seed);
+        }
+        if let Some(ticks) = report.recover_ticks {
+            self.recover_ticks.push(ticks);
+        }
+        self.ticks += report.ticks;
+        self.messages += report.messages.delivered;
+        self.reconfigurations += u64::from(report.reconfigurations);
+        self.decided += report.decided as u64;
+    }
+}
+
+/// Results per node count.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    /// Totals by node count.
+    pub by_nodes: BTreeMap<usize, Totals>,
+}
+
+impl Summary {
+    /// Failing seeds over every node count, as (node count, seed, violation).
+    pub fn violations(&self) -> Vec<(usize, u64, &Violation)> {
+        let mut all = Vec::new();
+        for (&nodes, totals) in &self.by_nodes {
+            all.extend(totals.violations.iter().map(|(seed, v)| (nodes, *seed, v)));
+        }
+        all
+    }
+
+    /// The summary table, as Markdown.
+    pub fn render(&self, elapsed_s: f64) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "| N | seeds | ops issued (min/seed) | ok | failed | indeterminate | violations | inconclusive | new ops completed after healing | recover ticks p50 / max | reconfigs | decided | ticks |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        for (nodes, t) in &self.by_nodes {
+            let mut recover = t.recover_ticks.clone();
+            recover.sort_unstable();
+            let p50 = recover.get(recover.len() / 2).copied().unwrap_or(0);
+            let max = recover.last().copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "| {nodes} | {} | {} ({}) | {} | {} | {} | {} | {} | {}/{} | {p50} / {max} | {} | {} | {} |",
+                t.seeds,
+                t.ops.invoked,
+                t.ops_min.unwrap_or(0),
+                t.ops.ok,
+                t.ops.failed,
+                t.ops.indeterminate,
+                t.violations.len(),
+                t.inconclusive.len(),
+                t.recover_ticks.len(),
+                t.seeds,
+                t.reconfigurations,
+                t.decided,
+                t.ticks
+            );
+        }
+        let _ = writeln!(out);
+        let kinds: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
+        let _ = writeln!(out, "| N | {} |", kinds.join(" | "));
+        let _ = writeln!(out, "|---|{}", "---|".repeat(kinds.len()));
+        for (nodes, t) in &self.by_nodes {
+            let counts: Vec<String> =
+                FaultKind::ALL.iter().map(|k| t.faults.get(k).copied().unwrap_or(0).to_string()).collect();
+            let _ = writeln!(out, "| {nodes} | {} |", counts.join(" | "));
+        }
+        let mut by_property: BTreeMap<&str, usize> = BTreeMap::new();
+        for (_, _, v) in self.violations() {
+            *by_property.entry(v.property).or_default() += 1;
+        }
+        if !by_property.is_empty() {
+            let listed: Vec<String> = by_property.iter().map(|(p, n)| format!("{p}: {n}")).collect();
+            let _ = writeln!(out, "\nviolations by property: {}", listed.join(", "));
+        }
+        let _ = writeln!(out, "\nwall time {elapsed_s:.1} s");
+        out
+    }
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    /// Seeds, each run once per node count.
+    pub seeds: Range<u64>,
+    /// Node counts.
+    pub node_counts: Vec<usize>,
+    /// Client operations per seed.
+    pub ops: u64,
+    /// Worker threads.
+    pub threads: usize,
+}
+
+/// Runs every (seed, node count) of the batch; `on_report` sees each report as it finishes
+/// (from the worker threads, one at a time).
+pub fn run_batch(batch: &Batch, on_report: impl Fn(&Report) + Sync) -> Summary {
+    let jobs: Vec<(u64, usize)> =
+        batch.seeds.clone().flat_map(|seed| batch.node_counts.iter().map(move |&n| (seed, n))).collect();
+    let next = AtomicUsize::new(0);
+    let summary = Mutex::new(Summary::default());
+    std::thread::scope(|scope| {
+        for _ in 0..batch.threads.max(1) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&(seed, nodes)) = jobs.get(i) else { break };
+                let mut config = SimConfig::new(seed, nodes);
+                config.ops = batch.ops;
+                let report = run_one(config);
+                let mut summary = summary.lock().expect("no worker panics while holding the lock");
+                summary.by_nodes.entry(nodes).or_default().add(&report);
+                on_report(&report);
+            });
+        }
+    });
+    summary.into_inner().expect("workers are done")
+}

@@ -1,0 +1,671 @@
+//! One seed, one thread: the event loop, its two phases, and the report.
+//!
+//! ```text
+//!   per tick:  nemesis (network) ─► every node ticks ─► due messages delivered one by one
+//!              ─► client requests and replies ─► nemesis (crash, disk, reconfigure, compact)
+//!              ─► every node flushes and sends (take_outgoing_messages) ─► joiners start
+//!              ─► clients time out and issue
+//!   after every event at a node: settle (outcomes, apply, reply) ─► invariants of its replicas
+//!
+//!   safety phase: faults until the clients issued `ops` operations
+//!   liveness phase: heal everything; every client must complete a new operation within
+//!                   `liveness_bound_ticks`, then all replicas must converge
+//!   end: linearizability of the whole client history
+//! ```
+//!
+//! Crashes happen after the deliveries of a tick and before the flush, so the replicas' disks
+//! hold unflushed writes for a crash to lose.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use omnipaxos_core::{
+    messages::Message,
+    storage::ClusterConfig,
+    util::{ConfigurationId, NodeId},
+};
+use omnipaxos_storage::crash_storage::CrashKeep;
+use rand::{rngs::SmallRng, Rng, SeedableRng};
+
+use crate::{
+    clients::{client_endpoint, ClientMessage, Clients, OpCounts, CLIENT_ENDPOINT_BASE},
+    invariants::{Checker, Violation},
+    kv::{Command, KvSnapshot, KvState},
+    linearizability::{self, Verdict},
+    nemesis::{FaultKind, Nemesis},
+    network::{LinkConfig, Network, NetworkStats, SendFate},
+    node::{Node, ReplicaSettings, Reply},
+};
+
+/// A message between replicas.
+pub type NodeMessage = Message<Command, KvSnapshot>;
+
+/// A message for the trace; messages of later configurations name theirs (`[c2] 1->2 ...`).
+fn show_message(message: &NodeMessage) -> String {
+    match crate::node::message_config(message) {
+        1 => message.to_string(),
+        config_id => format!("[c{config_id}] {message}"),
+    }
+}
+
+/// Limit on deliveries in one tick: a livelock of zero-delay messages ends the tick.
+const DELIVERIES_PER_TICK_MAX: usize = 200_000;
+
+/// Everything one run depends on besides the seed's random choices.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The seed of every random choice.
+    pub seed: u64,
+    /// Replicas in the first configuration.
+    pub nodes: usize,
+    /// Client operations to issue in the safety phase.
+    pub ops: u64,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Distinct keys.
+    pub keys: u8,
+    /// Replica timing.
+    pub settings: ReplicaSettings,
+    /// Ticks after which a client gives up on a request.
+    pub client_timeout_ticks: u64,
+    /// Longest safety phase, whether or not all operations were issued.
+    pub safety_max_ticks: u64,
+    /// Ticks after healing within which every client must complete a new operation, and then
+    /// again within which the replicas must converge.
+    pub liveness_bound_ticks: u64,
+    /// Whether to inject faults at all.
+    pub faults: bool,
+    /// Most reconfigurations proposed in one run.
+    pub reconfigurations_max: u32,
+    /// Record a readable trace: one line per message, fault and client event.
+    pub trace: bool,
+    /// Print trace lines as they happen instead of keeping them (survives a panic).
+    pub trace_print: bool,
+    /// Testing the checkers: replicas answer reads from their local state, bypassing the log.
+    pub read_locally: bool,
+}
+
+impl SimConfig {
+    /// The defaults for `seed` with `nodes` replicas.
+    pub fn new(seed: u64, nodes: usize) -> SimConfig {
+        let hb_delay_ticks = 10;
+        SimConfig {
+            seed,
+            nodes,
+            ops: 500,
+            clients: 5,
+            keys: 4,
+            settings: ReplicaSettings { hb_delay_ticks, resend_ticks: 2 * hb_delay_ticks, batch_size: 1 },
+            client_timeout_ticks: 8 * hb_delay_ticks,
+            safety_max_ticks: 60_000,
+            liveness_bound_ticks: 60 * hb_delay_ticks,
+            faults: true,
+            reconfigurations_max: 2,
+            trace: false,
+            trace_print: false,
+            read_locally: false,
+        }
+    }
+}
+
+/// What the linearizability check said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinearizabilityResult {
+    /// Not run: the run stopped at a safety or liveness violation first.
+    NotChecked,
+    /// The history is linearizable.
+    Linearizable,
+    /// It is not (the violation says why).
+    Violated,
+    /// The search gave up on this key.
+    Inconclusive(u8),
+}
+
+/// What one run found and measured.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// Replicas in the first configuration.
+    pub nodes: usize,
+    /// Client operations by outcome.
+    pub ops: OpCounts,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<FaultKind, u64>,
+    /// The first violation (safety, liveness or linearizability), if any.
+    pub violation: Option<Violation>,
+    /// The linearizability check.
+    pub linearizability: LinearizabilityResult,
+    /// Ticks from healing until every client completed a new operation (`None`: they did not,
+    /// or the run stopped before healing).
+    pub recover_ticks: Option<u64>,
+    /// Ticks simulated.
+    pub ticks: u64,
+    /// Replica-to-replica traffic.
+    pub messages: NetworkStats,
+    /// Log positions decided, over all configurations.
+    pub decided: usize,
+    /// Configurations started after the first.
+    pub reconfigurations: u32,
+    /// The trace, if asked for.
+    pub trace: Vec<String>,
+}
+
+/// The phase a run is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Faults are injected.
+    Safety,
+    /// Everything is healed; progress is required.
+    Liveness,
+}
+
+/// One run in progress.
+pub struct Simulation {
+    pub(crate) config: SimConfig,
+    pub(crate) rng: SmallRng,
+    pub(crate) now: u64,
+    pub(crate) phase: Phase,
+    pub(crate) nodes: BTreeMap<NodeId, Node>,
+    pub(crate) network: Network<NodeMessage>,
+    pub(crate) client_network: Network<ClientMessage>,
+    pub(crate) clients: Clients,
+    pub(crate) checker: Checker,
+    /// Every configuration some node started, by id.
+    pub(crate) configurations: BTreeMap<ConfigurationId, ClusterConfig>,
+    pub(crate) nemesis: Nemesis,
+    pub(crate) trace: Option<Vec<String>>,
+    /// Ticks from healing until every client completed a new operation, once they have.
+    pub(crate) recovered_ticks: Option<u64>,
+}
+
+/// Runs one seed to the end.
+pub fn run(config: SimConfig) -> Report {
+    let mut sim = Simulation::new(config);
+    let outcome = sim.run_phases();
+    sim.into_report(outcome)
+}
+
+impl Simulation {
+    /// Builds the first configuration, the networks and the clients.
+    pub fn new(config: SimConfig) -> Simulation {
+        let mut rng = SmallRng::seed_from_u64(config.seed);
+        let first = ClusterConfig {
+            configuration_id: 1,
+            nodes: (1..=config.nodes as NodeId).collect(),
+            flexible_quorum: None,
+        };
+        let nemesis = Nemesis::new(&mut rng, config.faults, config.settings.hb_delay_ticks);
+        let nodes = first
+            .nodes
+            .iter()
+            .map(|&pid| {
+                let checkpoint_every = rng.gen_range(1..=40);
+                let mut node = Node::new(pid, &first, config.settings, KvState::default(), checkpoint_every);
+                node.read_locally = config.read_locally;
+                (pid, node)
+            })
+            .collect();
+        let network = Network::new(nemesis.base_link());
+        let client_network = Network::new(nemesis.client_link());
+        let clients = Clients::new(config.clients, config.keys, config.client_timeout_ticks);
+        let trace = config.trace.then(Vec::new);
+        Simulation {
+            rng,
+            now: 0,
+            phase: Phase::Safety,
+            nodes,
+            network,
+            client_network,
+            clients,
+            checker: Checker::default(),
+            configurations: BTreeMap::from([(1, first)]),
+            nemesis,
+            trace,
+            recovered_ticks: None,
+            config,
+        }
+    }
+
+    /// Adds a line to the trace, if one is kept; `line` is only built then.
+    pub(crate) fn trace(&mut self, line: impl FnOnce() -> String) {
+        if let Some(trace) = &mut self.trace {
+            let line = format!("t={} {}", self.now, line());
+            if self.config.trace_print {
+                println!("{line}");
+            } else {
+                trace.push(line);
+            }
+        }
+    }
+
+    /// The newest configuration some node started.
+    pub(crate) fn latest(&self) -> &ClusterConfig {
+        self.configurations.values().next_back().expect("the first configuration exists")
+    }
+
+    fn run_phases(&mut self) -> Result<(), Violation> {
+        while self.clients.counts().invoked < self.config.ops && self.now < self.config.safety_max_ticks {
+            self.step()?;
+        }
+        self.heal_everything()?;
+        let healed_at = self.now;
+        let recovered = loop {
+            self.step()?;
+            if let Some(tick) = self.clients.all_completed_since_mark() {
+                break tick - healed_at;
+            }
+            if self.now - healed_at > self.config.liveness_bound_ticks {
+                return Err(self.liveness_violation("new_operations_complete_after_healing", healed_at));
+            }
+        };
+        self.recovered_ticks = Some(recovered);
+        self.clients.stop_issuing();
+        let quiet_from = self.now;
+        while !(self.clients.all_idle() && self.converged()) {
+            self.step()?;
+            if self.now - quiet_from > self.config.liveness_bound_ticks {
+                return Err(self.liveness_violation("replicas_converge_after_healing", quiet_from));
+            }
+        }
+        Ok(())
+    }
+
+    fn liveness_violation(&self, property: &'static str, since: u64) -> Violation {
+        let views: Vec<String> = self
+            .nodes
+            .values()
+            .map(|node| {
+                let (config, applied, finished) = node.app_position();
+                let replicas: Vec<String> = node
+                    .replicas()
+                    .map(|(c, r)| {
+                        format!(
+                            "c{c}:dec={} acc={} prom={} lead={:?}",
+                            r.get_decided_idx(),
+                            r.sequence_paxos().get_accepted_idx(),
+                            r.get_promise(),
+                            r.get_current_leader()
+                        )
+                    })
+                    .collect();
+                format!(
+                    "node {} up={} app=c{config}/{applied}{} [{}]",
+                    node.pid(),
+                    node.is_up(),
+                    if finished { " left" } else { "" },
+                    replicas.join(" ")
+                )
+            })
+            .collect();
+        Violation {
+            tick: self.now,
+            property,
+            detail: format!(
+                "not within {} ticks of tick {since}; {}",
+                self.config.liveness_bound_ticks,
+                views.join("; ")
+            ),
+        }
+    }
+
+    /// Every member of the newest configuration is up, runs it, and applied the same decided
+    /// prefix as the others.
+    fn converged(&self) -> bool {
+        let latest = self.latest();
+        let mut decided = BTreeSet::new();
+        for pid in &latest.nodes {
+            let Some(node) = self.nodes.get(pid) else { return false };
+            let Some(replica) = node.replica(latest.configuration_id) else { return false };
+            let (config, applied, finished) = node.app_position();
+            if finished || config != latest.configuration_id || applied != replica.get_decided_idx() {
+                return false;
+            }
+            decided.insert(applied);
+        }
+        decided.len() == 1
+    }
+
+    /// One tick of the whole world.
+    pub(crate) fn step(&mut self) -> Result<(), Violation> {
+        self.now += 1;
+        self.checker.set_now(self.now);
+        if self.phase == Phase::Safety {
+            self.inject_network_faults();
+        }
+        self.apply_network_faults();
+        self.tick_nodes()?;
+        self.deliver_node_messages()?;
+        self.deliver_client_messages()?;
+        self.inject_process_faults()?;
+        self.flush_nodes()?;
+        self.start_joiners()?;
+        self.step_clients();
+        Ok(())
+    }
+
+    fn up_nodes(&self) -> Vec<NodeId> {
+        self.nodes.iter().filter(|(_, n)| n.is_up()).map(|(&pid, _)| pid).collect()
+    }
+
+    fn tick_nodes(&mut self) -> Result<(), Violation> {
+        for pid in self.up_nodes() {
+            let result = self.nodes.get_mut(&pid).expect("listed").tick();
+            if let Err(e) = result {
+                self.fail_stop(pid, &e.to_string());
+            }
+            self.after_event(pid)?;
+        }
+        Ok(())
+    }
+
+    fn deliver_node_messages(&mut self) -> Result<(), Violation> {
+        for _ in 0..DELIVERIES_PER_TICK_MAX {
+            let Some(delivery) = self.network.pop_due(self.now) else { return Ok(()) };
+            let (from, to, message) = match delivery {
+                Ok(delivery) => delivery,
+                Err((_, _, message)) => {
+                    self.trace(|| format!("cut in flight {}", show_message(&message)));
+                    continue;
+                }
+            };
+            if !self.nodes.get(&to).is_some_and(|n| n.is_up()) {
+                self.trace(|| format!("to a down node {}", show_message(&message)));
+                continue;
+            }
+            self.trace(|| show_message(&message));
+            let node = self.nodes.get_mut(&to).expect("checked above");
+            debug_assert_eq!(message.get_sender(), from);
+            if let Err(e) = node.handle(message) {
+                self.fail_stop(to, &e.to_string());
+            }
+            self.after_event(to)?;
+        }
+        Ok(())
+    }
+
+    fn deliver_client_messages(&mut self) -> Result<(), Violation> {
+        while let Some(delivery) = self.client_network.pop_due(self.now) {
+            let Ok((from, to, message)) = delivery else { continue };
+            match message {
+                ClientMessage::Request { client, command } => {
+                    if !self.nodes.get(&to).is_some_and(|n| n.is_up()) {
+                        self.trace(|| format!("c{client}->{to} lost at a down node: {}", command.request));
+                        continue;
+                    }
+                    self.trace(|| format!("c{client}->{to} Request {} {}", command.request, command.op));
+                    let node = self.nodes.get_mut(&to).expect("checked above");
+                    if let Some(reply) = node.submit(client, command) {
+                        self.send_reply(to, reply);
+                    }
+                    self.after_event(to)?;
+                }
+                ClientMessage::Reply(reply) => {
+                    let accepted = self.clients.on_reply(&reply, self.now, &mut self.rng);
+                    let message = ClientMessage::Reply(reply);
+                    self.trace(|| {
+                        let late = if accepted { "" } else { " (no longer awaited)" };
+                        format!("{from}->c{} {message}{late}", reply.client)
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn send_reply(&mut self, from: NodeId, reply: Reply) {
+        let to = client_endpoint(reply.client);
+        self.client_network.send(from, to, ClientMessage::Reply(reply), self.now, &mut self.rng);
+    }
+
+    /// Flushes every up node and puts its messages on the network.
+    fn flush_nodes(&mut self) -> Result<(), Violation> {
+        let mut outgoing = Vec::new();
+        for pid in self.up_nodes() {
+            outgoing.clear();
+            let node = self.nodes.get_mut(&pid).expect("listed");
+            let checker = &mut self.checker;
+            let result = node.take_outgoing(&mut outgoing, |config_id, replica| {
+                checker.note_flushed(pid, config_id, replica);
+            });
+            if let Err(e) = result {
+                self.fail_stop(pid, &e.to_string());
+                self.after_event(pid)?;
+                continue;
+            }
+            for message in outgoing.drain(..) {
+                let (from, to) = (message.get_sender(), message.get_receiver());
+                let line = self.trace.is_some().then(|| show_message(&message));
+                let fate = self.network.send(from, to, message, self.now, &mut self.rng);
+                if let Some(line) = line {
+                    match fate {
+                        SendFate::Lost => self.trace(|| format!("lost {line}")),
+                        SendFate::Cut => self.trace(|| format!("cut {line}")),
+                        SendFate::Duplicated(..) => self.trace(|| format!("duplicated {line}")),
+                        SendFate::Queued(_) => {}
+                    }
+                }
+            }
+            self.after_event(pid)?;
+        }
+        Ok(())
+    }
+
+    /// After any event at `pid`: settle its application, send its replies, note new
+    /// configurations, and check the invariants of each of its replicas.
+    pub(crate) fn after_event(&mut self, pid: NodeId) -> Result<(), Violation> {
+        let now = self.now;
+        let stamp = |mut v: Violation| {
+            v.tick = now;
+            v
+        };
+        let Some(node) = self.nodes.get_mut(&pid) else { return Ok(()) };
+        if !node.is_up() {
+            return Ok(());
+        }
+        let settled = node.settle(&mut self.checker).map_err(stamp)?;
+        for (config_id, replica) in node.replicas() {
+            self.checker.check_replica(pid, config_id, replica).map_err(stamp)?;
+        }
+        for reply in settled.replies {
+            self.send_reply(pid, reply);
+        }
+        for config in settled.started {
+            if !self.configurations.contains_key(&config.configuration_id) {
+                self.trace(|| {
+                    format!("node {pid} starts configuration {} {:?}", config.configuration_id, config.nodes)
+                });
+                self.configurations.insert(config.configuration_id, config);
+            }
+        }
+        Ok(())
+    }
+
+    /// A replica hit a storage failure and stopped: the process dies (after a failed fsync
+    /// any prefix of the unflushed writes may be on disk) and restarts later.
+    pub(crate) fn fail_stop(&mut self, pid: NodeId, error: &str) {
+        let node = self.nodes.get_mut(&pid).expect("a failing node exists");
+        let rng = &mut self.rng;
+        let mut kept = Vec::new();
+        node.crash(|unflushed| {
+            let keep = CrashKeep::Prefix(rng.gen_range(0..=unflushed));
+            kept.push(format!("{keep:?} of {unflushed}"));
+            keep
+        });
+        let restart_at = self.now + self.nemesis.restart_delay(&mut self.rng);
+        self.nemesis.schedule_restart(pid, restart_at);
+        let kept = kept.join(", ");
+        self.trace(|| {
+            format!("FAULT node {pid} fail-stops ({error}) keeping {kept}; restart at t={restart_at}")
+        });
+    }
+
+    /// Starts nodes that a configuration added, with the state a member had when it started it.
+    fn start_joiners(&mut self) -> Result<(), Violation> {
+        let configurations: Vec<ClusterConfig> = self.configurations.values().cloned().collect();
+        for config in configurations {
+            for &pid in &config.nodes {
+                if self.nodes.contains_key(&pid) {
+                    continue;
+                }
+                let donor = self.nodes.values().find(|n| {
+                    n.is_up()
+                        && n.initial_state(config.configuration_id).is_some()
+                        && !self.network.is_cut(n.pid(), pid)
+                });
+                let Some(donor) = donor else { continue };
+                let (donor_pid, state) = (donor.pid(), donor.initial_state(config.configuration_id).cloned());
+                let state = state.expect("checked above");
+                let checkpoint_every = self.rng.gen_range(1..=40);
+                let mut node = Node::new(pid, &config, self.config.settings, state, checkpoint_every);
+                node.read_locally = self.config.read_locally;
+                self.nodes.insert(pid, node);
+                self.trace(|| {
+                    format!(
+                        "node {pid} joins configuration {} with state from node {donor_pid}",
+                        config.configuration_id
+                    )
+                });
+                self.after_event(pid)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn step_clients(&mut self) {
+        for request in self.clients.expire(self.now, &mut self.rng) {
+            self.trace(|| format!("client timeout {request} (indeterminate)"));
+        }
+        let members = self.latest().nodes.clone();
+        let requests =
+            self.clients.issue(self.now, &mut self.rng, |rng| members[rng.gen_range(0..members.len())]);
+        for (client, to, command) in requests {
+            self.trace(|| format!("c{client} sends {} {} to {to}", command.request, command.op));
+            let from = client_endpoint(client);
+            debug_assert!(from >= CLIENT_ENDPOINT_BASE);
+            self.client_network.send(
+                from,
+                to,
+                ClientMessage::Request { client, command },
+                self.now,
+                &mut self.rng,
+            );
+        }
+    }
+
+    /// The liveness phase starts: no more faults, every link healthy, every node up.
+    fn heal_everything(&mut self) -> Result<(), Violation> {
+        self.phase = Phase::Liveness;
+        self.nemesis.clear();
+        self.network.set_cuts(BTreeSet::new());
+        self.network.reset_links(LinkConfig {
+            delay_min_ticks: 1,
+            delay_max_ticks: 2,
+            ..LinkConfig::reliable(1)
+        });
+        self.client_network.reset_links(LinkConfig {
+            delay_min_ticks: 1,
+            delay_max_ticks: 2,
+            ..LinkConfig::reliable(1)
+        });
+        self.trace(|| "HEAL everything: liveness phase".to_string());
+        for pid in self.nodes.keys().copied().collect::<Vec<_>>() {
+            let node = self.nodes.get_mut(&pid).expect("listed");
+            node.disarm_storage_failures();
+            if !node.is_up() {
+                self.restart(pid)?;
+            }
+        }
+        self.clients.abandon_all(self.now);
+        self.clients.mark_liveness();
+        Ok(())
+    }
+
+    /// Restarts a crashed node.
+    pub(crate) fn restart(&mut self, pid: NodeId) -> Result<(), Violation> {
+        let node = self.nodes.get_mut(&pid).expect("a crashed node exists");
+        node.restart().map_err(|detail| Violation {
+            tick: self.now,
+            property: "crashed_replicas_restart",
+            detail,
+        })?;
+        self.trace(|| format!("RESTART node {pid}"));
+        self.after_event(pid)
+    }
+
+    fn into_report(mut self, outcome: Result<(), Violation>) -> Report {
+        let recover_ticks = self.recovered_ticks;
+        let mut violation = outcome.err();
+        let linearizability = if violation.is_some() {
+            LinearizabilityResult::NotChecked
+        } else {
+            match linearizability::check(self.clients.history()) {
+                Verdict::Linearizable => LinearizabilityResult::Linearizable,
+                Verdict::Inconclusive(key) => LinearizabilityResult::Inconclusive(key),
+                Verdict::NotLinearizable(counterexample) => {
+                    violation = Some(Violation {
+                        tick: self.now,
+                        property: "client_history_is_linearizable",
+                        detail: counterexample.to_string(),
+                    });
+                    LinearizabilityResult::Violated
+                }
+            }
+        };
+        if let Some(v) = &violation {
+            let line = format!("VIOLATION {v}");
+            self.trace(|| line);
+        }
+        Report {
+            seed: self.config.seed,
+            nodes: self.config.nodes,
+            ops: self.clients.counts(),
+            faults: self.nemesis.counts().clone(),
+            violation,
+            linearizability,
+            recover_ticks,
+            ticks: self.now,
+            messages: self.network.stats(),
+            decided: self.checker.decided_count(),
+            reconfigurations: self.configurations.len() as u32 - 1,
+            trace: self.trace.take().unwrap_or_default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fault-free run of `nodes` replicas, stepped by hand.
+    fn healthy(nodes: usize) -> Simulation {
+        let mut config = SimConfig::new(1, nodes);
+        config.faults = false;
+        Simulation::new(config)
+    }
+
+    fn run_until(sim: &mut Simulation, ticks: u64, done: impl Fn(&Simulation) -> bool) -> bool {
+        for _ in 0..ticks {
+            sim.step().expect("no violation");
+            if done(sim) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// A replica that crashes (keeping its disk) and restarts rejoins and catches up. With a
+    /// promise *above* the leader's ballot it may not: see tests/core_bugs.rs.
+    #[test]
+    fn a_restarted_replica_rejoins_and_catches_up() {
+        let mut sim = healthy(3);
+        assert!(run_until(&mut sim, 200, |s| s.current_leader().is_some() && s.clients.counts().ok > 20));
+        let leader = sim.current_leader().expect("elected");
+        let other = if leader == 1 { 2 } else { 1 };
+        sim.nodes.get_mut(&other).expect("exists").crash(|_| CrashKeep::All);
+        sim.restart(other).expect("restarts");
+        let ok = sim.clients.counts().ok;
+        assert!(run_until(&mut sim, 300, |s| s.clients.counts().ok > ok + 30));
+        sim.clients.stop_issuing();
+        assert!(run_until(&mut sim, 1000, |s| s.clients.all_idle() && s.converged()));
+    }
+}
