@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use omnipaxos_core::storage::Snapshot;
+use serde::{Deserialize, Serialize};
 
 /// A key; the simulator uses a handful so that clients contend.
 pub type Key = u8;
@@ -16,7 +17,7 @@ pub type Value = u64;
 pub type ClientId = u32;
 
 /// Identifies one client request for the whole run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RequestId {
     /// The client that issued it.
     pub client: ClientId,
@@ -31,7 +32,7 @@ impl std::fmt::Display for RequestId {
 }
 
 /// A client operation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
     /// Sets `key` to `value`.
     Put { key: Key, value: Value },
@@ -89,8 +90,9 @@ pub fn show(value: Option<Value>) -> String {
     value.map_or_else(|| "-".to_string(), |v| v.to_string())
 }
 
-/// One log entry: a client's operation and who asked for it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One log entry: a client's operation and who asked for it. Serializable: the persistent
+/// storage writes it to its log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
     /// The request, unique in the run.
     pub request: RequestId,
@@ -178,7 +180,7 @@ fn mix(key: Key, value: Value) -> u64 {
 /// Puts and deletes make the result constant; compare-and-swaps map some values to others and
 /// leave the rest alone. Functions of this shape compose into the same shape, which lets a
 /// snapshot of a log *segment* (a delta, knowing nothing of the state before it) be exact.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KeyEffect {
     /// The key ends with this value, whatever it held before.
     Set(Option<Value>),
@@ -223,7 +225,7 @@ impl KeyEffect {
 }
 
 /// The snapshot of a log segment: per key, the effect of the segment's operations.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvSnapshot {
     /// Keys the segment changes (or may change); others are untouched.
     pub effects: BTreeMap<Key, KeyEffect>,

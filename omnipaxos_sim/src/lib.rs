@@ -8,13 +8,15 @@
 //!                       │              reconfigurations, trims, snapshots)
 //!                       ▼
 //!   Clients ─requests─► Network ─► Node { OmniPaxos replica per configuration,
-//!      ▲                   ▲            SimStorage (CrashableStorage), KV application }
+//!      ▲                   ▲            SimStorage (CrashableStorage, or PersistentStorage
+//!      │                   │            on SimFs with --storage persistent), KV application }
 //!      └─────replies───────┴──────────────┘ │
 //!   history ──► linearizability (WGL)       └─► invariants (Checker) after every event
 //! ```
 //!
 //! Key decision: **the simulator drives the real `OmniPaxos` facade over the real
-//! `CrashableStorage`, and observes only through their public API.** Nothing in the core knows
+//! `CrashableStorage` (or the real write-ahead log `PersistentStorage` on the simulated disk
+//! `SimFs`, whose crashes tear and flip unsynced bytes), and observes only through their public API.** Nothing in the core knows
 //! it is simulated, so a run tests exactly what a user runs; the price is that a few properties
 //! are checked from outside (e.g. "never changes" needs the disk to say which indices a write
 //! rewrote, which [`storage::SimStorage`] does by wrapping the storage port).

@@ -14,6 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use omnipaxos_sim::{
     runner::{self, Batch},
     sim::SimConfig,
+    storage::StorageKind,
 };
 
 #[derive(Parser, Debug)]
@@ -34,6 +35,11 @@ struct Cli {
     /// Worker threads (each seed runs on one thread).
     #[arg(long, default_value_t = std::thread::available_parallelism().map_or(1, |n| n.get()))]
     threads: usize,
+    /// The replicas' disks: `crashable` (CrashableStorage: a crash keeps a prefix of the
+    /// unflushed calls) or `persistent` (the write-ahead log PersistentStorage on the simulated
+    /// disk SimFs: a crash loses, tears or flips unsynced bytes; restarts run its recovery).
+    #[arg(long, default_value = "crashable")]
+    storage: StorageKind,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -132,6 +138,7 @@ fn replay(seed: u64, cli: &Cli) -> ExitCode {
     for &nodes in &cli.nodes {
         let mut config = SimConfig::new(seed, nodes);
         config.ops = cli.ops;
+        config.storage = cli.storage;
         config.trace = true;
         config.trace_print = true;
         println!("=== seed {seed}, {nodes} replicas");
@@ -153,6 +160,8 @@ fn replay(seed: u64, cli: &Cli) -> ExitCode {
         );
         let faults: Vec<String> = report.faults.iter().map(|(k, n)| format!("{}={n}", k.name())).collect();
         let _ = writeln!(stdout, "=== faults: {}", faults.join(" "));
+        let losses: Vec<String> = report.disk_losses.iter().map(|(loss, n)| format!("{loss}={n}")).collect();
+        let _ = writeln!(stdout, "=== replica disks crashed ({} storage): {}", cli.storage, losses.join(" "));
         match &report.violation {
             Some(v) => {
                 failed = true;
@@ -182,6 +191,7 @@ fn batch(cli: &Cli) -> ExitCode {
         node_counts: cli.nodes.clone(),
         ops: cli.ops,
         threads: cli.threads,
+        storage: cli.storage,
     };
     let jobs = (batch.seeds.end.saturating_sub(batch.seeds.start)) * batch.node_counts.len() as u64;
     let progress = if cli.quiet { ProgressBar::hidden() } else { ProgressBar::new(jobs) };
@@ -196,16 +206,16 @@ fn batch(cli: &Cli) -> ExitCode {
             progress.suspend(|| {
                 eprintln!("violation: seed {} N={}: {v}", report.seed, report.nodes);
                 eprintln!(
-                    "  replay: cargo run --release -p omnipaxos_sim -- --seed {} --nodes {}",
-                    report.seed, report.nodes
+                    "  replay: cargo run --release -p omnipaxos_sim -- --seed {} --nodes {} --storage {}",
+                    report.seed, report.nodes, cli.storage
                 );
             });
         }
     });
     progress.finish_and_clear();
     println!(
-        "seeds {}..{} ({} runs), {} ops per seed\n",
-        batch.seeds.start, batch.seeds.end, jobs, batch.ops
+        "seeds {}..{} ({} runs), {} ops per seed, {} storage\n",
+        batch.seeds.start, batch.seeds.end, jobs, batch.ops, batch.storage
     );
     println!("{}", summary.render(started.elapsed().as_secs_f64()));
     let (tolerated, failing): (Vec<_>, Vec<_>) =

@@ -22,7 +22,7 @@ use crate::{
     invariants::Violation,
     network::{all_cut_except, both_ways, LinkConfig},
     sim::Simulation,
-    storage::ArmedFailure,
+    storage::{ArmedFailure, DiskLoss, StorageKind},
 };
 
 /// The kinds of fault, as counted in the summary.
@@ -470,16 +470,21 @@ impl Simulation {
             _ => *up.choose(&mut self.rng).expect("non-empty"),
         };
         let choice = self.rng.gen_range(0..10);
-        let rng = &mut self.rng;
+        let (rng, losses) = (&mut self.rng, &mut self.disk_losses);
         let mut kept = Vec::new();
-        self.nodes.get_mut(&victim).expect("up").crash(|unflushed| {
-            let keep = match choice {
-                0..=3 => CrashKeep::Nothing,
-                4..=5 => CrashKeep::All,
-                _ => CrashKeep::Prefix(rng.gen_range(0..=unflushed)),
+        self.nodes.get_mut(&victim).expect("up").crash(|disk| {
+            let unflushed = disk.unflushed_calls();
+            let loss = match disk.kind() {
+                StorageKind::Crashable => DiskLoss::Calls(match choice {
+                    0..=3 => CrashKeep::Nothing,
+                    4..=5 => CrashKeep::All,
+                    _ => CrashKeep::Prefix(rng.gen_range(0..=unflushed)),
+                }),
+                StorageKind::Persistent => DiskLoss::draw_bytes(rng),
             };
-            kept.push(format!("{keep:?} of {unflushed}"));
-            keep
+            kept.push(format!("{loss} of {unflushed}"));
+            *losses.entry(loss.name()).or_default() += 1;
+            loss
         });
         self.nemesis.count(FaultKind::Crash);
         let restart_at = self.now + self.nemesis.restart_delay(&mut self.rng);
@@ -492,7 +497,11 @@ impl Simulation {
     fn arm_disk_failure(&mut self) {
         let up: Vec<NodeId> = self.nodes.values().filter(|n| n.is_up()).map(|n| n.pid()).collect();
         let Some(&pid) = up.choose(&mut self.rng) else { return };
-        let failure = if self.rng.gen_bool(0.5) {
+        let failure = if self.config.storage == StorageKind::Persistent && self.rng.gen_bool(0.6) {
+            // Only the persistent backend has crash points inside a flush; the crashable
+            // backend's draws stay as they were, so its seeds replay unchanged.
+            ArmedFailure::CrashInFlush { seed: self.rng.gen() }
+        } else if self.rng.gen_bool(0.5) {
             ArmedFailure::Write(self.rng.gen_range(0..20))
         } else {
             ArmedFailure::Flush(self.rng.gen_range(0..5))

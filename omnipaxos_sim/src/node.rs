@@ -24,12 +24,11 @@ use omnipaxos_core::{
     util::{ConfigurationId, LogEntry, LogIndex, NodeId, ProposalId},
     OmniPaxos, OmniPaxosConfig,
 };
-use omnipaxos_storage::crash_storage::CrashKeep;
 
 use crate::{
     invariants::{Checker, Replica, Violation},
     kv::{ClientId, Command, KvState, OpResult, RequestId},
-    storage::{ArmedFailure, SimStorage},
+    storage::{ArmedFailure, CrashedDisk, DiskLoss, SimStorage, StorageKind},
 };
 
 /// Timing knobs every replica of a run shares.
@@ -127,9 +126,11 @@ pub struct Node {
     pid: NodeId,
     up: bool,
     settings: ReplicaSettings,
+    /// The backend of every replica's disk.
+    storage: StorageKind,
     replicas: BTreeMap<ConfigurationId, Replica>,
     /// The disks of the replicas while the node is down.
-    down_storage: BTreeMap<ConfigurationId, SimStorage>,
+    down_storage: BTreeMap<ConfigurationId, CrashedDisk>,
     configs: BTreeMap<ConfigurationId, OmniPaxosConfig>,
     app: App,
     checkpoint: Checkpoint,
@@ -153,6 +154,7 @@ impl Node {
         pid: NodeId,
         cluster: &ClusterConfig,
         settings: ReplicaSettings,
+        storage: StorageKind,
         state: KvState,
         checkpoint_every: u64,
     ) -> Node {
@@ -162,6 +164,7 @@ impl Node {
             pid,
             up: true,
             settings,
+            storage,
             replicas: BTreeMap::new(),
             down_storage: BTreeMap::new(),
             configs: BTreeMap::new(),
@@ -180,7 +183,8 @@ impl Node {
 
     fn start_replica(&mut self, cluster: &ClusterConfig) {
         let config = replica_config(self.pid, cluster, self.settings);
-        let replica = OmniPaxos::with(config.clone(), SimStorage::default());
+        let storage = SimStorage::new(self.storage, self.pid, cluster.configuration_id);
+        let replica = OmniPaxos::with(config.clone(), storage);
         self.configs.insert(cluster.configuration_id, config);
         self.replicas.insert(cluster.configuration_id, replica);
     }
@@ -426,13 +430,13 @@ impl Node {
         true
     }
 
-    /// The process dies: each replica's disk keeps what `keep` says (given its unflushed calls),
-    /// and everything in memory is lost.
-    pub fn crash(&mut self, mut keep: impl FnMut(usize) -> CrashKeep) {
+    /// The process dies: each replica's disk loses what `loss` says for it (given the disk,
+    /// whose kind and unflushed calls it may look at), and everything in memory is lost.
+    pub fn crash(&mut self, mut loss: impl FnMut(&SimStorage) -> DiskLoss) {
         for (config_id, replica) in std::mem::take(&mut self.replicas) {
             let storage = replica.sequence_paxos().storage();
-            let kept = keep(storage.unflushed_calls());
-            self.down_storage.insert(config_id, storage.crash(kept));
+            let lost = loss(storage);
+            self.down_storage.insert(config_id, storage.crash_disk(lost));
         }
         self.app = App::from_checkpoint(&self.checkpoint);
         self.requests.clear();
@@ -440,17 +444,30 @@ impl Node {
         self.up = false;
     }
 
-    /// A new process starts over the disks the crash left; each replica recovers by itself
+    /// A new process starts over the disks the crash left; each disk is opened (for the
+    /// persistent backend: the write-ahead log's recovery), then each replica recovers by itself
     /// (`OmniPaxos::try_with` runs `fail_recovery` when the disk holds a promise).
-    pub fn restart(&mut self) -> Result<(), String> {
-        for (config_id, storage) in std::mem::take(&mut self.down_storage) {
+    /// Returns what the disks' recovery repaired, as `(name, detail)` (see
+    /// [`SimStorage::recovery_findings`]).
+    pub fn restart(&mut self) -> Result<Vec<(&'static str, String)>, String> {
+        let mut findings = Vec::new();
+        for (config_id, disk) in std::mem::take(&mut self.down_storage) {
+            let storage = disk
+                .recover()
+                .map_err(|e| format!("node {} config {config_id} cannot reopen: {e}", self.pid))?;
+            findings.extend(
+                storage
+                    .recovery_findings()
+                    .into_iter()
+                    .map(|(name, detail)| (name, format!("c{config_id}: {detail}"))),
+            );
             let config = self.configs[&config_id].clone();
             let replica = OmniPaxos::try_with(config, storage)
                 .map_err(|e| format!("node {} config {config_id} cannot restart: {e}", self.pid))?;
             self.replicas.insert(config_id, replica);
         }
         self.up = true;
-        Ok(())
+        Ok(findings)
     }
 
     /// The state machine as `config_id` started at this node, if it did.

@@ -26,6 +26,7 @@ use crate::{
     invariants::Violation,
     nemesis::FaultKind,
     sim::{self, LinearizabilityResult, Report, SimConfig},
+    storage::StorageKind,
 };
 
 thread_local! {
@@ -65,6 +66,7 @@ pub fn run_one(config: SimConfig) -> Report {
                 messages: Default::default(),
                 decided: 0,
                 reconfigurations: 0,
+                disk_losses: BTreeMap::new(),
                 trace: Vec::new(),
             }
         }
@@ -96,6 +98,8 @@ pub struct Totals {
     pub reconfigurations: u64,
     /// Decided log positions.
     pub decided: u64,
+    /// Replica disks crashed, by kind of loss.
+    pub disk_losses: BTreeMap<&'static str, u64>,
 }
 
 impl Totals {
@@ -122,6 +126,9 @@ impl Totals {
         self.messages += report.messages.delivered;
         self.reconfigurations += u64::from(report.reconfigurations);
         self.decided += report.decided as u64;
+        for (&loss, &count) in &report.disk_losses {
+            *self.disk_losses.entry(loss).or_default() += count;
+        }
     }
 }
 
@@ -182,6 +189,14 @@ impl Summary {
                 FaultKind::ALL.iter().map(|k| t.faults.get(k).copied().unwrap_or(0).to_string()).collect();
             let _ = writeln!(out, "| {nodes} | {} |", counts.join(" | "));
         }
+        for (nodes, t) in &self.by_nodes {
+            let losses: Vec<String> = t.disk_losses.iter().map(|(loss, n)| format!("{loss} {n}")).collect();
+            let _ = writeln!(
+                out,
+                "\nN={nodes}: replica disks crashed by loss, and recovery repairs: {}",
+                losses.join(", ")
+            );
+        }
         let mut by_property: BTreeMap<&str, usize> = BTreeMap::new();
         for (_, _, v) in self.violations() {
             *by_property.entry(v.property).or_default() += 1;
@@ -206,6 +221,8 @@ pub struct Batch {
     pub ops: u64,
     /// Worker threads.
     pub threads: usize,
+    /// The replicas' disks.
+    pub storage: StorageKind,
 }
 
 /// Runs every (seed, node count) of the batch; `on_report` sees each report as it finishes
@@ -222,6 +239,7 @@ pub fn run_batch(batch: &Batch, on_report: impl Fn(&Report) + Sync) -> Summary {
                 let Some(&(seed, nodes)) = jobs.get(i) else { break };
                 let mut config = SimConfig::new(seed, nodes);
                 config.ops = batch.ops;
+                config.storage = batch.storage;
                 let report = run_one(config);
                 let mut summary = summary.lock().expect("no worker panics while holding the lock");
                 summary.by_nodes.entry(nodes).or_default().add(&report);

@@ -34,6 +34,7 @@ use crate::{
     nemesis::{FaultKind, Nemesis},
     network::{LinkConfig, Network, NetworkStats, SendFate},
     node::{Node, ReplicaSettings, Reply},
+    storage::{DiskLoss, StorageKind},
 };
 
 /// A message between replicas.
@@ -65,6 +66,8 @@ pub struct SimConfig {
     pub keys: u8,
     /// Replica timing.
     pub settings: ReplicaSettings,
+    /// The replicas' disks: `CrashableStorage`, or `PersistentStorage` on `SimFs`.
+    pub storage: StorageKind,
     /// Ticks after which a client gives up on a request.
     pub client_timeout_ticks: u64,
     /// Longest safety phase, whether or not all operations were issued.
@@ -95,6 +98,7 @@ impl SimConfig {
             clients: 5,
             keys: 4,
             settings: ReplicaSettings { hb_delay_ticks, resend_ticks: 2 * hb_delay_ticks, batch_size: 1 },
+            storage: StorageKind::Crashable,
             client_timeout_ticks: 8 * hb_delay_ticks,
             safety_max_ticks: 60_000,
             liveness_bound_ticks: 60 * hb_delay_ticks,
@@ -146,6 +150,9 @@ pub struct Report {
     pub decided: usize,
     /// Configurations started after the first.
     pub reconfigurations: u32,
+    /// Replica disks crashed (by the nemesis or after a storage failure), by kind of loss; and
+    /// (`recovered-*`) what the persistent storage's recovery repaired when reopening them.
+    pub disk_losses: BTreeMap<&'static str, u64>,
     /// The trace, if asked for.
     pub trace: Vec<String>,
 }
@@ -176,6 +183,8 @@ pub struct Simulation {
     pub(crate) trace: Option<Vec<String>>,
     /// Ticks from healing until every client completed a new operation, once they have.
     pub(crate) recovered_ticks: Option<u64>,
+    /// Replica disks crashed, by kind of loss.
+    pub(crate) disk_losses: BTreeMap<&'static str, u64>,
 }
 
 /// Runs one seed to the end.
@@ -200,7 +209,14 @@ impl Simulation {
             .iter()
             .map(|&pid| {
                 let checkpoint_every = rng.gen_range(1..=40);
-                let mut node = Node::new(pid, &first, config.settings, KvState::default(), checkpoint_every);
+                let mut node = Node::new(
+                    pid,
+                    &first,
+                    config.settings,
+                    config.storage,
+                    KvState::default(),
+                    checkpoint_every,
+                );
                 node.read_locally = config.read_locally;
                 (pid, node)
             })
@@ -222,6 +238,7 @@ impl Simulation {
             nemesis,
             trace,
             recovered_ticks: None,
+            disk_losses: BTreeMap::new(),
             config,
         }
     }
@@ -481,15 +498,22 @@ impl Simulation {
     }
 
     /// A replica hit a storage failure and stopped: the process dies (after a failed fsync
-    /// any prefix of the unflushed writes may be on disk) and restarts later.
+    /// any prefix of the unflushed writes may be on disk; on the persistent backend, any crash
+    /// variant of the unsynced bytes) and restarts later.
     pub(crate) fn fail_stop(&mut self, pid: NodeId, error: &str) {
         let node = self.nodes.get_mut(&pid).expect("a failing node exists");
-        let rng = &mut self.rng;
+        let (rng, losses) = (&mut self.rng, &mut self.disk_losses);
         let mut kept = Vec::new();
-        node.crash(|unflushed| {
-            let keep = CrashKeep::Prefix(rng.gen_range(0..=unflushed));
-            kept.push(format!("{keep:?} of {unflushed}"));
-            keep
+        node.crash(|disk| {
+            let unflushed = disk.unflushed_calls();
+            let loss = match disk.kind() {
+                _ if disk.interrupted().is_some() => disk.interrupted().expect("checked"),
+                StorageKind::Crashable => DiskLoss::Calls(CrashKeep::Prefix(rng.gen_range(0..=unflushed))),
+                StorageKind::Persistent => DiskLoss::draw_bytes(rng),
+            };
+            kept.push(format!("{loss} of {unflushed}"));
+            *losses.entry(loss.name()).or_default() += 1;
+            loss
         });
         let restart_at = self.now + self.nemesis.restart_delay(&mut self.rng);
         self.nemesis.schedule_restart(pid, restart_at);
@@ -516,7 +540,14 @@ impl Simulation {
                 let (donor_pid, state) = (donor.pid(), donor.initial_state(config.configuration_id).cloned());
                 let state = state.expect("checked above");
                 let checkpoint_every = self.rng.gen_range(1..=40);
-                let mut node = Node::new(pid, &config, self.config.settings, state, checkpoint_every);
+                let mut node = Node::new(
+                    pid,
+                    &config,
+                    self.config.settings,
+                    self.config.storage,
+                    state,
+                    checkpoint_every,
+                );
                 node.read_locally = self.config.read_locally;
                 self.nodes.insert(pid, node);
                 self.trace(|| {
@@ -583,12 +614,19 @@ impl Simulation {
     /// Restarts a crashed node.
     pub(crate) fn restart(&mut self, pid: NodeId) -> Result<(), Violation> {
         let node = self.nodes.get_mut(&pid).expect("a crashed node exists");
-        node.restart().map_err(|detail| Violation {
+        let findings = node.restart().map_err(|detail| Violation {
             tick: self.now,
             property: "crashed_replicas_restart",
             detail,
         })?;
-        self.trace(|| format!("RESTART node {pid}"));
+        for (name, _) in &findings {
+            *self.disk_losses.entry(name).or_default() += 1;
+        }
+        let details: Vec<String> = findings.into_iter().map(|(_, detail)| detail).collect();
+        self.trace(|| match details.is_empty() {
+            true => format!("RESTART node {pid}"),
+            false => format!("RESTART node {pid}, recovery repaired: {}", details.join("; ")),
+        });
         self.after_event(pid)
     }
 
@@ -627,6 +665,7 @@ impl Simulation {
             messages: self.network.stats(),
             decided: self.checker.decided_count(),
             reconfigurations: self.configurations.len() as u32 - 1,
+            disk_losses: std::mem::take(&mut self.disk_losses),
             trace: self.trace.take().unwrap_or_default(),
         }
     }
@@ -661,7 +700,7 @@ mod tests {
         assert!(run_until(&mut sim, 200, |s| s.current_leader().is_some() && s.clients.counts().ok > 20));
         let leader = sim.current_leader().expect("elected");
         let other = if leader == 1 { 2 } else { 1 };
-        sim.nodes.get_mut(&other).expect("exists").crash(|_| CrashKeep::All);
+        sim.nodes.get_mut(&other).expect("exists").crash(|_| DiskLoss::Calls(CrashKeep::All));
         sim.restart(other).expect("restarts");
         let ok = sim.clients.counts().ok;
         assert!(run_until(&mut sim, 300, |s| s.clients.counts().ok > ok + 30));
