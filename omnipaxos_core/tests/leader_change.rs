@@ -171,3 +171,39 @@ fn a_delayed_forward_reaching_a_later_round_of_the_same_leader_is_not_appended_a
     cluster.tick(45);
     assert_eq!(cluster.decided(1), vec![5], "the delayed copy was appended again");
 }
+
+#[test]
+fn a_stale_leader_refused_by_a_follower_of_an_unheard_leader_does_not_outbid_it() {
+    let mut cluster = Cluster::<()>::new(&[1, 2, 3]);
+    cluster.elect(1);
+    cluster.disconnect(1, 3);
+    // Node 3 takes over; node 1 never hears of its ballot.
+    cluster.elect_without_delivery(3);
+    cluster.stabilize();
+    let new = cluster.replicas[&3].get_promise();
+    assert!(cluster.replica(3).is_accepting_leader());
+    // The stale leader's next message is refused by node 2 with NotAccepted(new ballot).
+    cluster.append(1, 5);
+    cluster.stabilize();
+    cluster.tick(45);
+    assert!(cluster.trace.iter().any(|l| l.contains("2->1 NotAccepted")), "{}", cluster.trace_tail(20));
+    assert!(cluster.replicas[&1].get_promise() < new, "the stale leader must not start a ballot war");
+    assert!(cluster.replica(3).is_accepting_leader(), "node 3 keeps leading");
+}
+
+#[test]
+fn a_recovering_replica_holding_its_own_unannounced_ballot_is_outbid_and_resynchronised() {
+    let mut cluster = Cluster::<()>::new(&[1, 2, 3]);
+    cluster.elect(1);
+    cluster.append(1, 1);
+    cluster.stabilize();
+    // Node 3 takes over with a higher ballot, but crashes before its Prepare leaves.
+    cluster.elect_without_delivery(3);
+    let phantom = cluster.replicas[&3].get_promise();
+    cluster.crash(3, omnipaxos_storage::crash_storage::CrashKeep::All);
+    cluster.restart(3);
+    cluster.append(1, 2);
+    cluster.tick(45);
+    assert!(cluster.replicas[&1].get_promise() > phantom, "the leader outbid the phantom promise");
+    assert_eq!(cluster.decided(3), vec![1, 2], "node 3 is synchronised again\n{}", cluster.trace_tail(20));
+}

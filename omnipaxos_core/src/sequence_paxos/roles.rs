@@ -159,7 +159,9 @@ where
         if let Role::Leader(leader) = &mut self.role {
             if req.n <= leader.n {
                 leader.handle_prepare_req(&mut self.ctx, from);
-            } else {
+            } else if req.n.pid == from {
+                // The requester recovers holding its own ballot as its promise: it is not
+                // leading with it, and it refuses us until a higher ballot prepares it.
                 self.maybe_outbid_phantom_promise(req.n)?;
             }
         }
@@ -170,17 +172,18 @@ where
         if let Role::Leader(leader) = &mut self.role {
             if n > leader.n {
                 leader.handle_not_accepted(from);
-                self.maybe_outbid_phantom_promise(n)?;
             }
         }
         Ok(())
     }
 
-    /// A peer promised a ballot above ours that no leader ever announced to us (its owner took
-    /// over and crashed, or was cut off, before its Prepare arrived). Nobody leads with it, yet
-    /// the peer refuses us until a higher ballot prepares it: the elected leader outbids it,
-    /// once, with its own priority. A ballot we know a leader for is left alone: that leader,
-    /// not we, should lead, and leader election will tell us.
+    /// A recovering peer holds a ballot of its own above ours as its promise (it took over and
+    /// crashed before its Prepare arrived) and no leader ever announced that ballot to us.
+    /// Nobody leads with it, yet the peer refuses us until a higher ballot prepares it: the
+    /// leader outbids it, once, with its own priority. Only a PrepareReq carrying the
+    /// requester's own ballot triggers this, never a NotAccepted: a NotAccepted may come from
+    /// a follower of a real, higher leader we cannot hear, and outbidding that leader would
+    /// start a ballot war under partial connectivity.
     fn maybe_outbid_phantom_promise(&mut self, n: Ballot) -> Result<(), StorageError> {
         let Role::Leader(leader) = &self.role else { return Ok(()) };
         if n <= self.leader || n <= leader.n || n.config_id != self.ctx.config_id {
