@@ -34,5 +34,6 @@
 
 pub mod conformance;
 pub mod crash_storage;
+mod log_bounds;
 pub mod memory_storage;
 pub mod persistent_storage;

@@ -14,57 +14,10 @@ use omnipaxos_core::{
 };
 
 use super::format::Checkpoint;
+use crate::log_bounds::{index_as_position, length_as_index, LogBounds};
 
 /// A segment's id (its position in the sequence of segment files).
 pub type SegmentId = u64;
-
-/// A `usize` length as a log distance (lossless: `usize` is at most 64 bits).
-fn length_as_index(length: usize) -> LogIndex {
-    LogIndex::try_from(length).expect("a usize length fits in a u64 log index")
-}
-
-/// A log distance bounded by a collection length, as a position.
-fn index_as_position(distance: LogIndex) -> usize {
-    usize::try_from(distance).expect("a distance bounded by a collection length fits in usize")
-}
-
-/// The state a `write_atomically` call validates against: log bounds only (the contract of the
-/// conformance suite: no cross-field rules).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Bounds {
-    compacted_idx: LogIndex,
-    log_end: LogIndex,
-}
-
-impl Bounds {
-    fn after<T, S>(self, op: &StorageOp<T, S>) -> StorageResult<Bounds> {
-        match op {
-            StorageOp::AppendEntries(entries) => self.after_append(self.log_end, entries.len()),
-            StorageOp::AppendOnPrefix(from_idx, entries) => self.after_append(*from_idx, entries.len()),
-            StorageOp::Trim(idx) => {
-                if *idx < self.compacted_idx {
-                    return Err(self.out_of_range(*idx, *idx));
-                }
-                Ok(Bounds { compacted_idx: *idx, log_end: self.log_end.max(*idx) })
-            }
-            _ => Ok(self),
-        }
-    }
-
-    fn after_append(self, from_idx: LogIndex, count: usize) -> StorageResult<Bounds> {
-        let count = length_as_index(count);
-        let error = self.out_of_range(from_idx, from_idx.saturating_add(count));
-        if from_idx < self.compacted_idx || from_idx > self.log_end {
-            return Err(error);
-        }
-        let log_end = from_idx.checked_add(count).ok_or(error)?;
-        Ok(Bounds { compacted_idx: self.compacted_idx, log_end })
-    }
-
-    fn out_of_range(self, from: LogIndex, to: LogIndex) -> StorageError {
-        StorageError::OutOfRange { from, to, compacted_idx: self.compacted_idx, log_end: self.log_end }
-    }
-}
 
 /// The log and the persistent fields of one replica, in memory.
 #[derive(Clone, Debug)]
@@ -187,7 +140,7 @@ impl<T, S> LogState<T, S> {
 
     /// Checks a call's ops against the bounds each earlier op leaves; nothing changes.
     pub fn validate(&self, ops: &[StorageOp<T, S>]) -> StorageResult<()> {
-        let start = Bounds { compacted_idx: self.compacted_idx, log_end: self.log_end() };
+        let start = LogBounds { compacted_idx: self.compacted_idx, log_end: self.log_end() };
         ops.iter().try_fold(start, |bounds, op| bounds.after(op)).map(|_| ())
     }
 
