@@ -243,7 +243,7 @@ impl BallotLeaderElection {
             reported_leader: None,
             now: 0,
             leader_heard_at: 0,
-            suspect_after_ticks: config.hb_delay() + (config.hb_delay() / 5).max(1),
+            suspect_after_ticks: config.hb_delay().saturating_add((config.hb_delay() / 5).max(1)),
             suspecting: false,
             dispatch,
         };
@@ -348,8 +348,10 @@ impl BallotLeaderElection {
 
     /// Changes this server's priority.
     ///
-    /// The new priority goes into this server's ballot now if it does not lead (a leader keeps
-    /// its ballot, which Sequence Paxos is using, and uses the priority in its next ballot).
+    /// A higher priority goes into this server's ballot now if it does not lead; a leader, and a
+    /// server lowering its priority, keep their ballot and use the new priority in their next
+    /// one. A ballot once announced never decreases: peers may follow it, and a lower ballot
+    /// of the same server would leave them following a ballot nobody leads with (issue 8).
     /// If the new priority is higher than the current leader's, this server takes over at the
     /// next round end with ballot `n = leader.n + 1` (or above any higher round it has seen),
     /// provided it is quorum-connected then; otherwise the request lapses. This is a one-shot
@@ -364,7 +366,7 @@ impl BallotLeaderElection {
             self.priority_takeover_pending = false;
             return;
         }
-        self.current_ballot.priority = priority;
+        self.current_ballot.priority = self.current_ballot.priority.max(priority);
         self.priority_takeover_pending = self.leader.is_some_and(|l| priority > l.priority);
         self.check_invariants();
     }
@@ -459,7 +461,9 @@ impl BallotLeaderElection {
             return;
         }
         let leader_ok = reply.leader.is_initial() || reply.leader.config_id == self.config_id;
-        if reply.ballot.pid != from || reply.ballot.config_id != self.config_id || !leader_ok {
+        // A round of u32::MAX could never be outbid: no correct server reaches it.
+        let rounds_ok = reply.ballot.n < u32::MAX && reply.leader.n < u32::MAX;
+        if reply.ballot.pid != from || reply.ballot.config_id != self.config_id || !leader_ok || !rounds_ok {
             debug!(from, ballot = %reply.ballot, leader = %reply.leader, "BLE: dropped a malformed reply");
             return;
         }
@@ -479,7 +483,10 @@ impl BallotLeaderElection {
     /// when a leader stops answering.
     fn maybe_suspect_leader(&mut self) {
         let follower = self.leader.is_some() && !self.is_leader();
-        if !follower || !self.happy || self.now < self.leader_heard_at + self.suspect_after_ticks {
+        if !follower
+            || !self.happy
+            || self.now < self.leader_heard_at.saturating_add(self.suspect_after_ticks)
+        {
             return;
         }
         debug!(pid = self.pid, leader = ?self.leader, "BLE: leader silent, starting a round early");
@@ -618,7 +625,11 @@ impl BallotLeaderElection {
 
     /// Becomes leader with a ballot above every round seen, so it beats the current leader.
     fn take_over(&mut self) {
-        let n = self.highest_round_seen.checked_add(1).expect("ballot rounds exhausted");
+        let Some(n) = self.highest_round_seen.checked_add(1) else {
+            // Only a promise of round u32::MAX from a faulty peer gets here: nothing can outbid it.
+            warn!(pid = self.pid, "BLE: cannot take over: ballot rounds exhausted");
+            return;
+        };
         let ballot = Ballot::with(self.config_id, n, self.priority, self.pid);
         assert!(Some(ballot) > self.leader, "a takeover ballot beats the current leader");
         info!(pid = self.pid, ballot = %ballot, previous = ?self.leader, "BLE: taking over");

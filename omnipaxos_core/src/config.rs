@@ -45,6 +45,9 @@ const DEFAULT_FLUSH_BATCH_TICK_TIMEOUT: u64 = 5;
 const DEFAULT_RESEND_MESSAGE_TICK_TIMEOUT: u64 = 20;
 /// Default ticks per heartbeat round, which is also the election timeout.
 const DEFAULT_HB_DELAY: u64 = 10;
+/// The largest timeout in ticks any setting accepts (about 136 years at one tick per
+/// millisecond): deadlines are sums of timeouts and must not overflow.
+pub const MAX_TIMEOUT_TICKS: u64 = u32::MAX as u64;
 /// Default limit on outgoing Ballot Leader Election messages.
 const DEFAULT_BLE_BUFFER_SIZE: usize = 1000;
 
@@ -136,6 +139,15 @@ pub enum ConfigError {
         /// The configured buffer size.
         buffer_size: usize,
     },
+    /// A timeout in ticks is larger than [`MAX_TIMEOUT_TICKS`]: deadlines computed from it
+    /// could overflow.
+    #[error("`{key}` is {ticks} ticks; it must be at most {max} ticks", max = MAX_TIMEOUT_TICKS)]
+    TimeoutTooLarge {
+        /// The key of the timeout.
+        key: &'static str,
+        /// The configured value.
+        ticks: u64,
+    },
     /// `hb_delay` is 0 ticks: a heartbeat round would never end.
     #[error("`hb_delay` is 0; it must be at least 1 tick")]
     ZeroHeartbeatDelay,
@@ -212,6 +224,10 @@ pub struct SequencePaxosConfig {
     log_file_path: Option<PathBuf>,
     /// Send decided indices only on the next AcceptDecide or at the next tick.
     piggyback_decide: bool,
+    /// A user-chosen id of the cluster; persisted with the replica's identity in its storage.
+    cluster_id: u64,
+    /// Keep the outcome of every own proposal until `take_proposal_outcomes` takes it.
+    proposal_outcomes: bool,
 }
 
 impl Default for SequencePaxosConfig {
@@ -228,6 +244,8 @@ impl Default for SequencePaxosConfig {
             flexible_quorum: None,
             log_file_path: None,
             piggyback_decide: false,
+            cluster_id: 0,
+            proposal_outcomes: true,
         }
     }
 }
@@ -331,6 +349,32 @@ impl SequencePaxosConfig {
         self.piggyback_decide
     }
 
+    /// Sets the id of the cluster (default 0). It is persisted with the replica's identity in
+    /// its storage, so storage of another cluster is refused at start.
+    pub fn set_cluster_id(&mut self, cluster_id: u64) {
+        self.cluster_id = cluster_id;
+    }
+
+    /// The cluster id.
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    /// Whether the replica keeps the outcome of each own proposal until
+    /// [`take_proposal_outcomes`](crate::sequence_paxos::SequencePaxos::take_proposal_outcomes)
+    /// takes it (default `true`). Outcomes are never dropped: they are kept as runs (a leader's
+    /// consecutive proposals decided at consecutive indices take one run, whatever their
+    /// number), and `append` refuses with `BufferFull` while `buffer_size` runs wait to be
+    /// taken. With `false`, nothing is kept or reported and nothing is refused for it.
+    pub fn set_proposal_outcomes(&mut self, keep: bool) {
+        self.proposal_outcomes = keep;
+    }
+
+    /// Whether proposal outcomes are kept; see [`set_proposal_outcomes`](Self::set_proposal_outcomes).
+    pub fn proposal_outcomes(&self) -> bool {
+        self.proposal_outcomes
+    }
+
     /// The priority to become leader.
     pub fn leader_priority(&self) -> u32 {
         self.leader_priority
@@ -375,6 +419,8 @@ impl SequencePaxosConfig {
         if self.resend_message_tick_timeout == 0 {
             return Err(ConfigError::ZeroResendMessageTickTimeout);
         }
+        check_timeout("flush_batch_tick_timeout", self.flush_batch_tick_timeout)?;
+        check_timeout("resend_message_tick_timeout", self.resend_message_tick_timeout)?;
         Ok(())
     }
 
@@ -431,6 +477,8 @@ impl SequencePaxosConfig {
             flexible_quorum: flexible_quorum(keys.read_quorum_size, keys.write_quorum_size)?,
             log_file_path: keys.log_file_path,
             piggyback_decide: keys.piggyback_decide.unwrap_or(defaults.piggyback_decide),
+            cluster_id: keys.cluster_id.unwrap_or(defaults.cluster_id),
+            proposal_outcomes: keys.proposal_outcomes.unwrap_or(defaults.proposal_outcomes),
         })
     }
 }
@@ -583,6 +631,8 @@ impl BLEConfig {
         if self.initial_delay == Some(0) {
             return Err(ConfigError::ZeroInitialDelay);
         }
+        check_timeout("hb_delay", self.hb_delay)?;
+        check_timeout("initial_delay", self.initial_delay())?;
         if self.buffer_size == 0 {
             return Err(ConfigError::ZeroBleBufferSize);
         }
@@ -802,6 +852,13 @@ fn validate_flexible_quorum(
 }
 
 /// The limits on proposals held in memory.
+fn check_timeout(key: &'static str, ticks: u64) -> Result<(), ConfigError> {
+    if ticks > MAX_TIMEOUT_TICKS {
+        return Err(ConfigError::TimeoutTooLarge { key, ticks });
+    }
+    Ok(())
+}
+
 fn validate_buffering(buffer_size: usize, batch_size: usize) -> Result<(), ConfigError> {
     if buffer_size == 0 {
         return Err(ConfigError::ZeroBufferSize);
@@ -872,6 +929,8 @@ struct SequencePaxosKeys {
     read_quorum_size: Option<usize>,
     write_quorum_size: Option<usize>,
     piggyback_decide: Option<bool>,
+    cluster_id: Option<u64>,
+    proposal_outcomes: Option<bool>,
 }
 
 impl SequencePaxosKeys {
@@ -890,6 +949,8 @@ impl SequencePaxosKeys {
             read_quorum_size: hocon_integer(cfg, "read_quorum_size", EXPECTED_U64)?,
             write_quorum_size: hocon_integer(cfg, "write_quorum_size", EXPECTED_U64)?,
             piggyback_decide: hocon_bool(cfg, "piggyback_decide")?,
+            cluster_id: hocon_integer(cfg, "cluster_id", EXPECTED_U64)?,
+            proposal_outcomes: hocon_bool(cfg, "proposal_outcomes")?,
         })
     }
 }
@@ -950,6 +1011,8 @@ struct OmniPaxosKeys {
     read_quorum_size: Option<usize>,
     write_quorum_size: Option<usize>,
     piggyback_decide: Option<bool>,
+    cluster_id: Option<u64>,
+    proposal_outcomes: Option<bool>,
 }
 
 impl OmniPaxosKeys {
@@ -968,6 +1031,8 @@ impl OmniPaxosKeys {
             read_quorum_size: self.read_quorum_size,
             write_quorum_size: self.write_quorum_size,
             piggyback_decide: self.piggyback_decide,
+            cluster_id: self.cluster_id,
+            proposal_outcomes: self.proposal_outcomes,
         };
         let ble = BleKeys {
             config_id: self.config_id,

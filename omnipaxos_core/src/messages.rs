@@ -12,7 +12,7 @@ pub use crate::ballot_leader_election::{BLEMessage, HeartbeatMsg, HeartbeatReply
 use crate::{
     ballot::Ballot,
     storage::{SnapshotType, StopSign},
-    util::{ConfigurationId, LogIndex, NodeId, Proposal, SequenceNumber},
+    util::{ConfigurationId, LogIndex, NodeId, Proposal},
 };
 
 /// A message of the combined [`crate::OmniPaxos`] facade.
@@ -79,7 +79,7 @@ pub enum PaxosMsg<T, S> {
     Prepare(Prepare),
     /// Phase 1b: the follower's promise, with the part of its log the leader may lack.
     Promise(Promise<T, S>),
-    /// The leader's synchronisation of a promised follower's log; starts a new session.
+    /// The leader's synchronisation of a promised follower's log.
     AcceptSync(AcceptSync<T, S>),
     /// Phase 2a: new entries, and the leader's decided index.
     AcceptDecide(AcceptDecide<T>),
@@ -117,9 +117,6 @@ pub struct Prepare {
     pub n_accepted: Ballot,
     /// The leader's accepted index (log end, plus one for a StopSign).
     pub accepted_idx: LogIndex,
-    /// The session the leader opens with this peer: the AcceptSync answering this Prepare has a
-    /// session at least this high, so the peer can refuse any older (delayed) AcceptSync.
-    pub session: u64,
 }
 
 /// The part of a log a synchronisation transfers. The receiver truncates its log to
@@ -157,8 +154,6 @@ pub struct Promise<T, S> {
 pub struct AcceptSync<T, S> {
     /// The leader's ballot.
     pub n: Ballot,
-    /// Starts a new session with this follower.
-    pub seq_num: SequenceNumber,
     /// The leader's decided index.
     pub decided_idx: LogIndex,
     /// What the follower must change to hold the leader's log.
@@ -170,11 +165,13 @@ pub struct AcceptSync<T, S> {
 pub struct AcceptDecide<T> {
     /// The leader's ballot.
     pub n: Ballot,
-    /// Position in the session.
-    pub seq_num: SequenceNumber,
+    /// The log index of the first entry: the leader's log end before it appended them. A
+    /// follower only ever extends a log of ballot `n` with these (never truncates it), so a
+    /// delayed, duplicated or replayed copy changes nothing it already holds.
+    pub start_idx: LogIndex,
     /// The leader's decided index.
     pub decided_idx: LogIndex,
-    /// Entries to append after the follower's log end.
+    /// The leader's entries `[start_idx, start_idx + entries.len())`.
     pub entries: Vec<Proposal<T>>,
 }
 
@@ -201,8 +198,6 @@ pub struct NotAccepted {
 pub struct Decide {
     /// The leader's ballot.
     pub n: Ballot,
-    /// Position in the session.
-    pub seq_num: SequenceNumber,
     /// The leader's decided index.
     pub decided_idx: LogIndex,
 }
@@ -235,9 +230,9 @@ pub enum Compaction {
 pub struct AcceptStopSign {
     /// The leader's ballot.
     pub n: Ballot,
-    /// Position in the session.
-    pub seq_num: SequenceNumber,
-    /// The StopSign, placed at the follower's log end.
+    /// The leader's log end: the StopSign follows the entry before it.
+    pub log_end: LogIndex,
+    /// The StopSign.
     pub ss: Box<StopSign>,
 }
 
@@ -256,13 +251,13 @@ impl<T, S> fmt::Display for PaxosMsg<T, S> {
                 Ok(())
             }
             PaxosMsg::AcceptSync(m) => {
-                write!(f, "AcceptSync n={} seq={} dec={} {}", m.n, m.seq_num, m.decided_idx, m.log_sync)
+                write!(f, "AcceptSync n={} dec={} {}", m.n, m.decided_idx, m.log_sync)
             }
             PaxosMsg::AcceptDecide(m) => write!(
                 f,
-                "AcceptDecide n={} seq={} dec={} entries={}",
+                "AcceptDecide n={} at={} dec={} entries={}",
                 m.n,
-                m.seq_num,
+                m.start_idx,
                 m.decided_idx,
                 m.entries.len()
             ),
@@ -270,7 +265,7 @@ impl<T, S> fmt::Display for PaxosMsg<T, S> {
                 write!(f, "Accepted n={} acc={} dec={}", m.n, m.accepted_idx, m.decided_idx)
             }
             PaxosMsg::NotAccepted(m) => write!(f, "NotAccepted n={}", m.n),
-            PaxosMsg::Decide(m) => write!(f, "Decide n={} seq={} dec={}", m.n, m.seq_num, m.decided_idx),
+            PaxosMsg::Decide(m) => write!(f, "Decide n={} dec={}", m.n, m.decided_idx),
             PaxosMsg::ProposalForward(m) => {
                 write!(f, "ProposalForward proposals={} settled_below={}", m.proposals.len(), m.settled_below)
             }
@@ -280,8 +275,8 @@ impl<T, S> fmt::Display for PaxosMsg<T, S> {
             }
             PaxosMsg::AcceptStopSign(m) => write!(
                 f,
-                "AcceptStopSign n={} seq={} next_config={}",
-                m.n, m.seq_num, m.ss.next_config.configuration_id
+                "AcceptStopSign n={} at={} next_config={}",
+                m.n, m.log_end, m.ss.next_config.configuration_id
             ),
             PaxosMsg::ForwardStopSign(ss) => {
                 write!(f, "ForwardStopSign next_config={}", ss.next_config.configuration_id)

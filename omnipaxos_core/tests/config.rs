@@ -333,6 +333,7 @@ fn variant_name(error: &ConfigError) -> &'static str {
         ConfigError::ZeroFlushBatchTickTimeout => "ZeroFlushBatchTickTimeout",
         ConfigError::ZeroResendMessageTickTimeout => "ZeroResendMessageTickTimeout",
         ConfigError::BatchLargerThanBuffer { .. } => "BatchLargerThanBuffer",
+        ConfigError::TimeoutTooLarge { .. } => "TimeoutTooLarge",
         ConfigError::ZeroHeartbeatDelay => "ZeroHeartbeatDelay",
         ConfigError::ZeroInitialDelay => "ZeroInitialDelay",
         ConfigError::ZeroBleBufferSize => "ZeroBleBufferSize",
@@ -344,7 +345,7 @@ fn variant_name(error: &ConfigError) -> &'static str {
 }
 
 /// Every variant, for the coverage test.
-const ALL_VARIANTS: [&str; 24] = [
+const ALL_VARIANTS: [&str; 25] = [
     "MissingKey",
     "WrongType",
     "IncompleteFlexibleQuorum",
@@ -362,6 +363,7 @@ const ALL_VARIANTS: [&str; 24] = [
     "ZeroFlushBatchTickTimeout",
     "ZeroResendMessageTickTimeout",
     "BatchLargerThanBuffer",
+    "TimeoutTooLarge",
     "ZeroHeartbeatDelay",
     "ZeroInitialDelay",
     "ZeroBleBufferSize",
@@ -426,6 +428,10 @@ fn sequence_paxos_errors() -> Vec<(ConfigError, &'static str)> {
             "`resend_message_tick_timeout` is 0",
         ),
         (
+            sequence_paxos_error(|c| c.set_resend_message_tick_timeout(u64::MAX)),
+            "`resend_message_tick_timeout` is 18446744073709551615 ticks; it must be at most 4294967295",
+        ),
+        (
             sequence_paxos_error(|c| {
                 c.set_buffer_size(4);
                 c.set_batch_size(5);
@@ -447,6 +453,8 @@ fn ble_and_combined_errors() -> Vec<(ConfigError, &'static str)> {
     vec![
         (ble_error(|c| c.set_hb_delay(0)), "`hb_delay` is 0"),
         (ble_error(|c| c.set_initial_delay(0)), "`initial_delay` is 0"),
+        (ble_error(|c| c.set_hb_delay(u64::MAX)), "`hb_delay` is 18446744073709551615 ticks"),
+        (ble_error(|c| c.set_initial_delay(1 << 40)), "`initial_delay` is 1099511627776 ticks"),
         (ble_error(|c| c.set_buffer_size(0)), "`ble_buffer_size` is 0"),
         (ble_error(|c| c.set_configuration_id(0)), "configuration id is 0"),
         (ble_error(|c| c.set_peers(vec![1, 1])), "node 1 is listed twice"),

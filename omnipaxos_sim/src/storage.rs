@@ -528,4 +528,8 @@ impl Storage<Command, KvSnapshot> for SimStorage {
     fn get_incarnation(&self) -> StorageResult<u64> {
         self.port().get_incarnation()
     }
+
+    fn get_identity(&self) -> StorageResult<Option<omnipaxos_core::storage::ReplicaIdentity>> {
+        self.port().get_identity()
+    }
 }

@@ -137,6 +137,10 @@ impl<T, S, St: Storage<T, S>> Storage<T, S> for FlushAfterEveryWrite<St> {
     fn get_incarnation(&self) -> Result<u64, StorageError> {
         self.0.get_incarnation()
     }
+
+    fn get_identity(&self) -> Result<Option<omnipaxos_core::storage::ReplicaIdentity>, StorageError> {
+        self.0.get_identity()
+    }
 }
 
 /// Runs every check, each on fresh storages made by `make_empty`.

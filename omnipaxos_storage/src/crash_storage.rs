@@ -19,7 +19,7 @@
 
 use omnipaxos_core::{
     ballot_leader_election::Ballot,
-    storage::{StopSign, Storage, StorageError, StorageOp, StorageResult},
+    storage::{ReplicaIdentity, StopSign, Storage, StorageError, StorageOp, StorageResult},
     util::{LogIndex, Proposal},
 };
 
@@ -232,5 +232,9 @@ impl<T: Clone, S: Clone> Storage<T, S> for CrashableStorage<T, S> {
 
     fn get_incarnation(&self) -> StorageResult<u64> {
         self.live.get_incarnation()
+    }
+
+    fn get_identity(&self) -> StorageResult<Option<ReplicaIdentity>> {
+        self.live.get_identity()
     }
 }

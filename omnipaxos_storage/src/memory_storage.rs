@@ -7,7 +7,7 @@
 use crate::log_bounds::{index_as_position, length_as_index, LogBounds};
 use omnipaxos_core::{
     ballot_leader_election::Ballot,
-    storage::{StopSign, Storage, StorageError, StorageOp, StorageResult},
+    storage::{ReplicaIdentity, StopSign, Storage, StorageError, StorageOp, StorageResult},
     util::{LogIndex, Proposal},
 };
 
@@ -27,6 +27,7 @@ pub struct MemoryStorage<T, S> {
     stopsign: Option<StopSign>,
     snapshot: Option<S>,
     incarnation: u64,
+    identity: Option<ReplicaIdentity>,
     /// Set by the first failed write; from then on every write and flush is refused, because
     /// the storage contract is fail-stop (see `omnipaxos_core::storage`).
     poisoned: bool,
@@ -49,6 +50,7 @@ impl<T, S> Default for MemoryStorage<T, S> {
             stopsign: None,
             snapshot: None,
             incarnation: 0,
+            identity: None,
             poisoned: false,
             write_count: 0,
             flush_count: 0,
@@ -107,6 +109,7 @@ impl<T, S> MemoryStorage<T, S> {
             StorageOp::SetStopSign(stopsign) => self.stopsign = stopsign,
             StorageOp::SetSnapshot(snapshot) => self.snapshot = snapshot,
             StorageOp::SetIncarnation(incarnation) => self.incarnation = incarnation,
+            StorageOp::SetIdentity(identity) => self.identity = Some(identity),
         }
     }
 
@@ -204,5 +207,9 @@ impl<T: Clone, S: Clone> Storage<T, S> for MemoryStorage<T, S> {
 
     fn get_incarnation(&self) -> StorageResult<u64> {
         Ok(self.incarnation)
+    }
+
+    fn get_identity(&self) -> StorageResult<Option<ReplicaIdentity>> {
+        Ok(self.identity)
     }
 }

@@ -121,6 +121,10 @@ impl Storage<u64, SumSnapshot> for ReopenAfterEveryWrite {
     fn get_incarnation(&self) -> StorageResult<u64> {
         self.inner().get_incarnation()
     }
+
+    fn get_identity(&self) -> StorageResult<Option<omnipaxos_core::storage::ReplicaIdentity>> {
+        self.inner().get_identity()
+    }
 }
 
 #[test]
@@ -183,6 +187,10 @@ impl Storage<u64, SumSnapshot> for NonAtomicStorage {
     }
     fn get_incarnation(&self) -> StorageResult<u64> {
         self.0.get_incarnation()
+    }
+
+    fn get_identity(&self) -> StorageResult<Option<omnipaxos_core::storage::ReplicaIdentity>> {
+        self.0.get_identity()
     }
 }
 

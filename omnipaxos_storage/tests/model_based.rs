@@ -139,6 +139,7 @@ impl Model {
             StorageOp::SetStopSign(stopsign) => self.stopsign = stopsign.clone(),
             StorageOp::SetSnapshot(snapshot) => self.snapshot = *snapshot,
             StorageOp::SetIncarnation(incarnation) => self.incarnation = *incarnation,
+            StorageOp::SetIdentity(_) => {}
         }
         Ok(())
     }

@@ -262,5 +262,6 @@ fn describe_op(op: &StorageOp<Vec<u8>, Vec<u8>>, format: EntryFormat) -> String 
         StorageOp::SetSnapshot(Some(bytes)) => format!("SetSnapshot {} bytes", bytes.len()),
         StorageOp::SetSnapshot(None) => "SetSnapshot none".to_string(),
         StorageOp::SetIncarnation(incarnation) => format!("SetIncarnation {incarnation}"),
+        StorageOp::SetIdentity(identity) => format!("SetIdentity {identity}"),
     }
 }

@@ -64,6 +64,7 @@ impl DurableState {
             }
             StorageOp::SetSnapshot(_) => {}
             StorageOp::SetIncarnation(i) => self.incarnation = *i,
+            StorageOp::SetIdentity(_) => {}
         }
     }
 
@@ -124,7 +125,7 @@ where
         storage: B,
         state: DurableState,
     ) -> Self {
-        let ledger = ProposalLedger::new(pid, state.incarnation, buffer_size);
+        let ledger = ProposalLedger::new(pid, state.incarnation, buffer_size, true);
         Context {
             pid,
             peers,
@@ -266,58 +267,134 @@ where
         Ok(LogSync { decided_snapshot, suffix, sync_idx: from, stopsign: self.state.stopsign.clone() })
     }
 
-    /// Makes this replica's log equal to the sender's log as described by `sync`, and sets the
+    /// Makes this replica's log hold the sender's log of ballot `round` as described by `sync`
+    /// (a snapshot of the decided prefix, then the entries from `sync_idx` on), and sets the
     /// accepted round and decided index, in one atomic write. Own proposals that the new log no
-    /// longer holds go back to waiting (they will be forwarded again). Returns false, changing
-    /// nothing, if the sync cannot be applied (it starts beyond our log and has no snapshot).
+    /// longer holds go back to waiting.
+    ///
+    /// Two rules make this safe against any delayed or replayed sync:
+    /// - a log already synchronised in `round` is only ever extended: both it and the sync are
+    ///   prefixes of the one log the leader of `round` builds, so the longer one wins;
+    /// - decided entries are never rewritten: a sync of another round starts at our decided
+    ///   index at the lowest, and one whose log ends before it is refused.
+    ///
+    /// Returns false, changing nothing, if the sync cannot be applied (it leaves a gap, or it
+    /// contradicts the decided prefix).
     pub(crate) fn apply_log_sync(
         &mut self,
         sync: LogSync<T, S>,
-        accepted_round: Ballot,
+        round: Ballot,
         decided_idx: LogIndex,
     ) -> Result<bool, StorageError> {
-        let LogSync { decided_snapshot, suffix, sync_idx, stopsign } = sync;
-        let mut ops = self.snapshot_ops(decided_snapshot, sync_idx)?;
-        let installed_snapshot = !ops.is_empty();
-        let mut start = sync_idx;
-        if ops.is_empty() && start > self.state.log_end {
-            // Entries between our log end and the sync are missing and no snapshot covers them:
-            // applying it would place entries at the wrong index. Refuse it.
+        if sync.sync_idx.checked_add(sync.suffix.len() as LogIndex).is_none() {
+            tracing::warn!(pid = self.pid, sync_idx = sync.sync_idx, "log sync refused: its end overflows");
+            return Ok(false);
+        }
+        if self.state.stopsign_decided() {
+            // This configuration's log is final and every later leader holds it: note the round.
+            if self.state.accepted_round != round {
+                self.write(vec![StorageOp::SetAcceptedRound(round)])?;
+            }
+            return Ok(true);
+        }
+        let same_round = self.state.accepted_round == round;
+        if same_round && sync.sync_idx <= self.state.log_end {
+            self.extend_with_sync(sync, round, decided_idx)
+        } else {
+            self.replace_with_sync(sync, round, decided_idx, same_round)
+        }
+    }
+
+    /// A sync of the round our log is already synchronised in, starting inside our log: both
+    /// are prefixes of the same log, so we keep ours and append what the sync has beyond it.
+    fn extend_with_sync(
+        &mut self,
+        sync: LogSync<T, S>,
+        round: Ballot,
+        decided_idx: LogIndex,
+    ) -> Result<bool, StorageError> {
+        let LogSync { mut suffix, sync_idx, stopsign, .. } = sync;
+        let log_end = self.state.log_end;
+        let sync_end = sync_idx + suffix.len() as LogIndex;
+        let mut ops = Vec::with_capacity(3);
+        if self.state.stopsign.is_none() && sync_end >= log_end {
+            suffix.drain(..(log_end - sync_idx) as usize);
+            let new_accepted = sync_end + u64::from(stopsign.is_some());
+            if !suffix.is_empty() {
+                self.record_own(&suffix);
+                ops.push(StorageOp::AppendEntries(suffix));
+            }
+            if stopsign.is_some() {
+                ops.push(StorageOp::SetStopSign(stopsign));
+            }
+            let decided = decided_idx.min(new_accepted);
+            if decided > self.state.decided_idx {
+                ops.push(StorageOp::SetDecidedIdx(decided));
+            }
+        } else {
+            let decided = decided_idx.min(self.state.accepted_idx());
+            if decided > self.state.decided_idx {
+                ops.push(StorageOp::SetDecidedIdx(decided));
+            }
+        }
+        debug_assert_eq!(self.state.accepted_round, round);
+        if !ops.is_empty() {
+            self.write(ops)?;
+        }
+        self.observe_decided();
+        Ok(true)
+    }
+
+    /// A sync of a newer round (or one reaching beyond our log with a snapshot): our log from
+    /// the sync's start is replaced, but never below our decided index.
+    fn replace_with_sync(
+        &mut self,
+        sync: LogSync<T, S>,
+        round: Ballot,
+        decided_idx: LogIndex,
+        same_round: bool,
+    ) -> Result<bool, StorageError> {
+        let LogSync { decided_snapshot, mut suffix, sync_idx, stopsign } = sync;
+        let log_end = self.state.log_end;
+        let sync_end = sync_idx + suffix.len() as LogIndex;
+        // Our decided entries stay. A sync that ends inside them contradicts them: refuse it.
+        let keep = if same_round { log_end } else { self.state.decided_idx.min(log_end) };
+        if sync_end < keep {
             tracing::error!(
                 pid = self.pid,
+                sync_end,
+                keep,
+                "log sync refused: it ends inside our decided prefix"
+            );
+            return Ok(false);
+        }
+        let mut ops = self.snapshot_ops(decided_snapshot, sync_idx)?;
+        let installed_snapshot = !ops.is_empty();
+        if !installed_snapshot && sync_idx > log_end {
+            // Entries between our log end and the sync are missing and no snapshot covers them:
+            // applying it would place entries at the wrong index. Refuse it.
+            tracing::warn!(
+                pid = self.pid,
                 sync_idx,
-                log_end = self.state.log_end,
+                log_end,
                 "log sync refused: it leaves a gap and carries no snapshot"
             );
             return Ok(false);
         }
-        let compacted_after = if ops.is_empty() { self.state.compacted_idx } else { sync_idx };
-        let mut suffix = suffix;
-        if start < compacted_after {
-            // The head of the suffix is already compacted here: keep only what follows.
-            let skip = (compacted_after - start).min(suffix.len() as LogIndex);
-            suffix.drain(..skip as usize);
-            start = compacted_after;
-        }
-        let truncated = if start < self.state.log_end && self.ledger.has_in_log_from(start) {
-            self.read_entries(start.max(self.state.compacted_idx), self.state.log_end)?
+        let compacted_after = if installed_snapshot { sync_idx } else { self.state.compacted_idx };
+        let start = sync_idx.max(keep).max(compacted_after);
+        suffix.drain(..(start - sync_idx) as usize);
+        let truncated = if start < log_end && self.ledger.has_in_log_from(start) {
+            self.read_entries(start.max(self.state.compacted_idx), log_end)?
         } else {
             Vec::new()
         };
-        let new_accepted = start + suffix.len() as LogIndex + u64::from(stopsign.is_some());
-        if start < self.state.decided_idx {
-            tracing::warn!(
-                pid = self.pid,
-                start,
-                decided_idx = self.state.decided_idx,
-                "log sync rewrites decided entries"
-            );
-        }
-        let decided = decided_idx.max(self.state.decided_idx).min(new_accepted);
+        let new_accepted = sync_end + u64::from(stopsign.is_some());
+        let decided = decided_idx.min(new_accepted).max(self.state.decided_idx).max(compacted_after);
         ops.push(StorageOp::AppendOnPrefix(start, suffix.clone()));
         ops.push(StorageOp::SetStopSign(stopsign));
-        ops.push(StorageOp::SetAcceptedRound(accepted_round));
-        ops.push(StorageOp::SetDecidedIdx(decided.max(self.state.compacted_idx)));
+        ops.push(StorageOp::SetAcceptedRound(round));
+        ops.push(StorageOp::SetDecidedIdx(decided));
         self.write(ops)?;
         self.ledger.observe_truncated(start, truncated);
         self.ledger.observe_written(start, &suffix);

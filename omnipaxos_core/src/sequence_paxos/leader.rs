@@ -11,7 +11,7 @@ use crate::{
         Promise, ProposalForward,
     },
     storage::{Snapshot, StopSign, Storage, StorageError, StorageOp},
-    util::{LogIndex, NodeId, Proposal, SequenceNumber},
+    util::{LogIndex, NodeId, Proposal},
 };
 
 use super::{context::Context, proposals::ForwardFilter};
@@ -47,8 +47,6 @@ struct Progress {
     state: PeerState,
     /// The peer's log is durable up to here in this ballot (0 until its first Accepted).
     accepted_idx: LogIndex,
-    /// Last sequence number sent in the peer's session.
-    seq: SequenceNumber,
     /// Position in the outgoing queue of an unsent AcceptDecide to extend instead of adding one.
     pending_accept: Option<usize>,
     /// The decided index last sent to the peer.
@@ -62,7 +60,6 @@ impl Progress {
         Progress {
             state: PeerState::NotPromised,
             accepted_idx: 0,
-            seq: SequenceNumber::default(),
             pending_accept: None,
             decided_sent: 0,
             decided_reported: 0,
@@ -71,11 +68,6 @@ impl Progress {
 
     fn is_synced(&self) -> bool {
         matches!(self.state, PeerState::Promised { synced: true, .. })
-    }
-
-    fn next_seq(&mut self) -> SequenceNumber {
-        self.seq.counter += 1;
-        self.seq
     }
 }
 
@@ -220,17 +212,16 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         }
     }
 
-    /// Sends Prepare and opens a new session with the peer: every AcceptSync sent before has a
-    /// lower session, so the peer can tell a delayed one from the answer to this Prepare.
+    /// Sends Prepare to a peer.
     fn send_prepare<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>, to: NodeId) {
-        let Some(progress) = self.peers.get_mut(&to) else { return };
-        progress.seq = SequenceNumber { session: progress.seq.session + 1, counter: 0 };
+        if self.peers.get(&to).is_none() {
+            return;
+        }
         let prepare = Prepare {
             n: self.n,
             decided_idx: ctx.state.decided_idx,
             n_accepted: ctx.state.accepted_round,
             accepted_idx: ctx.state.accepted_idx(),
-            session: progress.seq.session,
         };
         ctx.send(to, PaxosMsg::Prepare(prepare));
     }
@@ -292,7 +283,8 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         ctx.append_entries(entries)
     }
 
-    /// Sends `entries` to `to`, extending an unsent AcceptDecide if there is one.
+    /// Sends `entries`, which go at the leader's log end, to `to`, extending an unsent
+    /// AcceptDecide if there is one.
     fn send_accept_decide<B: Storage<T, S>>(
         &mut self,
         ctx: &mut Context<T, S, B>,
@@ -300,6 +292,7 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         entries: &[Proposal<T>],
     ) {
         let decided_idx = ctx.state.decided_idx;
+        let start_idx = ctx.state.log_end;
         let Some(progress) = self.peers.get_mut(&to) else { return };
         if let Some(i) = progress.pending_accept {
             if let Some(PaxosMsg::AcceptDecide(acc)) = ctx.outgoing.get_mut(i).map(|m| &mut m.msg) {
@@ -309,10 +302,9 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
                 return;
             }
         }
-        let seq_num = progress.next_seq();
         progress.pending_accept = Some(ctx.outgoing.len());
         progress.decided_sent = decided_idx;
-        let msg = AcceptDecide { n: self.n, seq_num, decided_idx, entries: entries.to_vec() };
+        let msg = AcceptDecide { n: self.n, start_idx, decided_idx, entries: entries.to_vec() };
         ctx.send(to, PaxosMsg::AcceptDecide(msg));
     }
 
@@ -347,8 +339,8 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
     ) {
         let Some(progress) = self.peers.get_mut(&to) else { return };
         progress.pending_accept = None;
-        let seq_num = progress.next_seq();
-        ctx.send(to, PaxosMsg::AcceptStopSign(AcceptStopSign { n: self.n, seq_num, ss: Box::new(ss) }));
+        let log_end = ctx.state.log_end;
+        ctx.send(to, PaxosMsg::AcceptStopSign(AcceptStopSign { n: self.n, log_end, ss: Box::new(ss) }));
     }
 
     /// Phase 1b arrives: record it; with a read quorum, adopt the best log and start accepting.
@@ -408,7 +400,6 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
             self.restart_prepare(ctx, *round);
             return Ok(());
         }
-        self.fill_filter(ctx)?;
         self.propose_buffered(ctx, round.buffered, round.buffered_stopsign)?;
         tracing::info!(pid = ctx.pid, n = %self.n, accepted_idx = ctx.state.accepted_idx(), "leader accepts");
         let promised: Vec<NodeId> = self
@@ -472,17 +463,6 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         Ok(true)
     }
 
-    /// Remembers the proposals in the undecided part of the log, so forwarded copies are dropped.
-    fn fill_filter<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>) -> Result<(), StorageError> {
-        let from = ctx.state.decided_idx.min(ctx.state.log_end).max(ctx.state.compacted_idx);
-        for p in ctx.read_entries(from, ctx.state.log_end)? {
-            if !ctx.ledger.is_own(&p.id) {
-                self.filter.note_held(&p.id);
-            }
-        }
-        Ok(())
-    }
-
     /// Appends what was proposed during the Prepare phase, unless the log is sealed.
     fn propose_buffered<B: Storage<T, S>>(
         &mut self,
@@ -527,15 +507,13 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         let log_sync = ctx.create_log_sync(valid_idx)?;
         let decided_idx = ctx.state.decided_idx;
         let progress = self.peers.get_mut(&to).expect("checked above");
-        progress.seq = SequenceNumber { session: progress.seq.session + 1, counter: 0 };
         progress.state = PeerState::Promised { meta, synced: true };
         progress.accepted_idx = 0;
         progress.decided_reported = 0;
         progress.pending_accept = None;
         progress.decided_sent = decided_idx;
-        let seq_num = progress.seq;
         let log_sync = Box::new(log_sync);
-        ctx.send(to, PaxosMsg::AcceptSync(AcceptSync { n: self.n, seq_num, decided_idx, log_sync }));
+        ctx.send(to, PaxosMsg::AcceptSync(AcceptSync { n: self.n, decided_idx, log_sync }));
         Ok(())
     }
 
@@ -631,8 +609,7 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
                 progress.decided_sent = decided_idx;
             } else if standalone {
                 progress.decided_sent = decided_idx;
-                let seq_num = progress.next_seq();
-                ctx.send(pid, PaxosMsg::Decide(Decide { n: self.n, seq_num, decided_idx }));
+                ctx.send(pid, PaxosMsg::Decide(Decide { n: self.n, decided_idx }));
             } else {
                 self.decide_pending = true;
             }
@@ -671,7 +648,9 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         ctx: &mut Context<T, S, B>,
         fwd: ProposalForward<T>,
     ) -> Result<(), StorageError> {
-        if ctx.state.stopsign.is_some() || fwd.n != self.n {
+        // Forwards come only from followers synchronised in this ballot, so never during the
+        // Prepare phase; anything else is a stray copy (see `maybe_forward_proposals`).
+        if ctx.state.stopsign.is_some() || fwd.n != self.n || !self.is_accepting() {
             return Ok(());
         }
         if let Some(first) = fwd.proposals.first() {
@@ -694,8 +673,9 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
     }
 
     /// Periodic resend: Prepare to peers that have not promised; a probe to followers that lag
-    /// (an empty AcceptDecide: if a message before it was lost, the follower sees the gap and
-    /// asks to be synchronised again; otherwise it answers with Accepted).
+    /// (an empty AcceptDecide at the leader's log end: if entries before it were lost, the
+    /// follower sees the gap and asks to be synchronised again; otherwise it answers with
+    /// Accepted).
     pub(crate) fn resend<B: Storage<T, S>>(
         &mut self,
         ctx: &mut Context<T, S, B>,
@@ -723,7 +703,12 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
             .map(|(&id, _)| id)
             .collect();
         for peer in lagging {
-            self.send_accept_decide(ctx, peer, &[]);
+            // The probe names the leader's log end; with a StopSign, the probe is the StopSign
+            // itself, so a lost AcceptStopSign is sent again.
+            match ctx.state.stopsign.clone() {
+                Some(ss) => self.send_accept_stopsign(ctx, peer, ss),
+                None => self.send_accept_decide(ctx, peer, &[]),
+            }
         }
         Ok(())
     }

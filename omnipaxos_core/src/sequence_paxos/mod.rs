@@ -34,7 +34,7 @@ use crate::{
     config::ConfigError,
     errors::{CompactionErr, ProposeErr, ReplicaError},
     messages::{Compaction, PaxosMessage, PaxosMsg, PrepareReq},
-    storage::{ClusterConfig, Snapshot, StopSign, Storage, StorageError, StorageOp},
+    storage::{ClusterConfig, ReplicaIdentity, Snapshot, StopSign, Storage, StorageError, StorageOp},
     util::{LogIndex, NodeId, Proposal, ProposalId},
 };
 use context::{Context, DurableState};
@@ -100,6 +100,17 @@ where
             Some(path) => Some(crate::config::file_dispatch(path, config.pid())?),
             None => None,
         };
+        let identity = ReplicaIdentity {
+            cluster_id: config.cluster_id(),
+            configuration_id: config.configuration_id(),
+            pid: config.pid(),
+        };
+        let stored_identity = storage.get_identity()?;
+        if let Some(stored) = stored_identity {
+            if stored != identity {
+                return Err(CreateError::IdentityMismatch { stored, expected: identity });
+            }
+        }
         let state = load_state(&storage)?;
         let mut ctx = Context::new(
             config.pid(),
@@ -114,10 +125,16 @@ where
         );
         ctx.piggyback_decide = config.piggyback_decide();
         let incarnation = ctx.state.incarnation + 1;
-        // Durable before any proposal id of this incarnation exists: ids must never repeat.
-        ctx.write(vec![StorageOp::SetIncarnation(incarnation)])?;
+        // Durable before any proposal id of this incarnation exists: ids must never repeat. The
+        // first start also records whose storage this is.
+        let mut ops = vec![StorageOp::SetIncarnation(incarnation)];
+        if stored_identity.is_none() {
+            ops.push(StorageOp::SetIdentity(identity));
+        }
+        ctx.write(ops)?;
         ctx.flush()?;
-        ctx.ledger = proposals::ProposalLedger::new(ctx.pid, incarnation, ctx.buffer_size);
+        ctx.ledger =
+            proposals::ProposalLedger::new(ctx.pid, incarnation, ctx.buffer_size, config.proposal_outcomes());
         let recovering = !ctx.state.promise.is_initial();
         let mut sp = SequencePaxos {
             leader: ctx.state.promise,
@@ -221,7 +238,9 @@ where
         if self.has_stopsign() {
             return Err(ProposeErr::PendingReconfigEntry(entry));
         }
-        if self.pending_count() >= self.ctx.buffer_size {
+        if self.pending_count() >= self.ctx.buffer_size
+            || self.ctx.ledger.outcome_runs() >= self.ctx.buffer_size
+        {
             return Err(ProposeErr::BufferFull(entry, self.ctx.buffer_size));
         }
         let id = self.ctx.ledger.next_id();
@@ -343,7 +362,9 @@ where
     }
 
     /// Moves the outcomes of this replica's own proposals (decided at an index, or dropped) into
-    /// `buffer`. At most `buffer_size` outcomes are kept if they are never taken.
+    /// `buffer`. Outcomes are kept until taken, never dropped; while `buffer_size` runs of them
+    /// wait, `append` refuses with `BufferFull` (see
+    /// [`SequencePaxosConfig::set_proposal_outcomes`] to turn them off).
     pub fn take_proposal_outcomes(&mut self, buffer: &mut Vec<(ProposalId, ProposalOutcome)>) {
         self.ctx.ledger.take_outcomes(buffer);
     }
@@ -521,14 +542,13 @@ where
         match reaction {
             follower::Reaction::None => Ok(()),
             follower::Reaction::Recover(leader) => {
+                // Ask once; the resend timer asks again while we stay in Recover.
+                let asked = matches!(&self.role, Role::Follower(f) if f.phase == FollowerPhase::Recover);
                 self.become_follower(FollowerPhase::Recover);
-                let n = self.ctx.state.promise;
-                self.ctx.send(leader, PaxosMsg::PrepareReq(PrepareReq { n }));
-                Ok(())
-            }
-            follower::Reaction::Synced => {
-                self.maybe_forward_proposals();
-                self.maybe_forward_stopsign();
+                if !asked {
+                    let n = self.ctx.state.promise;
+                    self.ctx.send(leader, PaxosMsg::PrepareReq(PrepareReq { n }));
+                }
                 Ok(())
             }
         }
@@ -544,6 +564,14 @@ pub enum CreateError {
     /// Reading or writing the storage failed.
     #[error("storage failed: {0}")]
     Storage(#[from] StorageError),
+    /// The storage belongs to another replica: another node, configuration or cluster.
+    #[error("storage identity mismatch: the storage is of {stored}, this replica is {expected}")]
+    IdentityMismatch {
+        /// The identity recorded in the storage.
+        stored: ReplicaIdentity,
+        /// This replica's identity, from its configuration.
+        expected: ReplicaIdentity,
+    },
 }
 
 /// Loads the durable state from storage and checks that it is consistent.

@@ -429,6 +429,8 @@ pub fn encode_ops<T: Serialize, S: Serialize>(
                 put_u8(out, OP_SET_INCARNATION);
                 put_u64(out, *incarnation);
             }
+            // Never encoded: every segment header records the owner.
+            StorageOp::SetIdentity(_) => {}
         }
     }
     Ok(())

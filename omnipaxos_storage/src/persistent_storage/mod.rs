@@ -42,7 +42,7 @@ use std::{fmt, io, path::PathBuf};
 
 use omnipaxos_core::{
     ballot_leader_election::Ballot,
-    storage::{StopSign, Storage, StorageError, StorageOp, StorageResult},
+    storage::{ReplicaIdentity, StopSign, Storage, StorageError, StorageOp, StorageResult},
     util::{ConfigurationId, LogIndex, NodeId, Proposal},
 };
 use serde::{de::DeserializeOwned, Serialize};
@@ -340,6 +340,27 @@ impl<T, S, F: FileSystem> PersistentStorage<T, S, F> {
         self.poisoned = true;
         Err(error)
     }
+
+    /// The owner recorded in the segment headers, as the core names it.
+    pub fn replica_identity(&self) -> ReplicaIdentity {
+        let identity = self.wal.identity();
+        ReplicaIdentity {
+            cluster_id: identity.cluster_id,
+            configuration_id: identity.configuration_id,
+            pid: identity.node_id,
+        }
+    }
+
+    /// A `SetIdentity` op must name the owner the headers record.
+    fn check_identity_ops(&self, ops: &[StorageOp<T, S>]) -> Option<StorageError> {
+        let stored = self.replica_identity();
+        ops.iter().find_map(|op| match op {
+            StorageOp::SetIdentity(given) if *given != stored => {
+                Some(StorageError::IdentityMismatch { stored, given: *given })
+            }
+            _ => None,
+        })
+    }
 }
 
 impl<T, S, F> Storage<T, S> for PersistentStorage<T, S, F>
@@ -355,6 +376,11 @@ where
         if self.poisoned {
             return Err(StorageError::Poisoned);
         }
+        let mut ops = ops;
+        if let Some(error) = self.check_identity_ops(&ops) {
+            return self.fail(error);
+        }
+        ops.retain(|op| !matches!(op, StorageOp::SetIdentity(_)));
         if ops.is_empty() {
             return Ok(());
         }
@@ -430,5 +456,10 @@ where
 
     fn get_incarnation(&self) -> StorageResult<u64> {
         Ok(self.state.incarnation)
+    }
+
+    /// The owner recorded in every segment header.
+    fn get_identity(&self) -> StorageResult<Option<ReplicaIdentity>> {
+        Ok(Some(self.replica_identity()))
     }
 }

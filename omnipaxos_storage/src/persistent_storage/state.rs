@@ -159,6 +159,8 @@ impl<T, S> LogState<T, S> {
             StorageOp::SetStopSign(stopsign) => self.stopsign = stopsign,
             StorageOp::SetSnapshot(snapshot) => self.snapshot = snapshot,
             StorageOp::SetIncarnation(incarnation) => self.incarnation = incarnation,
+            // The segment headers record the owner; `write_atomically` checked it.
+            StorageOp::SetIdentity(_) => {}
         }
         self.check_invariants();
     }

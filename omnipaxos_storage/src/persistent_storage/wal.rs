@@ -253,6 +253,11 @@ impl<F: FileSystem> Wal<F> {
         &self.fs
     }
 
+    /// The owner recorded in every segment header.
+    pub fn identity(&self) -> Identity {
+        self.identity
+    }
+
     /// The segment new entries go to.
     pub fn active_id(&self) -> SegmentId {
         self.segments.back().expect("there is always an active segment").0
