@@ -188,6 +188,8 @@ pub struct BallotLeaderElection {
     suspecting: bool,
     /// The subscriber writing this server's log file, if `log_file_path` is set.
     dispatch: Option<tracing::Dispatch>,
+    #[cfg(feature = "mutations")]
+    mutation: Option<crate::mutation::Mutation>,
 }
 
 impl BallotLeaderElection {
@@ -246,6 +248,8 @@ impl BallotLeaderElection {
             suspect_after_ticks: config.hb_delay().saturating_add((config.hb_delay() / 5).max(1)),
             suspecting: false,
             dispatch,
+            #[cfg(feature = "mutations")]
+            mutation: config.mutation(),
         };
         ble.logged(|ble| {
             ble.start_round();
@@ -366,7 +370,11 @@ impl BallotLeaderElection {
             self.priority_takeover_pending = false;
             return;
         }
-        self.current_ballot.priority = self.current_ballot.priority.max(priority);
+        self.current_ballot.priority = if mutated!(self, LowerAnnouncedBallot) {
+            priority
+        } else {
+            self.current_ballot.priority.max(priority)
+        };
         self.priority_takeover_pending = self.leader.is_some_and(|l| priority > l.priority);
         self.check_invariants();
     }
@@ -462,7 +470,8 @@ impl BallotLeaderElection {
         }
         let leader_ok = reply.leader.is_initial() || reply.leader.config_id == self.config_id;
         // A round of u32::MAX could never be outbid: no correct server reaches it.
-        let rounds_ok = reply.ballot.n < u32::MAX && reply.leader.n < u32::MAX;
+        let rounds_ok = (reply.ballot.n < u32::MAX && reply.leader.n < u32::MAX)
+            || mutated!(self, AcceptUnbeatableRounds);
         if reply.ballot.pid != from || reply.ballot.config_id != self.config_id || !leader_ok || !rounds_ok {
             debug!(from, ballot = %reply.ballot, leader = %reply.leader, "BLE: dropped a malformed reply");
             return;
@@ -625,6 +634,9 @@ impl BallotLeaderElection {
 
     /// Becomes leader with a ballot above every round seen, so it beats the current leader.
     fn take_over(&mut self) {
+        if mutated!(self, AcceptUnbeatableRounds) {
+            assert!(self.highest_round_seen < u32::MAX, "ballot rounds exhausted");
+        }
         let Some(n) = self.highest_round_seen.checked_add(1) else {
             // Only a promise of round u32::MAX from a faulty peer gets here: nothing can outbid it.
             warn!(pid = self.pid, "BLE: cannot take over: ballot rounds exhausted");

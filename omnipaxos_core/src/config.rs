@@ -228,6 +228,8 @@ pub struct SequencePaxosConfig {
     cluster_id: u64,
     /// Keep the outcome of every own proposal until `take_proposal_outcomes` takes it.
     proposal_outcomes: bool,
+    #[cfg(feature = "mutations")]
+    pub(crate) mutation: Option<crate::mutation::Mutation>,
 }
 
 impl Default for SequencePaxosConfig {
@@ -246,6 +248,8 @@ impl Default for SequencePaxosConfig {
             piggyback_decide: false,
             cluster_id: 0,
             proposal_outcomes: true,
+            #[cfg(feature = "mutations")]
+            mutation: None,
         }
     }
 }
@@ -375,6 +379,18 @@ impl SequencePaxosConfig {
         self.proposal_outcomes
     }
 
+    /// Reintroduces a fixed bug, for mutation testing of the checkers (feature `mutations`).
+    #[cfg(feature = "mutations")]
+    pub fn set_mutation(&mut self, mutation: Option<crate::mutation::Mutation>) {
+        self.mutation = mutation;
+    }
+
+    /// The mutation in force, if any.
+    #[cfg(feature = "mutations")]
+    pub fn mutation(&self) -> Option<crate::mutation::Mutation> {
+        self.mutation
+    }
+
     /// The priority to become leader.
     pub fn leader_priority(&self) -> u32 {
         self.leader_priority
@@ -479,6 +495,8 @@ impl SequencePaxosConfig {
             piggyback_decide: keys.piggyback_decide.unwrap_or(defaults.piggyback_decide),
             cluster_id: keys.cluster_id.unwrap_or(defaults.cluster_id),
             proposal_outcomes: keys.proposal_outcomes.unwrap_or(defaults.proposal_outcomes),
+            #[cfg(feature = "mutations")]
+            mutation: None,
         })
     }
 }
@@ -502,6 +520,8 @@ pub struct BLEConfig {
     /// Invariant (checked by `validate`): at least 1.
     buffer_size: usize,
     log_file_path: Option<PathBuf>,
+    #[cfg(feature = "mutations")]
+    pub(crate) mutation: Option<crate::mutation::Mutation>,
 }
 
 impl Default for BLEConfig {
@@ -516,6 +536,8 @@ impl Default for BLEConfig {
             flexible_quorum: None,
             buffer_size: DEFAULT_BLE_BUFFER_SIZE,
             log_file_path: None,
+            #[cfg(feature = "mutations")]
+            mutation: None,
         }
     }
 }
@@ -612,6 +634,18 @@ impl BLEConfig {
         self.log_file_path.as_deref()
     }
 
+    /// Reintroduces a fixed bug, for mutation testing of the checkers (feature `mutations`).
+    #[cfg(feature = "mutations")]
+    pub fn set_mutation(&mut self, mutation: Option<crate::mutation::Mutation>) {
+        self.mutation = mutation;
+    }
+
+    /// The mutation in force, if any.
+    #[cfg(feature = "mutations")]
+    pub fn mutation(&self) -> Option<crate::mutation::Mutation> {
+        self.mutation
+    }
+
     /// Every server of the cluster, this one included, in ascending order.
     pub fn nodes(&self) -> Vec<NodeId> {
         sorted_nodes(self.pid, &self.peers)
@@ -685,6 +719,8 @@ impl BLEConfig {
             flexible_quorum: flexible_quorum(keys.read_quorum_size, keys.write_quorum_size)?,
             buffer_size: keys.ble_buffer_size.unwrap_or(defaults.buffer_size),
             log_file_path: keys.log_file_path,
+            #[cfg(feature = "mutations")]
+            mutation: None,
         })
     }
 }
@@ -720,6 +756,13 @@ impl OmniPaxosConfig {
     /// Sets the election's ticks per heartbeat round (the election timeout).
     pub fn set_hb_delay(&mut self, ticks: u64) {
         self.ble.set_hb_delay(ticks);
+    }
+
+    /// Reintroduces a fixed bug in both halves, for mutation testing (feature `mutations`).
+    #[cfg(feature = "mutations")]
+    pub fn set_mutation(&mut self, mutation: Option<crate::mutation::Mutation>) {
+        self.sequence_paxos.set_mutation(mutation);
+        self.ble.set_mutation(mutation);
     }
 
     /// Checks both halves, then that they agree on every shared field.

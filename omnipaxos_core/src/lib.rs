@@ -53,11 +53,25 @@
 //! assert_eq!(sp.get_decided_idx(), 1);
 //! ```
 
+/// True if the mutation `$name` (a [`mutation::Mutation`] variant) is in force in `$holder`
+/// (a struct with a `mutation` field); always false without the `mutations` feature.
+macro_rules! mutated {
+    ($holder:expr, $name:ident) => {{
+        #[cfg(feature = "mutations")]
+        let on = $holder.mutation == Some(crate::mutation::Mutation::$name);
+        #[cfg(not(feature = "mutations"))]
+        let on = false;
+        on
+    }};
+}
+
 mod ballot;
 pub mod ballot_leader_election;
 pub mod config;
 pub mod errors;
 pub mod messages;
+#[cfg(feature = "mutations")]
+pub mod mutation;
 pub mod omni_paxos;
 pub mod sequence_paxos;
 pub mod storage;

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use omnipaxos_core::{
-    ballot_leader_election::{Ballot, BallotLeaderElection, HeartbeatMsg, HeartbeatReply},
+    ballot_leader_election::{BLEConfig, Ballot, BallotLeaderElection, HeartbeatMsg, HeartbeatReply},
     messages::{BLEMessage, Message, PaxosMessage},
     sequence_paxos::{CreateError, ProposalOutcome, SequencePaxos, SequencePaxosConfig},
     util::{LogEntry, NodeId, ProposalId},
@@ -158,7 +158,11 @@ fn take_kind(messages: &mut Vec<Msg>, kind_name: &str, to: NodeId) -> Msg {
 /// follower restarted must not truncate entries it accepted (and decided) since.
 #[test]
 fn stale_prepare_and_accept_sync_after_a_restart_truncate_nothing() {
-    let mut net = Manual::new(&[1, 2, 3], |_| {});
+    stale_prepare_and_accept_sync(&|_| {});
+}
+
+fn stale_prepare_and_accept_sync(adjust: &dyn Fn(&mut SequencePaxosConfig)) {
+    let mut net = Manual::new(&[1, 2, 3], adjust);
     let b3 = Ballot::with(1, 2, 0, 3);
     net.handle_leader(&[1, 2, 3], b3);
     let mut from3 = net.out(3);
@@ -196,7 +200,11 @@ fn stale_prepare_and_accept_sync_after_a_restart_truncate_nothing() {
 /// again after another leader decided it.
 #[test]
 fn a_forward_buffered_during_a_prepare_phase_is_not_decided_twice() {
-    let mut net = Manual::new(&[1, 2, 3], |_| {});
+    forward_across_a_prepare_phase(&|_| {});
+}
+
+fn forward_across_a_prepare_phase(adjust: &dyn Fn(&mut SequencePaxosConfig)) {
+    let mut net = Manual::new(&[1, 2, 3], adjust);
     let b2 = Ballot::with(1, 5, 2, 2);
     net.handle_leader(&[1, 2, 3], b2);
     let held_prepares = net.out(2);
@@ -227,7 +235,14 @@ fn a_forward_buffered_during_a_prepare_phase_is_not_decided_twice() {
 /// that were decided.
 #[test]
 fn a_small_buffer_loses_no_outcome_of_a_decided_proposal() {
-    let mut net = Manual::new(&[1, 2, 3], |c| c.set_buffer_size(4));
+    outcomes_with_a_small_buffer(&|_| {});
+}
+
+fn outcomes_with_a_small_buffer(adjust: &dyn Fn(&mut SequencePaxosConfig)) {
+    let mut net = Manual::new(&[1, 2, 3], |c| {
+        c.set_buffer_size(4);
+        adjust(c);
+    });
     net.handle_leader(&[1, 2, 3], Ballot::with(1, 1, 0, 1));
     net.run_among(&[1, 2, 3]);
     let mut accept_decides = Vec::new();
@@ -256,11 +271,16 @@ fn a_small_buffer_loses_no_outcome_of_a_decided_proposal() {
 /// Finding 5: a heartbeat reply with the largest possible round must not crash the receiver.
 #[test]
 fn a_hostile_heartbeat_reply_with_the_largest_round_does_not_panic() {
-    let mut config = omnipaxos_core::ballot_leader_election::BLEConfig::default();
+    hostile_heartbeat_replies(&|_| {});
+}
+
+fn hostile_heartbeat_replies(adjust: &dyn Fn(&mut BLEConfig)) {
+    let mut config = BLEConfig::default();
     config.set_configuration_id(1);
     config.set_pid(1);
     config.set_peers(vec![2, 3]);
     config.set_hb_delay(2);
+    adjust(&mut config);
     let mut ble = BallotLeaderElection::with(config);
     let mut rounds = Vec::new();
     for tick in 0..20u64 {
@@ -288,7 +308,7 @@ fn a_hostile_heartbeat_reply_with_the_largest_round_does_not_panic() {
 /// (it overflowed in BallotLeaderElection).
 #[test]
 fn an_election_timeout_of_u64_max_is_a_config_error_not_an_overflow() {
-    let mut config = omnipaxos_core::ballot_leader_election::BLEConfig::default();
+    let mut config = BLEConfig::default();
     config.set_configuration_id(1);
     config.set_pid(1);
     config.set_peers(vec![2, 3]);
@@ -300,23 +320,31 @@ fn an_election_timeout_of_u64_max_is_a_config_error_not_an_overflow() {
 /// configuration 1 is refused by a replica of configuration 2.
 #[test]
 fn storage_of_another_node_or_configuration_is_refused() {
+    foreign_storage(&|_| {});
+}
+
+fn foreign_storage(adjust: &dyn Fn(&mut SequencePaxosConfig)) {
+    let config = |pid: NodeId| {
+        let mut c = sp_config(pid, &[1, 2, 3]);
+        adjust(&mut c);
+        c
+    };
     let mut net = Manual::new(&[1, 2, 3], |_| {});
     net.handle_leader(&[1, 2, 3], Ballot::with(1, 1, 0, 1));
     net.replica(1).append(7).expect("append");
     net.run_among(&[1, 2, 3]);
     let storage = net.replicas[&1].storage().crash(CrashKeep::All);
 
-    let as_node_3 =
-        SequencePaxos::<u64, (), _>::try_with(sp_config(3, &[1, 2, 3]), storage.crash(CrashKeep::All));
+    let as_node_3 = SequencePaxos::<u64, (), _>::try_with(config(3), storage.crash(CrashKeep::All));
     let error = as_node_3.err().expect("node 1's storage opened as node 3 must be refused");
     assert!(error.to_string().contains("identity"), "{error}");
 
-    let mut other_config = sp_config(1, &[1, 2, 3]);
+    let mut other_config = config(1);
     other_config.set_configuration_id(2);
     let as_config_2 = SequencePaxos::<u64, (), _>::try_with(other_config, storage.crash(CrashKeep::All));
     assert!(as_config_2.is_err(), "configuration 1's storage opened for configuration 2 must be refused");
 
-    let mut other_cluster = sp_config(1, &[1, 2, 3]);
+    let mut other_cluster = config(1);
     other_cluster.set_cluster_id(7);
     let as_cluster_7 = SequencePaxos::<u64, (), _>::try_with(other_cluster, storage.crash(CrashKeep::All));
     assert!(
@@ -334,6 +362,10 @@ type Facade = OmniPaxos<u64, (), CrashableStorage<u64, ()>>;
 /// Finding 3: a follower must not follow a dead leader ballot forever on a healthy network.
 #[test]
 fn a_follower_leaves_a_ballot_its_owner_no_longer_leads_with() {
+    priority_lowered_before_first_leadership(&|_| {});
+}
+
+fn priority_lowered_before_first_leadership(adjust: &dyn Fn(&mut OmniPaxosConfig)) {
     let pids = [1, 2, 3];
     let mut replicas: BTreeMap<NodeId, Facade> = pids
         .iter()
@@ -344,6 +376,7 @@ fn a_follower_leaves_a_ballot_its_owner_no_longer_leads_with() {
             }
             let mut config = OmniPaxosConfig::new(sp);
             config.set_hb_delay(2);
+            adjust(&mut config);
             (pid, OmniPaxos::with(config, CrashableStorage::default()))
         })
         .collect();
@@ -400,4 +433,57 @@ fn a_follower_leaves_a_ballot_its_owner_no_longer_leads_with() {
     let elected: Vec<_> =
         replicas.values().map(|r| r.ballot_leader_election().get_current_leader()).collect();
     assert!(elected.windows(2).all(|w| w[0] == w[1]), "leader election disagrees: {elected:?}");
+}
+
+/// Each finding's scenario with its fix switched off again (feature `mutations`) must fail:
+/// the tests above would catch a regression.
+#[cfg(feature = "mutations")]
+mod fixes_reverted {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+
+    use omnipaxos_core::mutation::Mutation;
+
+    use super::*;
+
+    fn fails(scenario: impl FnOnce()) -> bool {
+        catch_unwind(AssertUnwindSafe(scenario)).is_err()
+    }
+
+    #[test]
+    fn finding_1_stale_sync_truncates_decided_entries() {
+        assert!(fails(
+            || stale_prepare_and_accept_sync(&|c| c.set_mutation(Some(Mutation::SyncReplacesLog)))
+        ));
+    }
+
+    #[test]
+    fn finding_2_a_forward_is_decided_twice() {
+        assert!(fails(|| forward_across_a_prepare_phase(
+            &|c| c.set_mutation(Some(Mutation::ForwardUnsynced))
+        )));
+    }
+
+    #[test]
+    fn finding_3_a_follower_keeps_an_abandoned_ballot() {
+        assert!(fails(|| priority_lowered_before_first_leadership(&|c| {
+            c.set_mutation(Some(Mutation::LowerAnnouncedBallot));
+        })));
+    }
+
+    #[test]
+    fn finding_4_outcomes_are_dropped() {
+        assert!(fails(|| outcomes_with_a_small_buffer(&|c| c.set_mutation(Some(Mutation::DropOutcomes)))));
+    }
+
+    #[test]
+    fn finding_5_an_unbeatable_round_panics() {
+        assert!(fails(|| hostile_heartbeat_replies(
+            &|c| c.set_mutation(Some(Mutation::AcceptUnbeatableRounds))
+        )));
+    }
+
+    #[test]
+    fn finding_6_foreign_storage_is_taken() {
+        assert!(fails(|| foreign_storage(&|c| c.set_mutation(Some(Mutation::IgnoreIdentity)))));
+    }
 }

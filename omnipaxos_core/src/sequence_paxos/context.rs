@@ -104,6 +104,8 @@ pub(crate) struct Context<T, S, B> {
     pub(crate) ledger: ProposalLedger<T>,
     /// Ticks since start; used to pace retries.
     pub(crate) now: u64,
+    #[cfg(feature = "mutations")]
+    pub(crate) mutation: Option<crate::mutation::Mutation>,
     _snapshot: PhantomData<S>,
 }
 
@@ -143,6 +145,8 @@ where
             stopped: false,
             ledger,
             now: 0,
+            #[cfg(feature = "mutations")]
+            mutation: None,
             _snapshot: PhantomData,
         }
     }
@@ -298,7 +302,7 @@ where
             return Ok(true);
         }
         let same_round = self.state.accepted_round == round;
-        if same_round && sync.sync_idx <= self.state.log_end {
+        if same_round && sync.sync_idx <= self.state.log_end && !mutated!(self, SyncReplacesLog) {
             self.extend_with_sync(sync, round, decided_idx)
         } else {
             self.replace_with_sync(sync, round, decided_idx, same_round)
@@ -358,7 +362,13 @@ where
         let log_end = self.state.log_end;
         let sync_end = sync_idx + suffix.len() as LogIndex;
         // Our decided entries stay. A sync that ends inside them contradicts them: refuse it.
-        let keep = if same_round { log_end } else { self.state.decided_idx.min(log_end) };
+        let keep = if mutated!(self, SyncReplacesLog) {
+            self.state.compacted_idx
+        } else if same_round {
+            log_end
+        } else {
+            self.state.decided_idx.min(log_end)
+        };
         if sync_end < keep {
             tracing::error!(
                 pid = self.pid,

@@ -495,7 +495,7 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         Ok(())
     }
 
-    /// Synchronises a promised peer's log with the leader's and starts a new session with it.
+    /// Synchronises a promised peer's log with the leader's.
     fn send_accept_sync<B: Storage<T, S>>(
         &mut self,
         ctx: &mut Context<T, S, B>,
@@ -650,7 +650,8 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
     ) -> Result<(), StorageError> {
         // Forwards come only from followers synchronised in this ballot, so never during the
         // Prepare phase; anything else is a stray copy (see `maybe_forward_proposals`).
-        if ctx.state.stopsign.is_some() || fwd.n != self.n || !self.is_accepting() {
+        let accepts = self.is_accepting() || mutated!(ctx, ForwardUnsynced);
+        if ctx.state.stopsign.is_some() || fwd.n != self.n || !accepts {
             return Ok(());
         }
         if let Some(first) = fwd.proposals.first() {
@@ -702,12 +703,14 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
             })
             .map(|(&id, _)| id)
             .collect();
+        let stopsign = ctx.state.stopsign.clone();
         for peer in lagging {
-            // The probe names the leader's log end; with a StopSign, the probe is the StopSign
-            // itself, so a lost AcceptStopSign is sent again.
-            match ctx.state.stopsign.clone() {
-                Some(ss) => self.send_accept_stopsign(ctx, peer, ss),
-                None => self.send_accept_decide(ctx, peer, &[]),
+            // The probe names the leader's log end and decided index; a StopSign the peer has
+            // not acknowledged is sent again after it.
+            self.send_accept_decide(ctx, peer, &[]);
+            let acknowledged = self.peers.get(&peer).map_or(0, |p| p.accepted_idx);
+            if let Some(ss) = stopsign.clone().filter(|_| acknowledged < accepted_idx) {
+                self.send_accept_stopsign(ctx, peer, ss);
             }
         }
         Ok(())

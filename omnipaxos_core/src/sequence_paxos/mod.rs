@@ -107,7 +107,7 @@ where
         };
         let stored_identity = storage.get_identity()?;
         if let Some(stored) = stored_identity {
-            if stored != identity {
+            if stored != identity && !mutated!(config, IgnoreIdentity) {
                 return Err(CreateError::IdentityMismatch { stored, expected: identity });
             }
         }
@@ -124,6 +124,10 @@ where
             state,
         );
         ctx.piggyback_decide = config.piggyback_decide();
+        #[cfg(feature = "mutations")]
+        {
+            ctx.mutation = config.mutation();
+        }
         let incarnation = ctx.state.incarnation + 1;
         // Durable before any proposal id of this incarnation exists: ids must never repeat. The
         // first start also records whose storage this is.
@@ -135,6 +139,9 @@ where
         ctx.flush()?;
         ctx.ledger =
             proposals::ProposalLedger::new(ctx.pid, incarnation, ctx.buffer_size, config.proposal_outcomes());
+        if mutated!(config, DropOutcomes) {
+            ctx.ledger.drop_outcomes_beyond(ctx.buffer_size);
+        }
         let recovering = !ctx.state.promise.is_initial();
         let mut sp = SequencePaxos {
             leader: ctx.state.promise,

@@ -94,6 +94,8 @@ pub(crate) struct ProposalLedger<T> {
     outcomes_len: usize,
     /// False if the user turned outcomes off: nothing is kept.
     keep_outcomes: bool,
+    /// Mutation `DropOutcomes`: the oldest outcomes beyond this many are dropped.
+    outcomes_limit: Option<usize>,
 }
 
 impl<T: Clone> ProposalLedger<T> {
@@ -109,7 +111,13 @@ impl<T: Clone> ProposalLedger<T> {
             outcomes: VecDeque::new(),
             outcomes_len: 0,
             keep_outcomes,
+            outcomes_limit: None,
         }
+    }
+
+    /// Mutation `DropOutcomes` (issue 8, finding 4): drops the oldest outcomes beyond `limit`.
+    pub(crate) fn drop_outcomes_beyond(&mut self, limit: usize) {
+        self.outcomes_limit = Some(limit);
     }
 
     /// Runs of outcomes waiting to be taken (each costs a few words of memory).
@@ -385,10 +393,27 @@ impl<T: Clone> ProposalLedger<T> {
             };
             if continues_seq && continues_idx {
                 last.len += run.len;
+                self.apply_outcomes_limit();
                 return;
             }
         }
         self.outcomes.push_back(run);
+        self.apply_outcomes_limit();
+    }
+
+    fn apply_outcomes_limit(&mut self) {
+        let Some(limit) = self.outcomes_limit else { return };
+        while self.outcomes_len > limit {
+            let first = self.outcomes.front_mut().expect("outcomes_len > 0");
+            let excess = (self.outcomes_len - limit).min(first.len as usize) as u64;
+            first.first_seq += excess;
+            first.first_idx = first.first_idx.map(|idx| idx + excess);
+            first.len -= excess;
+            self.outcomes_len -= excess as usize;
+            if first.len == 0 {
+                self.outcomes.pop_front();
+            }
+        }
     }
 }
 

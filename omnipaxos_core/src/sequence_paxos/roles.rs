@@ -329,8 +329,12 @@ where
     pub(super) fn maybe_forward_proposals(&mut self) {
         let Role::Follower(_) = &self.role else { return };
         let state = &self.ctx.state;
-        let leader = state.promise;
-        let synced = !leader.is_initial() && state.accepted_round == leader && leader.pid != self.ctx.pid;
+        let (leader, synced) = if mutated!(self.ctx, ForwardUnsynced) {
+            (self.leader, !self.leader.is_initial() && self.leader.pid != self.ctx.pid)
+        } else {
+            let leader = state.promise;
+            (leader, !leader.is_initial() && state.accepted_round == leader && leader.pid != self.ctx.pid)
+        };
         if !synced || !self.ctx.peers.contains(&leader.pid) || state.stopsign.is_some() {
             return;
         }
