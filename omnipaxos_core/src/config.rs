@@ -45,6 +45,12 @@ const DEFAULT_FLUSH_BATCH_TICK_TIMEOUT: u64 = 5;
 const DEFAULT_RESEND_MESSAGE_TICK_TIMEOUT: u64 = 20;
 /// Default ticks per heartbeat round, which is also the election timeout.
 const DEFAULT_HB_DELAY: u64 = 10;
+/// Default `read_timeout_ticks`.
+const DEFAULT_READ_TIMEOUT_TICKS: u64 = 40;
+/// Default `max_clock_drift_percent` when a lease is configured without it.
+const DEFAULT_MAX_CLOCK_DRIFT_PERCENT: u64 = 10;
+/// The largest allowed `max_clock_drift_percent`.
+pub const MAX_CLOCK_DRIFT_PERCENT: u64 = 50;
 /// The largest timeout in ticks any setting accepts (about 136 years at one tick per
 /// millisecond): deadlines are sums of timeouts and must not overflow.
 pub const MAX_TIMEOUT_TICKS: u64 = u32::MAX as u64;
@@ -148,6 +154,15 @@ pub enum ConfigError {
         /// The configured value.
         ticks: u64,
     },
+    /// `read_timeout_ticks` is 0: every read would time out at once.
+    #[error("`read_timeout_ticks` is 0; it must be at least 1 tick")]
+    ZeroReadTimeout,
+    /// `read_lease_ticks` is 0: a lease would never let a leader answer a read.
+    #[error("`read_lease_ticks` is 0; it must be at least 1 tick (or leave leases off)")]
+    ZeroReadLease,
+    /// `max_clock_drift_percent` is above [`MAX_CLOCK_DRIFT_PERCENT`].
+    #[error("`max_clock_drift_percent` is {0}; it must be at most {max}", max = MAX_CLOCK_DRIFT_PERCENT)]
+    ClockDriftTooLarge(u64),
     /// `hb_delay` is 0 ticks: a heartbeat round would never end.
     #[error("`hb_delay` is 0; it must be at least 1 tick")]
     ZeroHeartbeatDelay,
@@ -228,6 +243,10 @@ pub struct SequencePaxosConfig {
     cluster_id: u64,
     /// Keep the outcome of every own proposal until `take_proposal_outcomes` takes it.
     proposal_outcomes: bool,
+    /// A read that has no read index after this many ticks fails. Invariant: at least 1.
+    read_timeout_ticks: u64,
+    /// Leases for reads, if enabled.
+    read_lease: Option<crate::sequence_paxos::ReadLease>,
     #[cfg(feature = "mutations")]
     pub(crate) mutation: Option<crate::mutation::Mutation>,
 }
@@ -248,6 +267,8 @@ impl Default for SequencePaxosConfig {
             piggyback_decide: false,
             cluster_id: 0,
             proposal_outcomes: true,
+            read_timeout_ticks: DEFAULT_READ_TIMEOUT_TICKS,
+            read_lease: None,
             #[cfg(feature = "mutations")]
             mutation: None,
         }
@@ -379,6 +400,31 @@ impl SequencePaxosConfig {
         self.proposal_outcomes
     }
 
+    /// Ticks after which a read still without a read index fails with `TimedOut` (default 40).
+    pub fn set_read_timeout_ticks(&mut self, ticks: u64) {
+        self.read_timeout_ticks = ticks;
+    }
+
+    /// The read timeout in ticks.
+    pub fn read_timeout_ticks(&self) -> u64 {
+        self.read_timeout_ticks
+    }
+
+    /// Turns on leases for reads (default off): a leader answers reads without messages while
+    /// it holds a lease of `lease.lease_ticks` ticks, provided every replica's tick rate stays
+    /// within `lease.max_clock_drift_percent` of real time. Every replica of a cluster must use
+    /// the same setting. With leases on, a new leader decides nothing until the lease of the
+    /// previous one has surely ended. See [`crate::sequence_paxos::ReadLease`] and
+    /// ARCHITECTURE.md for the safety argument and its clock assumption.
+    pub fn set_read_lease(&mut self, lease: Option<crate::sequence_paxos::ReadLease>) {
+        self.read_lease = lease;
+    }
+
+    /// The read lease, if leases are on.
+    pub fn read_lease(&self) -> Option<crate::sequence_paxos::ReadLease> {
+        self.read_lease
+    }
+
     /// Reintroduces a fixed bug, for mutation testing of the checkers (feature `mutations`).
     #[cfg(feature = "mutations")]
     pub fn set_mutation(&mut self, mutation: Option<crate::mutation::Mutation>) {
@@ -437,6 +483,19 @@ impl SequencePaxosConfig {
         }
         check_timeout("flush_batch_tick_timeout", self.flush_batch_tick_timeout)?;
         check_timeout("resend_message_tick_timeout", self.resend_message_tick_timeout)?;
+        check_timeout("read_timeout_ticks", self.read_timeout_ticks)?;
+        if self.read_timeout_ticks == 0 {
+            return Err(ConfigError::ZeroReadTimeout);
+        }
+        if let Some(lease) = self.read_lease {
+            check_timeout("read_lease_ticks", lease.lease_ticks)?;
+            if lease.lease_ticks == 0 {
+                return Err(ConfigError::ZeroReadLease);
+            }
+            if lease.max_clock_drift_percent > MAX_CLOCK_DRIFT_PERCENT {
+                return Err(ConfigError::ClockDriftTooLarge(lease.max_clock_drift_percent));
+            }
+        }
         Ok(())
     }
 
@@ -495,6 +554,15 @@ impl SequencePaxosConfig {
             piggyback_decide: keys.piggyback_decide.unwrap_or(defaults.piggyback_decide),
             cluster_id: keys.cluster_id.unwrap_or(defaults.cluster_id),
             proposal_outcomes: keys.proposal_outcomes.unwrap_or(defaults.proposal_outcomes),
+            read_timeout_ticks: keys.read_timeout_ticks.unwrap_or(defaults.read_timeout_ticks),
+            read_lease: match (keys.read_lease_ticks, keys.max_clock_drift_percent) {
+                (None, None) => None,
+                (Some(lease_ticks), drift) => Some(crate::sequence_paxos::ReadLease {
+                    lease_ticks,
+                    max_clock_drift_percent: drift.unwrap_or(DEFAULT_MAX_CLOCK_DRIFT_PERCENT),
+                }),
+                (None, Some(_)) => return Err(ConfigError::MissingKey("read_lease_ticks")),
+            },
             #[cfg(feature = "mutations")]
             mutation: None,
         })
@@ -974,6 +1042,9 @@ struct SequencePaxosKeys {
     piggyback_decide: Option<bool>,
     cluster_id: Option<u64>,
     proposal_outcomes: Option<bool>,
+    read_timeout_ticks: Option<u64>,
+    read_lease_ticks: Option<u64>,
+    max_clock_drift_percent: Option<u64>,
 }
 
 impl SequencePaxosKeys {
@@ -994,6 +1065,9 @@ impl SequencePaxosKeys {
             piggyback_decide: hocon_bool(cfg, "piggyback_decide")?,
             cluster_id: hocon_integer(cfg, "cluster_id", EXPECTED_U64)?,
             proposal_outcomes: hocon_bool(cfg, "proposal_outcomes")?,
+            read_timeout_ticks: hocon_integer(cfg, "read_timeout_ticks", EXPECTED_U64)?,
+            read_lease_ticks: hocon_integer(cfg, "read_lease_ticks", EXPECTED_U64)?,
+            max_clock_drift_percent: hocon_integer(cfg, "max_clock_drift_percent", EXPECTED_U64)?,
         })
     }
 }
@@ -1056,6 +1130,9 @@ struct OmniPaxosKeys {
     piggyback_decide: Option<bool>,
     cluster_id: Option<u64>,
     proposal_outcomes: Option<bool>,
+    read_timeout_ticks: Option<u64>,
+    read_lease_ticks: Option<u64>,
+    max_clock_drift_percent: Option<u64>,
 }
 
 impl OmniPaxosKeys {
@@ -1076,6 +1153,9 @@ impl OmniPaxosKeys {
             piggyback_decide: self.piggyback_decide,
             cluster_id: self.cluster_id,
             proposal_outcomes: self.proposal_outcomes,
+            read_timeout_ticks: self.read_timeout_ticks,
+            read_lease_ticks: self.read_lease_ticks,
+            max_clock_drift_percent: self.max_clock_drift_percent,
         };
         let ble = BleKeys {
             config_id: self.config_id,

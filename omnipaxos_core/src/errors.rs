@@ -33,6 +33,17 @@ pub enum ProposeErr<T> {
     Storage(#[source] StorageError),
 }
 
+/// Why `read_index` refused a read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReadErr {
+    /// Too many reads wait (`buffer_size`); take read outcomes and try again.
+    #[error("too many pending reads (limit {0})")]
+    BufferFull(usize),
+    /// The storage failed earlier; this replica serves nothing until it is restarted.
+    #[error("the replica stopped after a storage failure")]
+    Stopped,
+}
+
 /// Why `trim` or `snapshot` refused.
 #[derive(Debug, thiserror::Error)]
 pub enum CompactionErr {

@@ -51,6 +51,15 @@
 //! sp.append(7).unwrap();
 //! sp.take_outgoing_messages(&mut outgoing).unwrap(); // the flush makes it durable: decided
 //! assert_eq!(sp.get_decided_idx(), 1);
+//!
+//! // A linearizable read, without writing to the log: the leader confirms that it still leads
+//! // (here a single node confirms itself) and names the index the read must see.
+//! use omnipaxos_core::sequence_paxos::ReadOutcome;
+//! let read = sp.read_index().unwrap();
+//! sp.take_outgoing_messages(&mut outgoing).unwrap();
+//! let mut reads = Vec::new();
+//! sp.take_read_outcomes(&mut reads);
+//! assert_eq!(reads, vec![(read, ReadOutcome::Ready(1))]); // apply up to index 1, then read
 //! ```
 
 /// True if the mutation `$name` (a [`mutation::Mutation`] variant) is in force in `$holder`

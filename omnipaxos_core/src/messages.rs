@@ -97,6 +97,34 @@ pub enum PaxosMsg<T, S> {
     AcceptStopSign(AcceptStopSign),
     /// A StopSign a non-leader forwards to the leader.
     ForwardStopSign(Box<StopSign>),
+    /// The leader asks whether the receiver still promises its ballot (a read round).
+    ReadConfirm(ReadRound),
+    /// The receiver still promised the ballot when it answered this read round.
+    ReadConfirmed(ReadRound),
+    /// A follower asks the leader for a read index for the reads it holds.
+    ReadRequest(ReadRound),
+    /// The leader's answer to a ReadRequest: a confirmed read index.
+    ReadReply(ReadReply),
+}
+
+/// See [`PaxosMsg::ReadConfirm`], [`PaxosMsg::ReadConfirmed`] and [`PaxosMsg::ReadRequest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadRound {
+    /// The leader's ballot.
+    pub n: Ballot,
+    /// The round: the leader's confirmation round, or the follower's request number.
+    pub round: u64,
+}
+
+/// See [`PaxosMsg::ReadReply`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadReply {
+    /// The leader's ballot.
+    pub n: Ballot,
+    /// The follower's request this answers (and every earlier one).
+    pub round: u64,
+    /// Reads of that request are linearizable once the follower decided this far.
+    pub read_idx: LogIndex,
 }
 
 /// See [`PaxosMsg::PrepareReq`].
@@ -147,6 +175,9 @@ pub struct Promise<T, S> {
     pub accepted_idx: LogIndex,
     /// Entries the leader may lack, if the follower's log is more up to date.
     pub log_sync: Option<Box<LogSync<T, S>>>,
+    /// With read leases: ticks for which a lease this follower confirmed to an earlier leader
+    /// may still run; the new leader decides nothing before they passed (0 without leases).
+    pub lease_wait_ticks: u64,
 }
 
 /// See [`PaxosMsg::AcceptSync`].
@@ -236,6 +267,30 @@ pub struct AcceptStopSign {
     pub ss: Box<StopSign>,
 }
 
+impl<T, S> PaxosMsg<T, S> {
+    /// The message's kind, e.g. `"AcceptDecide"` (for traces, metrics and tests).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PaxosMsg::PrepareReq(_) => "PrepareReq",
+            PaxosMsg::Prepare(_) => "Prepare",
+            PaxosMsg::Promise(_) => "Promise",
+            PaxosMsg::AcceptSync(_) => "AcceptSync",
+            PaxosMsg::AcceptDecide(_) => "AcceptDecide",
+            PaxosMsg::Accepted(_) => "Accepted",
+            PaxosMsg::NotAccepted(_) => "NotAccepted",
+            PaxosMsg::Decide(_) => "Decide",
+            PaxosMsg::ProposalForward(_) => "ProposalForward",
+            PaxosMsg::Compaction(_) => "Compaction",
+            PaxosMsg::AcceptStopSign(_) => "AcceptStopSign",
+            PaxosMsg::ForwardStopSign(_) => "ForwardStopSign",
+            PaxosMsg::ReadConfirm(_) => "ReadConfirm",
+            PaxosMsg::ReadConfirmed(_) => "ReadConfirmed",
+            PaxosMsg::ReadRequest(_) => "ReadRequest",
+            PaxosMsg::ReadReply(_) => "ReadReply",
+        }
+    }
+}
+
 impl<T, S> fmt::Display for PaxosMsg<T, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -281,6 +336,10 @@ impl<T, S> fmt::Display for PaxosMsg<T, S> {
             PaxosMsg::ForwardStopSign(ss) => {
                 write!(f, "ForwardStopSign next_config={}", ss.next_config.configuration_id)
             }
+            PaxosMsg::ReadConfirm(m) => write!(f, "ReadConfirm n={} round={}", m.n, m.round),
+            PaxosMsg::ReadConfirmed(m) => write!(f, "ReadConfirmed n={} round={}", m.n, m.round),
+            PaxosMsg::ReadRequest(m) => write!(f, "ReadRequest n={} round={}", m.n, m.round),
+            PaxosMsg::ReadReply(m) => write!(f, "ReadReply n={} round={} idx={}", m.n, m.round, m.read_idx),
         }
     }
 }

@@ -24,17 +24,24 @@ pub enum Mutation {
     /// Heartbeat replies with a round of `u32::MAX` are accepted; a takeover above them panics
     /// (finding 5).
     AcceptUnbeatableRounds,
+    /// A leader answers reads with its decided index at once, without confirming with a quorum
+    /// that it still leads (issue 11: stale reads by a deposed leader).
+    ReadWithoutQuorum,
+    /// With leases, a new leader decides without waiting for an earlier leader's lease to end.
+    LeaseWithoutWait,
 }
 
 impl Mutation {
     /// Every mutation.
-    pub const ALL: [Mutation; 6] = [
+    pub const ALL: [Mutation; 8] = [
         Mutation::SyncReplacesLog,
         Mutation::ForwardUnsynced,
         Mutation::DropOutcomes,
         Mutation::IgnoreIdentity,
         Mutation::LowerAnnouncedBallot,
         Mutation::AcceptUnbeatableRounds,
+        Mutation::ReadWithoutQuorum,
+        Mutation::LeaseWithoutWait,
     ];
 
     /// The kebab-case name used on command lines.
@@ -46,6 +53,8 @@ impl Mutation {
             Mutation::IgnoreIdentity => "ignore-identity",
             Mutation::LowerAnnouncedBallot => "lower-announced-ballot",
             Mutation::AcceptUnbeatableRounds => "accept-unbeatable-rounds",
+            Mutation::ReadWithoutQuorum => "read-without-quorum",
+            Mutation::LeaseWithoutWait => "lease-without-wait",
         }
     }
 

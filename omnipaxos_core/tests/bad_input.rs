@@ -353,8 +353,14 @@ fn leader_ballot() -> Ballot {
 /// Replica 1 becomes leader, gets a promise and an Accepted from 2, and decides.
 fn leader_steps() -> Vec<Step> {
     let n = leader_ballot();
-    let promise =
-        Promise { n, n_accepted: Ballot::default(), decided_idx: 0, accepted_idx: 0, log_sync: None };
+    let promise = Promise {
+        n,
+        n_accepted: Ballot::default(),
+        decided_idx: 0,
+        accepted_idx: 0,
+        log_sync: None,
+        lease_wait_ticks: 0,
+    };
     let mut steps = vec![
         Step::Leader(n),
         Step::Take,

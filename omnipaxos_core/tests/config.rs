@@ -7,7 +7,7 @@ use hocon::{Hocon, HoconLoader};
 use omnipaxos_core::{
     ballot_leader_election::BLEConfig,
     config::{validate_cluster_config, ConfigError},
-    sequence_paxos::SequencePaxosConfig,
+    sequence_paxos::{ReadLease, SequencePaxosConfig},
     storage::ClusterConfig,
     util::{FlexibleQuorum, Quorum},
     OmniPaxosConfig,
@@ -334,6 +334,9 @@ fn variant_name(error: &ConfigError) -> &'static str {
         ConfigError::ZeroResendMessageTickTimeout => "ZeroResendMessageTickTimeout",
         ConfigError::BatchLargerThanBuffer { .. } => "BatchLargerThanBuffer",
         ConfigError::TimeoutTooLarge { .. } => "TimeoutTooLarge",
+        ConfigError::ZeroReadTimeout => "ZeroReadTimeout",
+        ConfigError::ZeroReadLease => "ZeroReadLease",
+        ConfigError::ClockDriftTooLarge(_) => "ClockDriftTooLarge",
         ConfigError::ZeroHeartbeatDelay => "ZeroHeartbeatDelay",
         ConfigError::ZeroInitialDelay => "ZeroInitialDelay",
         ConfigError::ZeroBleBufferSize => "ZeroBleBufferSize",
@@ -345,7 +348,7 @@ fn variant_name(error: &ConfigError) -> &'static str {
 }
 
 /// Every variant, for the coverage test.
-const ALL_VARIANTS: [&str; 25] = [
+const ALL_VARIANTS: [&str; 28] = [
     "MissingKey",
     "WrongType",
     "IncompleteFlexibleQuorum",
@@ -364,6 +367,9 @@ const ALL_VARIANTS: [&str; 25] = [
     "ZeroResendMessageTickTimeout",
     "BatchLargerThanBuffer",
     "TimeoutTooLarge",
+    "ZeroReadTimeout",
+    "ZeroReadLease",
+    "ClockDriftTooLarge",
     "ZeroHeartbeatDelay",
     "ZeroInitialDelay",
     "ZeroBleBufferSize",
@@ -426,6 +432,19 @@ fn sequence_paxos_errors() -> Vec<(ConfigError, &'static str)> {
         (
             sequence_paxos_error(|c| c.set_resend_message_tick_timeout(0)),
             "`resend_message_tick_timeout` is 0",
+        ),
+        (sequence_paxos_error(|c| c.set_read_timeout_ticks(0)), "`read_timeout_ticks` is 0"),
+        (
+            sequence_paxos_error(|c| {
+                c.set_read_lease(Some(ReadLease { lease_ticks: 0, max_clock_drift_percent: 5 }))
+            }),
+            "`read_lease_ticks` is 0",
+        ),
+        (
+            sequence_paxos_error(|c| {
+                c.set_read_lease(Some(ReadLease { lease_ticks: 10, max_clock_drift_percent: 51 }))
+            }),
+            "`max_clock_drift_percent` is 51",
         ),
         (
             sequence_paxos_error(|c| c.set_resend_message_tick_timeout(u64::MAX)),

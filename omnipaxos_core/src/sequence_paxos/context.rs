@@ -104,6 +104,12 @@ pub(crate) struct Context<T, S, B> {
     pub(crate) ledger: ProposalLedger<T>,
     /// Ticks since start; used to pace retries.
     pub(crate) now: u64,
+    /// This replica's reads.
+    pub(crate) reads: super::reads::ReadBook,
+    pub(crate) read_timeout_ticks: u64,
+    pub(crate) lease: Option<super::reads::ReadLease>,
+    /// With leases: the tick at which this replica last confirmed a read round of a leader.
+    pub(crate) lease_confirmed_at: Option<u64>,
     #[cfg(feature = "mutations")]
     pub(crate) mutation: Option<crate::mutation::Mutation>,
     _snapshot: PhantomData<S>,
@@ -145,6 +151,10 @@ where
             stopped: false,
             ledger,
             now: 0,
+            reads: super::reads::ReadBook::default(),
+            read_timeout_ticks: 1,
+            lease: None,
+            lease_confirmed_at: None,
             #[cfg(feature = "mutations")]
             mutation: None,
             _snapshot: PhantomData,
@@ -200,6 +210,15 @@ where
             compacted_idx: s.compacted_idx,
             stopsign: None,
             incarnation: s.incarnation,
+        }
+    }
+
+    /// With leases: how long a lease this replica confirmed may still run, in ticks of any
+    /// clock (what a Promise tells a new leader to wait).
+    pub(crate) fn lease_wait_ticks(&self) -> u64 {
+        match (self.lease, self.lease_confirmed_at) {
+            (Some(lease), Some(at)) => lease.expiry_ticks().saturating_sub(self.now.saturating_sub(at)),
+            _ => 0,
         }
     }
 
@@ -474,7 +493,9 @@ where
     }
 
     /// Settles own proposals below the decided index; a decided StopSign settles all others.
+    /// Reads whose index the decided index reached become ready.
     pub(crate) fn observe_decided(&mut self) {
+        self.reads.settle(self.state.decided_idx, self.now, self.read_timeout_ticks);
         self.ledger.observe_decided(self.state.decided_idx);
         if self.state.stopsign_decided() {
             self.ledger.drop_all(super::proposals::DropReason::LogSealed);

@@ -14,7 +14,13 @@ use crate::{
     util::{LogIndex, NodeId, Proposal},
 };
 
-use super::{context::Context, proposals::ForwardFilter};
+use super::{
+    context::Context,
+    proposals::ForwardFilter,
+    reads::{ReadRounds, Requester},
+};
+use crate::messages::{ReadReply, ReadRound};
+use crate::sequence_paxos::reads::ReadId;
 
 /// What a peer reported in its Promise (or what the leader knows of its own log).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,6 +150,14 @@ pub(crate) struct Leader<T, S> {
     decide_pending: bool,
     /// Reused by `maybe_decide` so deciding allocates nothing.
     accepted_scratch: Vec<LogIndex>,
+    /// Read rounds and the read lease.
+    reads: ReadRounds,
+    /// The accepted index of the log adopted at the end of the Prepare phase (`MAX` before):
+    /// reads are answered only once the decided index reaches it.
+    adopted_end: LogIndex,
+    /// With leases: nothing is decided before this tick, when every lease a promising peer may
+    /// have confirmed to an earlier leader has ended.
+    lease_wait_until: u64,
 }
 
 impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
@@ -177,6 +191,9 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
             durable_accepted_idx: 0,
             decide_pending: false,
             accepted_scratch: Vec::with_capacity(ctx.peers.len() + 1),
+            reads: ReadRounds::default(),
+            adopted_end: LogIndex::MAX,
+            lease_wait_until: ctx.now.saturating_add(ctx.lease_wait_ticks()),
         };
         for peer in ctx.peers.clone() {
             leader.send_prepare(ctx, peer);
@@ -361,6 +378,8 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         let Some(progress) = self.peers.get_mut(&from) else { return Ok(()) };
         match &mut self.phase {
             LeaderPhase::Prepare(round) => {
+                self.lease_wait_until =
+                    self.lease_wait_until.max(ctx.now.saturating_add(prom.lease_wait_ticks));
                 progress.state = PeerState::Promised { meta, synced: false };
                 round.max_decided = round.max_decided.max(meta.decided_idx);
                 if meta.rank() > round.max.0.rank() {
@@ -400,6 +419,7 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
             self.restart_prepare(ctx, *round);
             return Ok(());
         }
+        self.adopted_end = ctx.state.accepted_idx();
         self.propose_buffered(ctx, round.buffered, round.buffered_stopsign)?;
         tracing::info!(pid = ctx.pid, n = %self.n, accepted_idx = ctx.state.accepted_idx(), "leader accepts");
         let promised: Vec<NodeId> = self
@@ -548,6 +568,11 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
     /// Decides the longest prefix that a write quorum (the leader's durable log included) has
     /// accepted in this ballot.
     fn maybe_decide<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>) -> Result<(), StorageError> {
+        if ctx.now < self.lease_wait_until && !mutated!(ctx, LeaseWithoutWait) {
+            // An earlier leader may still answer reads under its lease: deciding anything now
+            // could contradict one (see `reads`).
+            return Ok(());
+        }
         let accepted = &mut self.accepted_scratch;
         accepted.clear();
         accepted.extend(self.peers.values().filter(|p| p.is_synced()).map(|p| p.accepted_idx));
@@ -612,6 +637,120 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
                 ctx.send(pid, PaxosMsg::Decide(Decide { n: self.n, decided_idx }));
             } else {
                 self.decide_pending = true;
+            }
+        }
+    }
+
+    /// Runs at every tick: once the wait for earlier leases is over, decide what waited.
+    /// A read round unanswered for a resend timeout is started again.
+    pub(crate) fn on_tick<B: Storage<T, S>>(
+        &mut self,
+        ctx: &mut Context<T, S, B>,
+    ) -> Result<(), StorageError> {
+        self.maybe_restart_read_round(ctx);
+        if self.is_accepting() && ctx.now == self.lease_wait_until {
+            self.maybe_decide(ctx)?;
+        }
+        Ok(())
+    }
+
+    /// True if reads can be confirmed: accepting, the adopted log decided, no earlier lease
+    /// possibly running.
+    fn can_serve_reads<B>(&self, ctx: &Context<T, S, B>) -> bool {
+        self.is_accepting() && ctx.state.decided_idx >= self.adopted_end && ctx.now >= self.lease_wait_until
+    }
+
+    /// Takes this replica's own reads that wait for an index: answered at once from the lease,
+    /// or queued for the next round.
+    pub(crate) fn absorb_local_reads<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>) {
+        let ids = ctx.reads.take_for_leader();
+        if ids.is_empty() {
+            return;
+        }
+        if self.answers_without_round(ctx) {
+            ctx.reads.indexed(&ids, ctx.state.decided_idx);
+        } else {
+            for id in ids {
+                self.reads.queue(Requester::Local(id));
+            }
+        }
+    }
+
+    /// True if a read may be answered now with the decided index, without a round: under a
+    /// valid lease (or, as a deliberate bug for mutation tests, always).
+    fn answers_without_round<B>(&self, ctx: &Context<T, S, B>) -> bool {
+        let lease = ctx.lease.is_some() && self.reads.lease_valid(ctx.now) && self.can_serve_reads(ctx);
+        lease || (mutated!(ctx, ReadWithoutQuorum) && self.is_accepting())
+    }
+
+    /// A follower's ReadRequest.
+    pub(crate) fn handle_read_request<B: Storage<T, S>>(
+        &mut self,
+        ctx: &mut Context<T, S, B>,
+        from: NodeId,
+        request: ReadRound,
+    ) {
+        if request.n != self.n || self.peers.get(&from).is_none() {
+            return;
+        }
+        if self.answers_without_round(ctx) {
+            let read_idx = ctx.state.decided_idx;
+            ctx.send(from, PaxosMsg::ReadReply(ReadReply { n: self.n, round: request.round, read_idx }));
+        } else {
+            self.reads.queue(Requester::Remote(from, request.round));
+        }
+    }
+
+    /// Starts a read round if reads wait (or the lease needs renewing) and reads can be
+    /// confirmed now: every peer is asked whether it still promises our ballot.
+    pub(crate) fn maybe_start_read_round<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>) {
+        if !self.can_serve_reads(ctx) || !self.reads.round_due(ctx.now, ctx.lease) {
+            return;
+        }
+        let round = self.reads.start(ctx.now, ctx.state.decided_idx, ctx.lease);
+        for peer in ctx.peers.clone() {
+            ctx.send(peer, PaxosMsg::ReadConfirm(ReadRound { n: self.n, round }));
+        }
+        self.handle_read_confirmed(ctx, 0, ReadRound { n: self.n, round });
+    }
+
+    /// A peer confirmed a read round (`from == 0`: the leader itself, to complete a round a
+    /// single node confirms).
+    pub(crate) fn handle_read_confirmed<B: Storage<T, S>>(
+        &mut self,
+        ctx: &mut Context<T, S, B>,
+        from: NodeId,
+        confirmed: ReadRound,
+    ) {
+        if confirmed.n != self.n {
+            return;
+        }
+        let Some(answer) = self.reads.confirm(from, confirmed.round, ctx.quorum.write, ctx.lease) else {
+            return;
+        };
+        let local: Vec<ReadId> = answer
+            .requesters
+            .iter()
+            .filter_map(|r| match r {
+                Requester::Local(id) => Some(*id),
+                Requester::Remote(..) => None,
+            })
+            .collect();
+        ctx.reads.indexed(&local, answer.read_idx);
+        for requester in answer.requesters {
+            if let Requester::Remote(peer, round) = requester {
+                let reply = ReadReply { n: self.n, round, read_idx: answer.read_idx };
+                ctx.send(peer, PaxosMsg::ReadReply(reply));
+            }
+        }
+        ctx.reads.settle(ctx.state.decided_idx, ctx.now, ctx.read_timeout_ticks);
+    }
+
+    /// A read round unanswered for a resend timeout is started again (its messages may be lost).
+    fn maybe_restart_read_round<B>(&mut self, ctx: &Context<T, S, B>) {
+        if let Some((_, started_at)) = self.reads.in_flight_since() {
+            if ctx.now >= started_at.saturating_add(ctx.resend_ticks) {
+                self.reads.abandon_in_flight();
             }
         }
     }

@@ -22,17 +22,19 @@ mod follower;
 mod leader;
 mod proposals;
 mod read;
+mod reads;
 mod roles;
 
 use std::fmt::Debug;
 
 pub use proposals::{DropReason, ProposalOutcome};
+pub use reads::{ReadFailure, ReadId, ReadLease, ReadOutcome};
 
 pub use crate::config::SequencePaxosConfig;
 use crate::{
     ballot::Ballot,
     config::ConfigError,
-    errors::{CompactionErr, ProposeErr, ReplicaError},
+    errors::{CompactionErr, ProposeErr, ReadErr, ReplicaError},
     messages::{Compaction, PaxosMessage, PaxosMsg, PrepareReq},
     storage::{ClusterConfig, ReplicaIdentity, Snapshot, StopSign, Storage, StorageError, StorageOp},
     util::{LogIndex, NodeId, Proposal, ProposalId},
@@ -124,6 +126,10 @@ where
             state,
         );
         ctx.piggyback_decide = config.piggyback_decide();
+        ctx.read_timeout_ticks = config.read_timeout_ticks();
+        ctx.lease = config.read_lease();
+        // A restarted replica may have confirmed a lease just before it stopped.
+        ctx.lease_confirmed_at = ctx.lease.map(|_| 0);
         #[cfg(feature = "mutations")]
         {
             ctx.mutation = config.mutation();
@@ -226,6 +232,33 @@ where
                 self.with_follower(|f, ctx| f.handle_accept_stopsign(ctx, from, acc))
             }
             PaxosMsg::ForwardStopSign(ss) => self.handle_forward_stopsign(*ss),
+            PaxosMsg::ReadConfirm(round) => {
+                self.handle_read_confirm(from, round);
+                Ok(())
+            }
+            PaxosMsg::ReadConfirmed(round) => {
+                if let Role::Leader(leader) = &mut self.role {
+                    leader.handle_read_confirmed(&mut self.ctx, from, round);
+                }
+                Ok(())
+            }
+            PaxosMsg::ReadRequest(round) => {
+                if let Role::Leader(leader) = &mut self.role {
+                    leader.handle_read_request(&mut self.ctx, from, round);
+                }
+                Ok(())
+            }
+            PaxosMsg::ReadReply(reply) => {
+                if reply.n.pid == from {
+                    self.ctx.reads.answered(reply.n, reply.round, reply.read_idx);
+                    self.ctx.reads.settle(
+                        self.ctx.state.decided_idx,
+                        self.ctx.now,
+                        self.ctx.read_timeout_ticks,
+                    );
+                }
+                Ok(())
+            }
         };
         self.after_step();
         result.map_err(ReplicaError::from)
@@ -262,6 +295,35 @@ where
         };
         self.after_step();
         result.map(|()| id).map_err(ProposeErr::Storage)
+    }
+
+    /// Requests a linearizable read, without writing to the log; works on every replica
+    /// (followers ask the leader for a read index). Its fate comes out of
+    /// [`SequencePaxos::take_read_outcomes`]: `Ready(idx)` once this replica's decided index
+    /// reaches the confirmed read index (then read the state machine after applying at least up
+    /// to `idx`), or `Failed` (timed out, or this leader stepped down). Reads between two
+    /// `take_outgoing_messages` calls share one confirmation round; with a read lease a leader
+    /// answers at once. See the `reads` module docs for why the result is linearizable.
+    pub fn read_index(&mut self) -> Result<ReadId, ReadErr> {
+        logged!(self, {
+            if self.ctx.stopped {
+                return Err(ReadErr::Stopped);
+            }
+            if self.ctx.reads.len() >= self.ctx.buffer_size {
+                return Err(ReadErr::BufferFull(self.ctx.buffer_size));
+            }
+            let id = self.ctx.reads.issue(self.ctx.now);
+            if let Role::Leader(leader) = &mut self.role {
+                leader.absorb_local_reads(&mut self.ctx);
+                self.ctx.reads.settle(self.ctx.state.decided_idx, self.ctx.now, self.ctx.read_timeout_ticks);
+            }
+            Ok(id)
+        })
+    }
+
+    /// Moves the outcomes of this replica's reads into `buffer`.
+    pub fn take_read_outcomes(&mut self, buffer: &mut Vec<(ReadId, ReadOutcome)>) {
+        self.ctx.reads.take_outcomes(buffer);
     }
 
     /// Proposes a StopSign that ends this configuration and names the next one. Once it is
@@ -323,8 +385,10 @@ where
             }
         }
         if let Role::Leader(leader) = &mut self.role {
+            leader.on_tick(&mut self.ctx)?;
             leader.send_pending_decisions(&mut self.ctx);
         }
+        self.ctx.reads.settle(self.ctx.state.decided_idx, self.ctx.now, self.ctx.read_timeout_ticks);
         if self.resend_clock >= self.ctx.resend_ticks {
             self.resend_clock = 0;
             self.resend()?;
@@ -353,6 +417,10 @@ where
         if let Role::Leader(leader) = &mut self.role {
             leader.after_flush(&mut self.ctx)?;
             // Deciding may have written the decided index; it need not be durable to send Decide.
+            leader.absorb_local_reads(&mut self.ctx);
+            leader.maybe_start_read_round(&mut self.ctx);
+        } else {
+            self.maybe_ask_read_index();
         }
         if buffer.is_empty() {
             std::mem::swap(buffer, &mut self.ctx.outgoing);

@@ -52,6 +52,9 @@ where
             follower.phase = phase;
             return;
         }
+        if matches!(self.role, Role::Leader(_)) {
+            self.ctx.reads.leader_role_ended();
+        }
         let (waiting, stopsign) = self.take_role_pending();
         for p in waiting {
             if self.ctx.ledger.is_own(&p.id) {
@@ -99,6 +102,7 @@ where
             decided_idx: state.decided_idx,
             accepted_idx: state.accepted_idx(),
             log_sync,
+            lease_wait_ticks: self.ctx.lease_wait_ticks(),
         };
         if let Role::Follower(follower) = &mut self.role {
             follower.cached_promise = Some(promise_msg.clone());
@@ -347,6 +351,34 @@ where
             leader.pid,
             PaxosMsg::ProposalForward(ProposalForward { n: leader, proposals, settled_below }),
         );
+    }
+
+    /// A leader asks whether we still promise its ballot (a read round): yes if we do.
+    pub(super) fn handle_read_confirm(&mut self, from: NodeId, round: crate::messages::ReadRound) {
+        if round.n.pid != from || round.n != self.ctx.state.promise {
+            return;
+        }
+        if self.ctx.lease.is_some() {
+            self.ctx.lease_confirmed_at = Some(self.ctx.now);
+        }
+        self.ctx.send(from, PaxosMsg::ReadConfirmed(round));
+    }
+
+    /// Asks the leader this replica is synchronised with for a read index for the reads that
+    /// need one (new ones, and ones unanswered for a resend timeout).
+    pub(super) fn maybe_ask_read_index(&mut self) {
+        if self.ctx.reads.len() == 0 {
+            return;
+        }
+        let state = &self.ctx.state;
+        let leader = state.promise;
+        let synced = !leader.is_initial() && state.accepted_round == leader && leader.pid != self.ctx.pid;
+        if !synced || !self.ctx.peers.contains(&leader.pid) {
+            return;
+        }
+        if let Some(round) = self.ctx.reads.ask(leader, self.ctx.now, self.ctx.resend_ticks) {
+            self.ctx.send(leader.pid, PaxosMsg::ReadRequest(crate::messages::ReadRound { n: leader, round }));
+        }
     }
 
     /// Forwards a pending StopSign to the leader this replica is synchronised with (as

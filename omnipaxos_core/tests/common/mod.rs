@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use omnipaxos_core::{
     ballot_leader_election::Ballot,
-    messages::{PaxosMessage, PaxosMsg},
+    messages::PaxosMessage,
     sequence_paxos::{ProposalOutcome, SequencePaxos, SequencePaxosConfig},
     storage::Snapshot,
     util::{FlexibleQuorum, LogEntry, LogIndex, NodeId, ProposalId},
@@ -282,20 +282,7 @@ impl<S: Snapshot<u64>> Cluster<S> {
 
 /// True for messages of the named kind (`"AcceptDecide"`, `"Prepare"`, ...).
 pub fn is_kind<S>(message: &PaxosMessage<u64, S>, kind: &str) -> bool {
-    let name = match &message.msg {
-        PaxosMsg::PrepareReq(_) => "PrepareReq",
-        PaxosMsg::Prepare(_) => "Prepare",
-        PaxosMsg::Promise(_) => "Promise",
-        PaxosMsg::AcceptSync(_) => "AcceptSync",
-        PaxosMsg::AcceptDecide(_) => "AcceptDecide",
-        PaxosMsg::Accepted(_) => "Accepted",
-        PaxosMsg::NotAccepted(_) => "NotAccepted",
-        PaxosMsg::Decide(_) => "Decide",
-        PaxosMsg::ProposalForward(_) => "ProposalForward",
-        PaxosMsg::Compaction(_) => "Compaction",
-        PaxosMsg::AcceptStopSign(_) => "AcceptStopSign",
-        PaxosMsg::ForwardStopSign(_) => "ForwardStopSign",
-    };
+    let name = message.msg.kind();
     name == kind
 }
 
