@@ -14,9 +14,9 @@ use crate::{
     ballot::Ballot,
     ballot_leader_election::{BLEMessage, BallotLeaderElection},
     config::OmniPaxosConfig,
-    errors::{CompactionErr, ProposeErr, ReplicaError},
+    errors::{CompactionErr, ProposeErr, ReadErr, ReplicaError},
     messages::{Message, PaxosMessage},
-    sequence_paxos::{CreateError, ProposalOutcome, SequencePaxos},
+    sequence_paxos::{CreateError, ProposalOutcome, ReadId, ReadOutcome, SequencePaxos},
     storage::{ClusterConfig, Snapshot, StopSign, Storage},
     util::{LogEntry, LogIndex, NodeId, ProposalId},
 };
@@ -100,6 +100,22 @@ where
     /// Moves the outcomes of this replica's proposals into `buffer`.
     pub fn take_proposal_outcomes(&mut self, buffer: &mut Vec<(ProposalId, ProposalOutcome)>) {
         self.sequence_paxos.take_proposal_outcomes(buffer);
+    }
+
+    /// Requests a linearizable read without a log write; see [`SequencePaxos::read_index`].
+    pub fn read_index(&mut self) -> Result<ReadId, ReadErr> {
+        self.sequence_paxos.read_index()
+    }
+
+    /// Moves the outcomes of this replica's reads into `buffer`.
+    pub fn take_read_outcomes(&mut self, buffer: &mut Vec<(ReadId, ReadOutcome)>) {
+        self.sequence_paxos.take_read_outcomes(buffer);
+    }
+
+    /// True if this replica leads and is in its accept phase (it can decide entries); see
+    /// [`SequencePaxos::is_accepting_leader`].
+    pub fn is_accepting_leader(&self) -> bool {
+        self.sequence_paxos.is_accepting_leader()
     }
 
     /// Proposes the end of this configuration; see [`SequencePaxos::reconfigure`].
