@@ -20,7 +20,7 @@ use super::{
     reads::{ReadRounds, Requester},
 };
 use crate::messages::{ReadReply, ReadRound};
-use crate::sequence_paxos::reads::ReadId;
+use crate::sequence_paxos::reads::{ReadFailure, ReadId, ReadOutcome};
 
 /// What a peer reported in its Promise (or what the leader knows of its own log).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -648,6 +648,9 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         ctx: &mut Context<T, S, B>,
     ) -> Result<(), StorageError> {
         self.maybe_restart_read_round(ctx);
+        for id in self.reads.take_expired(ctx.now, ctx.read_timeout_ticks) {
+            ctx.reads.settle_one(id, ReadOutcome::Failed(ReadFailure::TimedOut));
+        }
         if self.is_accepting() && ctx.now == self.lease_wait_until {
             self.maybe_decide(ctx)?;
         }
@@ -660,19 +663,35 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         self.is_accepting() && ctx.state.decided_idx >= self.adopted_end && ctx.now >= self.lease_wait_until
     }
 
-    /// Takes this replica's own reads that wait for an index: answered at once from the lease,
-    /// or queued for the next round.
+    /// Takes this replica's reads that wait in its read book (issued before it led): answered
+    /// at once from the lease, or queued for the next round.
     pub(crate) fn absorb_local_reads<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>) {
-        let ids = ctx.reads.take_for_leader();
-        if ids.is_empty() {
+        if !ctx.reads.has_waiting() {
             return;
         }
+        for (id, issued_at) in ctx.reads.take_for_leader() {
+            self.local_read(ctx, id, issued_at);
+        }
+    }
+
+    /// A read of this replica: answered at once under the lease, else queued for a round.
+    pub(crate) fn local_read<B: Storage<T, S>>(
+        &mut self,
+        ctx: &mut Context<T, S, B>,
+        id: ReadId,
+        issued_at: u64,
+    ) {
         if self.answers_without_round(ctx) {
-            ctx.reads.indexed(&ids, ctx.state.decided_idx);
+            ctx.reads.settle_one(id, ReadOutcome::Ready(ctx.state.decided_idx));
         } else {
-            for id in ids {
-                self.reads.queue(Requester::Local(id));
-            }
+            self.reads.queue(Requester::Local(id, issued_at));
+        }
+    }
+
+    /// This role ends: its own reads fail (the caller may read again at the new leader).
+    pub(crate) fn fail_local_reads<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>) {
+        for id in self.reads.take_local() {
+            ctx.reads.settle_one(id, ReadOutcome::Failed(ReadFailure::LeaderChanged));
         }
     }
 
@@ -728,22 +747,16 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         let Some(answer) = self.reads.confirm(from, confirmed.round, ctx.quorum.write, ctx.lease) else {
             return;
         };
-        let local: Vec<ReadId> = answer
-            .requesters
-            .iter()
-            .filter_map(|r| match r {
-                Requester::Local(id) => Some(*id),
-                Requester::Remote(..) => None,
-            })
-            .collect();
-        ctx.reads.indexed(&local, answer.read_idx);
+        debug_assert!(answer.read_idx <= ctx.state.decided_idx);
         for requester in answer.requesters {
-            if let Requester::Remote(peer, round) = requester {
-                let reply = ReadReply { n: self.n, round, read_idx: answer.read_idx };
-                ctx.send(peer, PaxosMsg::ReadReply(reply));
+            match requester {
+                Requester::Local(id, _) => ctx.reads.settle_one(id, ReadOutcome::Ready(answer.read_idx)),
+                Requester::Remote(peer, round) => {
+                    let reply = ReadReply { n: self.n, round, read_idx: answer.read_idx };
+                    ctx.send(peer, PaxosMsg::ReadReply(reply));
+                }
             }
         }
-        ctx.reads.settle(ctx.state.decided_idx, ctx.now, ctx.read_timeout_ticks);
     }
 
     /// A read round unanswered for a resend timeout is started again (its messages may be lost).

@@ -309,13 +309,14 @@ where
             if self.ctx.stopped {
                 return Err(ReadErr::Stopped);
             }
-            if self.ctx.reads.len() >= self.ctx.buffer_size {
+            if self.ctx.reads.pending() >= self.ctx.buffer_size {
                 return Err(ReadErr::BufferFull(self.ctx.buffer_size));
             }
-            let id = self.ctx.reads.issue(self.ctx.now);
-            if let Role::Leader(leader) = &mut self.role {
-                leader.absorb_local_reads(&mut self.ctx);
-                self.ctx.reads.settle(self.ctx.state.decided_idx, self.ctx.now, self.ctx.read_timeout_ticks);
+            let id = self.ctx.reads.issue();
+            let now = self.ctx.now;
+            match &mut self.role {
+                Role::Leader(leader) => leader.local_read(&mut self.ctx, id, now),
+                Role::Follower(_) => self.ctx.reads.wait(id, now),
             }
             Ok(id)
         })

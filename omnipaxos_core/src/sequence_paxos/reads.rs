@@ -85,15 +85,13 @@ impl ReadLease {
     }
 }
 
-/// Where one read of this replica stands.
+/// Where one read of this replica stands, while no leader role of this replica holds it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
     /// Waits to be sent to a leader (none known or not synchronised yet).
     NeedsIndex,
     /// Sent to the leader of ballot `leader` in request `round` at tick `at`.
     Asked { leader: Ballot, round: u64, at: u64 },
-    /// Queued at this replica's own leader role.
-    AtLeader,
     /// Has its read index; ready once the decided index reaches it.
     Indexed(LogIndex),
 }
@@ -105,7 +103,8 @@ struct LocalRead {
     stage: Stage,
 }
 
-/// The reads requested at this replica, in every role.
+/// The reads requested at this replica and their outcomes. Reads its own leader role holds
+/// live in that role's [`ReadRounds`]; the rest wait here.
 #[derive(Debug, Default)]
 pub(crate) struct ReadBook {
     next_id: u64,
@@ -113,31 +112,52 @@ pub(crate) struct ReadBook {
     outcomes: Vec<(ReadId, ReadOutcome)>,
     /// Number of the next ReadRequest this replica sends.
     next_round: u64,
+    /// Reads issued and not yet settled, wherever they wait.
+    pending: usize,
 }
 
 impl ReadBook {
-    pub(crate) fn len(&self) -> usize {
-        self.reads.len()
+    /// Reads issued and not settled yet.
+    pub(crate) fn pending(&self) -> usize {
+        self.pending
     }
 
-    /// A new read, waiting for an index.
-    pub(crate) fn issue(&mut self, now: u64) -> ReadId {
+    /// True if reads wait here (not at a leader role).
+    pub(crate) fn has_waiting(&self) -> bool {
+        !self.reads.is_empty()
+    }
+
+    /// A new read's id; the caller routes it (`wait`, a leader queue, or `settle_one`).
+    pub(crate) fn issue(&mut self) -> ReadId {
         self.next_id += 1;
-        let id = ReadId(self.next_id);
-        self.reads.push_back(LocalRead { id, issued_at: now, stage: Stage::NeedsIndex });
-        id
+        self.pending += 1;
+        ReadId(self.next_id)
     }
 
-    /// Reads that wait for an index and are not handled by the leader role: hands them to it.
-    pub(crate) fn take_for_leader(&mut self) -> Vec<ReadId> {
-        let mut ids = Vec::new();
-        for read in
-            self.reads.iter_mut().filter(|r| matches!(r.stage, Stage::NeedsIndex | Stage::Asked { .. }))
-        {
-            read.stage = Stage::AtLeader;
-            ids.push(read.id);
-        }
-        ids
+    /// The read waits here for an index.
+    pub(crate) fn wait(&mut self, id: ReadId, now: u64) {
+        self.reads.push_back(LocalRead { id, issued_at: now, stage: Stage::NeedsIndex });
+    }
+
+    /// Settles one read.
+    pub(crate) fn settle_one(&mut self, id: ReadId, outcome: ReadOutcome) {
+        debug_assert!(self.pending > 0, "a read is settled once");
+        self.pending = self.pending.saturating_sub(1);
+        self.outcomes.push((id, outcome));
+    }
+
+    /// Reads waiting here for an index, handed to this replica's new leader role (with the
+    /// tick each was issued at); reads that already have their index stay.
+    pub(crate) fn take_for_leader(&mut self) -> Vec<(ReadId, u64)> {
+        let mut taken = Vec::new();
+        self.reads.retain(|read| match read.stage {
+            Stage::Indexed(_) => true,
+            _ => {
+                taken.push((read.id, read.issued_at));
+                false
+            }
+        });
+        taken
     }
 
     /// Marks reads that need an index (new, or asked longer than `retry_ticks` ago, or asked of
@@ -151,7 +171,7 @@ impl ReadBook {
                 Stage::Asked { leader: asked, at, .. } => {
                     asked != leader || now >= at.saturating_add(retry_ticks)
                 }
-                Stage::AtLeader | Stage::Indexed(_) => false,
+                Stage::Indexed(_) => false,
             };
             if due {
                 read.stage = Stage::Asked { leader, round, at: now };
@@ -174,46 +194,27 @@ impl ReadBook {
         }
     }
 
-    /// This replica's leader role confirmed `ids` with `read_idx`.
-    pub(crate) fn indexed(&mut self, ids: &[ReadId], read_idx: LogIndex) {
-        for read in self.reads.iter_mut() {
-            if read.stage == Stage::AtLeader && ids.contains(&read.id) {
-                read.stage = Stage::Indexed(read_idx);
-            }
-        }
-    }
-
-    /// This replica stopped leading: reads its leader role held fail.
-    pub(crate) fn leader_role_ended(&mut self) {
-        let outcomes = &mut self.outcomes;
-        self.reads.retain(|read| {
-            if read.stage == Stage::AtLeader {
-                outcomes.push((read.id, ReadOutcome::Failed(ReadFailure::LeaderChanged)));
-                false
-            } else {
-                true
-            }
-        });
-    }
-
     /// Settles reads whose index the decided index reached, and reads that timed out.
     pub(crate) fn settle(&mut self, decided_idx: LogIndex, now: u64, timeout_ticks: u64) {
         if self.reads.is_empty() {
             return;
         }
-        let outcomes = &mut self.outcomes;
+        let mut settled = Vec::new();
         self.reads.retain(|read| match read.stage {
             Stage::Indexed(idx) if idx <= decided_idx => {
-                outcomes.push((read.id, ReadOutcome::Ready(idx)));
+                settled.push((read.id, ReadOutcome::Ready(idx)));
                 false
             }
             Stage::Indexed(_) => true,
             _ if now >= read.issued_at.saturating_add(timeout_ticks) => {
-                outcomes.push((read.id, ReadOutcome::Failed(ReadFailure::TimedOut)));
+                settled.push((read.id, ReadOutcome::Failed(ReadFailure::TimedOut)));
                 false
             }
             _ => true,
         });
+        for (id, outcome) in settled {
+            self.settle_one(id, outcome);
+        }
     }
 
     pub(crate) fn take_outcomes(&mut self, buffer: &mut Vec<(ReadId, ReadOutcome)>) {
@@ -224,8 +225,8 @@ impl ReadBook {
 /// Who asked the leader for a read index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Requester {
-    /// A read of the leader's own replica.
-    Local(ReadId),
+    /// A read of the leader's own replica, issued at this tick.
+    Local(ReadId, u64),
     /// A follower's ReadRequest `round`.
     Remote(NodeId, u64),
 }
@@ -321,6 +322,35 @@ impl ReadRounds {
             self.lease_until = Some(self.lease_until.map_or(until, |u| u.max(until)));
         }
         Some(Confirmed { read_idx: round.read_idx, requesters: round.requesters })
+    }
+
+    /// Takes the leader's own reads that waited longer than `timeout_ticks`.
+    pub(crate) fn take_expired(&mut self, now: u64, timeout_ticks: u64) -> Vec<ReadId> {
+        let mut expired = Vec::new();
+        let mut keep = |r: &Requester| match *r {
+            Requester::Local(id, at) if now >= at.saturating_add(timeout_ticks) => {
+                expired.push(id);
+                false
+            }
+            _ => true,
+        };
+        self.queued.retain(&mut keep);
+        if let Some(round) = &mut self.in_flight {
+            round.requesters.retain(&mut keep);
+        }
+        expired
+    }
+
+    /// Takes every read of the leader's own replica (the role ends).
+    pub(crate) fn take_local(&mut self) -> Vec<ReadId> {
+        let mut local = Vec::new();
+        let rounds = self.in_flight.take().map(|r| r.requesters).unwrap_or_default();
+        for requester in std::mem::take(&mut self.queued).into_iter().chain(rounds) {
+            if let Requester::Local(id, _) = requester {
+                local.push(id);
+            }
+        }
+        local
     }
 
     /// The round in flight is given up (its messages may be lost): its reads go back to the

@@ -52,8 +52,8 @@ where
             follower.phase = phase;
             return;
         }
-        if matches!(self.role, Role::Leader(_)) {
-            self.ctx.reads.leader_role_ended();
+        if let Role::Leader(leader) = &mut self.role {
+            leader.fail_local_reads(&mut self.ctx);
         }
         let (waiting, stopsign) = self.take_role_pending();
         for p in waiting {
@@ -367,7 +367,7 @@ where
     /// Asks the leader this replica is synchronised with for a read index for the reads that
     /// need one (new ones, and ones unanswered for a resend timeout).
     pub(super) fn maybe_ask_read_index(&mut self) {
-        if self.ctx.reads.len() == 0 {
+        if !self.ctx.reads.has_waiting() {
             return;
         }
         let state = &self.ctx.state;
