@@ -1,8 +1,8 @@
 //! The state every role shares: durable state (cached), storage, outgoing messages, proposals.
 //!
-//! Durable state is changed only through [`Context::write`], which writes to storage first and
-//! updates the in-memory cache only after the write returned `Ok`: memory never runs ahead of
-//! storage. Messages queued here leave only through
+//! Durable state is changed only through [`Context::write`], which updates the in-memory cache
+//! with the storage write; a failed write stops the replica for good, so the cache of a running
+//! replica always equals its storage. Messages queued here leave only through
 //! [`super::SequencePaxos::take_outgoing_messages`], after the storage flush: persist before send.
 
 use std::marker::PhantomData;
@@ -172,44 +172,28 @@ where
         {
             ops.push(StorageOp::SetDecidedIdx(self.state.decided_idx));
         }
-        // The effects are computed before the ops move into storage, and applied only after the
-        // write succeeded. The StopSign is moved, not cloned, unless an op replaces it.
-        let mut next = self.state_without_stopsign();
-        let mut stopsign_change = None;
+        // The cache follows the ops before they move into storage (no copy of the state per
+        // write). If the write fails, the storage applied none of them: the cache is loaded
+        // again from it, and the replica stops for good (fail-stop).
         for op in &ops {
             match op {
-                StorageOp::SetStopSign(ss) => stopsign_change = Some(ss.clone()),
-                _ => next.apply(op),
+                StorageOp::SetStopSign(ss) => self.state.stopsign = ss.clone(),
+                _ => self.state.apply(op),
             }
         }
+        self.state.check_invariants();
         match self.storage.write_atomically(ops) {
             Ok(()) => {
-                next.stopsign = match stopsign_change {
-                    Some(ss) => ss,
-                    None => self.state.stopsign.take(),
-                };
-                next.check_invariants();
-                self.state = next;
                 self.unflushed = true;
                 Ok(())
             }
             Err(e) => {
+                if let Ok(stored) = super::load_state(&self.storage) {
+                    self.state = stored;
+                }
                 self.fail(&e);
                 Err(e)
             }
-        }
-    }
-
-    fn state_without_stopsign(&self) -> DurableState {
-        let s = &self.state;
-        DurableState {
-            promise: s.promise,
-            accepted_round: s.accepted_round,
-            decided_idx: s.decided_idx,
-            log_end: s.log_end,
-            compacted_idx: s.compacted_idx,
-            stopsign: None,
-            incarnation: s.incarnation,
         }
     }
 

@@ -651,7 +651,7 @@ pub enum CreateError {
 }
 
 /// Loads the durable state from storage and checks that it is consistent.
-fn load_state<T, S, B: Storage<T, S>>(storage: &B) -> Result<DurableState, StorageError> {
+pub(crate) fn load_state<T, S, B: Storage<T, S>>(storage: &B) -> Result<DurableState, StorageError> {
     let state = DurableState {
         promise: storage.get_promise()?.unwrap_or_default(),
         accepted_round: storage.get_accepted_round()?.unwrap_or_default(),
