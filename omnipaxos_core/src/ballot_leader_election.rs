@@ -132,6 +132,8 @@ pub struct HeartbeatReply {
     pub leader: Ballot,
     /// Whether the replier is happy with its leader (see the module docs).
     pub happy: bool,
+    /// Whether the replier's last completed round formed a read quorum: it could take over.
+    pub quorum_connected: bool,
 }
 
 /// One server's Ballot Leader Election. See the module docs for the algorithm.
@@ -186,6 +188,9 @@ pub struct BallotLeaderElection {
     suspect_after_ticks: u64,
     /// This round was started early because the leader fell silent.
     suspecting: bool,
+    /// A leader was adopted from Sequence Paxos's promise during this round: its replies this
+    /// round predate its leadership, so this round's end must not judge it (nor take over).
+    adopted_from_paxos: bool,
     /// The subscriber writing this server's log file, if `log_file_path` is set.
     dispatch: Option<tracing::Dispatch>,
     #[cfg(feature = "mutations")]
@@ -247,6 +252,7 @@ impl BallotLeaderElection {
             leader_heard_at: 0,
             suspect_after_ticks: config.hb_delay().saturating_add((config.hb_delay() / 5).max(1)),
             suspecting: false,
+            adopted_from_paxos: false,
             dispatch,
             #[cfg(feature = "mutations")]
             mutation: config.mutation(),
@@ -406,6 +412,7 @@ impl BallotLeaderElection {
         self.reported_leader = self.leader;
         self.happy = true;
         self.leader_heard_at = self.now;
+        self.adopted_from_paxos = true;
         self.check_invariants();
     }
 
@@ -454,6 +461,7 @@ impl BallotLeaderElection {
             ballot: self.current_ballot,
             leader: self.leader.unwrap_or_default(),
             happy: self.happy,
+            quorum_connected: self.quorum_connected,
         };
         self.queue(BLEMessage {
             from: self.pid,
@@ -527,6 +535,7 @@ impl BallotLeaderElection {
             && quorum_connected
             && all_unhappy
             && !self.is_leader()
+            && !self.defers_to_a_better_candidate()
         {
             self.quorum_connected = true;
             self.take_over();
@@ -538,8 +547,11 @@ impl BallotLeaderElection {
     fn end_round(&mut self) {
         self.suspecting = false;
         self.quorum_connected = self.quorum.is_read_quorum(self.replies.len() + 1);
-        let leader_changed = self.maybe_learn_leader();
-        self.happy = self.judge_happiness();
+        let adopted_from_paxos = std::mem::take(&mut self.adopted_from_paxos);
+        let leader_changed = self.maybe_learn_leader() || adopted_from_paxos;
+        if !adopted_from_paxos {
+            self.happy = self.judge_happiness();
+        }
         if self.happy && leader_changed {
             // A leader learnt at this round end was heard happy during the round.
             self.leader_heard_at = self.now;
@@ -626,6 +638,20 @@ impl BallotLeaderElection {
     /// The paper's takeover condition: unhappy, every neighbour unhappy, and quorum-connected.
     fn takeover_allowed(&self) -> bool {
         !self.happy && self.quorum_connected && self.replies.values().all(|r| !r.happy)
+    }
+
+    /// True if a neighbour that answered this round could take over early as well (unhappy,
+    /// quorum-connected, not leading) and would win a simultaneous takeover (higher priority,
+    /// then pid): this server leaves the early takeover to it and follows its Prepare, so a
+    /// leader crash costs one leader change instead of two. Only the early path defers: at the
+    /// round end the paper's condition alone decides, so a wrong guess (the candidate's
+    /// connectivity changed since its last round) costs at most the rest of a round.
+    fn defers_to_a_better_candidate(&self) -> bool {
+        let own = (self.priority, self.pid);
+        self.replies.values().any(|r| {
+            let candidate = !r.happy && r.quorum_connected && r.ballot != r.leader;
+            candidate && (r.ballot.priority, r.ballot.pid) > own
+        })
     }
 
     fn priority_takeover_allowed(&self) -> bool {

@@ -296,6 +296,7 @@ fn hostile_heartbeat_replies(adjust: &dyn Fn(&mut BLEConfig)) {
                 ballot: Ballot::with(1, u32::MAX, u32::MAX, request.to),
                 leader: Ballot::with(1, u32::MAX, u32::MAX, request.to),
                 happy: tick % 2 == 0,
+                quorum_connected: true,
             };
             ble.handle(BLEMessage { from: request.to, to: 1, config_id: 1, msg: HeartbeatMsg::Reply(reply) });
         }
