@@ -201,7 +201,10 @@ pub enum ConfigError {
         nodes: usize,
     },
     /// The Sequence Paxos and Ballot Leader Election halves disagree on a field they share.
-    #[error("Sequence Paxos and Ballot Leader Election configurations disagree on `{field}`")]
+    #[error(
+        "Sequence Paxos and Ballot Leader Election configurations disagree on `{field}`; \
+         set shared fields with OmniPaxosConfig's setters, which set both halves"
+    )]
     SharedFieldMismatch {
         /// The shared field, by its Sequence Paxos name.
         field: &'static str,
@@ -631,9 +634,22 @@ impl BLEConfig {
         self.priority = priority;
     }
 
-    /// Sets the ticks per heartbeat round, which is the election timeout (default 10).
+    /// Sets the ticks per heartbeat round, which is the election timeout (default 10); the
+    /// seed's name for [`set_election_timeout_ticks`](Self::set_election_timeout_ticks).
     pub fn set_hb_delay(&mut self, ticks: u64) {
         self.hb_delay = ticks;
+    }
+
+    /// Sets the election timeout in ticks (default 10): the length of one heartbeat round. A
+    /// follower suspects a silent leader after about 1.2 timeouts; at most
+    /// [`MAX_TIMEOUT_TICKS`].
+    pub fn set_election_timeout_ticks(&mut self, ticks: u64) {
+        self.hb_delay = ticks;
+    }
+
+    /// The election timeout in ticks (the same as [`hb_delay`](Self::hb_delay)).
+    pub fn election_timeout_ticks(&self) -> u64 {
+        self.hb_delay
     }
 
     /// Sets the ticks before the first round ends; a short value elects a first leader
@@ -782,7 +798,7 @@ impl BLEConfig {
             pid: required(keys.pid, "pid")?,
             peers: keys.peers.unwrap_or_default(),
             priority: keys.priority.or(keys.leader_priority).unwrap_or(defaults.priority),
-            hb_delay: keys.hb_delay.unwrap_or(defaults.hb_delay),
+            hb_delay: keys.election_timeout_ticks.or(keys.hb_delay).unwrap_or(defaults.hb_delay),
             initial_delay: keys.initial_delay,
             flexible_quorum: flexible_quorum(keys.read_quorum_size, keys.write_quorum_size)?,
             buffer_size: keys.ble_buffer_size.unwrap_or(defaults.buffer_size),
@@ -821,9 +837,67 @@ impl OmniPaxosConfig {
         Self { sequence_paxos, ble }
     }
 
-    /// Sets the election's ticks per heartbeat round (the election timeout).
+    /// Sets the election's ticks per heartbeat round (the election timeout); the seed's name
+    /// for [`set_election_timeout_ticks`](Self::set_election_timeout_ticks).
     pub fn set_hb_delay(&mut self, ticks: u64) {
         self.ble.set_hb_delay(ticks);
+    }
+
+    /// Sets the election timeout in ticks (default 10): one heartbeat round of Ballot Leader
+    /// Election. A follower suspects a silent leader after about 1.2 timeouts.
+    pub fn set_election_timeout_ticks(&mut self, ticks: u64) {
+        self.ble.set_hb_delay(ticks);
+    }
+
+    /// Sets the configuration id in both halves.
+    pub fn set_configuration_id(&mut self, configuration_id: ConfigurationId) {
+        self.sequence_paxos.set_configuration_id(configuration_id);
+        self.ble.set_configuration_id(configuration_id);
+    }
+
+    /// Sets this server's id in both halves.
+    pub fn set_pid(&mut self, pid: NodeId) {
+        self.sequence_paxos.set_pid(pid);
+        self.ble.set_pid(pid);
+    }
+
+    /// Sets the other servers in both halves.
+    pub fn set_peers(&mut self, peers: Vec<NodeId>) {
+        self.sequence_paxos.set_peers(peers.clone());
+        self.ble.set_peers(peers);
+    }
+
+    /// Sets the leader priority in both halves.
+    pub fn set_leader_priority(&mut self, priority: u32) {
+        self.sequence_paxos.set_leader_priority(priority);
+        self.ble.set_priority(priority);
+    }
+
+    /// Sets flexible quorums in both halves.
+    pub fn set_flexible_quorum(&mut self, flexible_quorum: Option<FlexibleQuorum>) {
+        self.sequence_paxos.set_flexible_quorum(flexible_quorum);
+        self.ble.set_flexible_quorum(flexible_quorum);
+    }
+
+    /// Sets the per-replica log file in both halves.
+    pub fn set_log_file_path(&mut self, path: impl Into<PathBuf>) {
+        let path = path.into();
+        self.sequence_paxos.set_log_file_path(path.clone());
+        self.ble.set_log_file_path(path);
+    }
+
+    /// Builds the replica over `storage` in one call (validating first): the reference
+    /// design's `OmniPaxosConfig { .. }.build(storage)`.
+    pub fn build<T, S, B>(
+        self,
+        storage: B,
+    ) -> Result<crate::OmniPaxos<T, S, B>, crate::sequence_paxos::CreateError>
+    where
+        T: Clone + std::fmt::Debug,
+        S: crate::storage::Snapshot<T>,
+        B: crate::storage::Storage<T, S>,
+    {
+        crate::OmniPaxos::try_with(self, storage)
     }
 
     /// Reintroduces a fixed bug in both halves, for mutation testing (feature `mutations`).
@@ -1083,6 +1157,7 @@ struct BleKeys {
     priority: Option<u32>,
     leader_priority: Option<u32>,
     hb_delay: Option<u64>,
+    election_timeout_ticks: Option<u64>,
     initial_delay: Option<u64>,
     ble_buffer_size: Option<usize>,
     read_quorum_size: Option<usize>,
@@ -1100,6 +1175,7 @@ impl BleKeys {
             priority: hocon_integer(cfg, "priority", EXPECTED_U32)?,
             leader_priority: hocon_integer(cfg, "leader_priority", EXPECTED_U32)?,
             hb_delay: hocon_integer(cfg, "hb_delay", EXPECTED_U64)?,
+            election_timeout_ticks: hocon_integer(cfg, "election_timeout_ticks", EXPECTED_U64)?,
             initial_delay: hocon_integer(cfg, "initial_delay", EXPECTED_U64)?,
             ble_buffer_size: hocon_integer(cfg, "ble_buffer_size", EXPECTED_U64)?,
             read_quorum_size: hocon_integer(cfg, "read_quorum_size", EXPECTED_U64)?,
@@ -1123,6 +1199,7 @@ struct OmniPaxosKeys {
     leader_priority: Option<u32>,
     priority: Option<u32>,
     hb_delay: Option<u64>,
+    election_timeout_ticks: Option<u64>,
     initial_delay: Option<u64>,
     ble_buffer_size: Option<usize>,
     read_quorum_size: Option<usize>,
@@ -1165,6 +1242,7 @@ impl OmniPaxosKeys {
             priority: self.priority,
             leader_priority: self.leader_priority,
             hb_delay: self.hb_delay,
+            election_timeout_ticks: self.election_timeout_ticks,
             initial_delay: self.initial_delay,
             ble_buffer_size: self.ble_buffer_size,
             read_quorum_size: self.read_quorum_size,

@@ -166,6 +166,12 @@ where
     /// leader itself, that it is in its accept phase and still reaches a quorum; for a follower,
     /// that it hears a leader that reaches its quorum. A leader that lost its quorum reports
     /// `false`, so clients go elsewhere.
+    ///
+    /// Unlike the reference design's `get_current_leader` (the leader's pid as Ballot Leader
+    /// Election last saw it, with no readiness), this is the owner of this replica's *promise*
+    /// (the leader Sequence Paxos follows), plus readiness; a replica that restarted holding
+    /// its own ballot knows no leader until one prepares it. Use
+    /// [`is_accepting_leader`](Self::is_accepting_leader) to ask whether this replica leads.
     pub fn get_current_leader(&self) -> Option<(NodeId, bool)> {
         let leader = self.sequence_paxos.get_current_leader()?;
         let ready = if leader == self.sequence_paxos.pid() {
