@@ -34,6 +34,7 @@
 
 pub mod conformance;
 pub mod crash_storage;
+pub mod id_runs;
 mod log_bounds;
 pub mod memory_storage;
 pub mod persistent_storage;
