@@ -105,12 +105,10 @@ impl<T, S> MemoryStorage<T, S> {
     }
 
     fn append(&mut self, entries: Vec<Proposal<T>>) {
-        let mut idx = self.log_end();
         self.log.reserve(entries.len());
-        for Proposal { id, entry } in entries {
+        for (idx, Proposal { id, entry }) in (self.log_end()..).zip(entries) {
             self.ids.push(idx, id);
             self.log.push(entry);
-            idx += 1;
         }
     }
 
