@@ -250,6 +250,8 @@ pub struct SequencePaxosConfig {
     read_timeout_ticks: u64,
     /// Leases for reads, if enabled.
     read_lease: Option<crate::sequence_paxos::ReadLease>,
+    /// Start as a learner: this replica's storage lost acknowledged state.
+    learner: bool,
     #[cfg(feature = "mutations")]
     pub(crate) mutation: Option<crate::mutation::Mutation>,
 }
@@ -272,6 +274,7 @@ impl Default for SequencePaxosConfig {
             proposal_outcomes: true,
             read_timeout_ticks: DEFAULT_READ_TIMEOUT_TICKS,
             read_lease: None,
+            learner: false,
             #[cfg(feature = "mutations")]
             mutation: None,
         }
@@ -428,6 +431,22 @@ impl SequencePaxosConfig {
         self.read_lease
     }
 
+    /// Starts the replica as a *learner*: for a replica whose storage lost state it may have
+    /// acknowledged (a wiped or damaged data directory). A learner never votes again in this
+    /// configuration — its storage durably records a promise above every ballot, so it refuses
+    /// all Prepares and accepts, also after later restarts — and it learns the decided log from
+    /// the leader. It serves linearizable reads but cannot propose; it joins the next
+    /// configuration through a reconfiguration (with fresh storage). See ARCHITECTURE.md for why
+    /// rejoining the same configuration as a voter is unsafe.
+    pub fn set_learner(&mut self, learner: bool) {
+        self.learner = learner;
+    }
+
+    /// Whether the replica starts as a learner.
+    pub fn learner(&self) -> bool {
+        self.learner
+    }
+
     /// Reintroduces a fixed bug, for mutation testing of the checkers (feature `mutations`).
     #[cfg(feature = "mutations")]
     pub fn set_mutation(&mut self, mutation: Option<crate::mutation::Mutation>) {
@@ -566,6 +585,7 @@ impl SequencePaxosConfig {
                 }),
                 (None, Some(_)) => return Err(ConfigError::MissingKey("read_lease_ticks")),
             },
+            learner: false,
             #[cfg(feature = "mutations")]
             mutation: None,
         })

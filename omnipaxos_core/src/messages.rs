@@ -105,6 +105,29 @@ pub enum PaxosMsg<T, S> {
     ReadRequest(ReadRound),
     /// The leader's answer to a ReadRequest: a confirmed read index.
     ReadReply(ReadReply),
+    /// A learner (a replica that lost its storage) asks for decided entries.
+    LearnerRequest(LearnerRequest),
+    /// Decided entries for a learner.
+    LearnerSync(Box<LearnerSync<T, S>>),
+}
+
+/// See [`PaxosMsg::LearnerRequest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearnerRequest {
+    /// The learner's decided index: it needs the decided entries from here on.
+    pub from_idx: LogIndex,
+}
+
+/// See [`PaxosMsg::LearnerSync`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LearnerSync<T, S> {
+    /// The leader's ballot.
+    pub n: Ballot,
+    /// The leader's decided index (the learner asks again while it is behind it).
+    pub decided_idx: LogIndex,
+    /// Decided entries (and a snapshot if the learner needs compacted ones), plus the StopSign
+    /// if it is decided and the entries reach it.
+    pub log_sync: LogSync<T, S>,
 }
 
 /// See [`PaxosMsg::ReadConfirm`], [`PaxosMsg::ReadConfirmed`] and [`PaxosMsg::ReadRequest`].
@@ -287,6 +310,8 @@ impl<T, S> PaxosMsg<T, S> {
             PaxosMsg::ReadConfirmed(_) => "ReadConfirmed",
             PaxosMsg::ReadRequest(_) => "ReadRequest",
             PaxosMsg::ReadReply(_) => "ReadReply",
+            PaxosMsg::LearnerRequest(_) => "LearnerRequest",
+            PaxosMsg::LearnerSync(_) => "LearnerSync",
         }
     }
 }
@@ -340,6 +365,10 @@ impl<T, S> fmt::Display for PaxosMsg<T, S> {
             PaxosMsg::ReadConfirmed(m) => write!(f, "ReadConfirmed n={} round={}", m.n, m.round),
             PaxosMsg::ReadRequest(m) => write!(f, "ReadRequest n={} round={}", m.n, m.round),
             PaxosMsg::ReadReply(m) => write!(f, "ReadReply n={} round={} idx={}", m.n, m.round, m.read_idx),
+            PaxosMsg::LearnerRequest(m) => write!(f, "LearnerRequest from={}", m.from_idx),
+            PaxosMsg::LearnerSync(m) => {
+                write!(f, "LearnerSync n={} dec={} {}", m.n, m.decided_idx, m.log_sync)
+            }
         }
     }
 }

@@ -62,6 +62,10 @@ where
 
     /// Advances logical time by one tick for both components.
     pub fn tick(&mut self) -> Result<(), ReplicaError> {
+        if self.sequence_paxos.is_learner() {
+            // A learner takes no part in leader election (it could never lead).
+            return self.sequence_paxos.tick();
+        }
         let sp = &self.sequence_paxos;
         self.ble.set_paxos_state(sp.get_promise(), sp.is_accepting_leader());
         if let Some(leader) = self.ble.tick() {
@@ -75,7 +79,9 @@ where
         match message {
             Message::SequencePaxos(m) => self.sequence_paxos.handle(m),
             Message::BLE(m) => {
-                self.ble.handle(m);
+                if !self.sequence_paxos.is_learner() {
+                    self.ble.handle(m);
+                }
                 Ok(())
             }
         }

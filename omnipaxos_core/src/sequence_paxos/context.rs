@@ -419,6 +419,63 @@ where
         Ok(true)
     }
 
+    /// What a learner needs: the decided entries `[from_idx, to)` (with a complete snapshot if
+    /// some are compacted), and the StopSign if it is decided and `to` reaches it.
+    pub(crate) fn create_decided_sync(
+        &mut self,
+        from_idx: LogIndex,
+        to: LogIndex,
+    ) -> Result<LogSync<T, S>, StorageError> {
+        debug_assert!(to <= self.state.decided_idx.min(self.state.log_end));
+        let mut sync = self.create_log_sync(from_idx)?;
+        let keep = to.saturating_sub(sync.sync_idx) as usize;
+        sync.suffix.truncate(keep);
+        let reaches_stopsign = to == self.state.log_end && self.state.stopsign_decided();
+        if !reaches_stopsign {
+            sync.stopsign = None;
+        }
+        Ok(sync)
+    }
+
+    /// A learner appends decided entries from a LearnerSync (only what it lacks); everything in
+    /// its log is decided. Returns its decided index after.
+    pub(crate) fn apply_decided_sync(&mut self, sync: LogSync<T, S>) -> Result<LogIndex, StorageError> {
+        let LogSync { decided_snapshot, mut suffix, sync_idx, stopsign } = sync;
+        let log_end = self.state.log_end;
+        let snapshot = if sync_idx > log_end { decided_snapshot } else { None };
+        let mut ops = self.snapshot_ops(snapshot, sync_idx)?;
+        let installed_snapshot = !ops.is_empty();
+        let start = if installed_snapshot { sync_idx } else { log_end };
+        if sync_idx > start || self.state.stopsign.is_some() {
+            // A gap (no snapshot covers it), or our log is already sealed: nothing to add.
+            return Ok(self.state.decided_idx);
+        }
+        let Some(sync_end) = sync_idx.checked_add(suffix.len() as LogIndex) else {
+            return Ok(self.state.decided_idx);
+        };
+        if sync_end < start {
+            return Ok(self.state.decided_idx);
+        }
+        suffix.drain(..(start - sync_idx) as usize);
+        let new_end = start + suffix.len() as LogIndex;
+        let decided = new_end + u64::from(stopsign.is_some());
+        if !suffix.is_empty() {
+            self.record_own(&suffix);
+            ops.push(StorageOp::AppendEntries(suffix));
+        }
+        if stopsign.is_some() {
+            ops.push(StorageOp::SetStopSign(stopsign));
+        }
+        if decided > self.state.decided_idx || installed_snapshot {
+            ops.push(StorageOp::SetDecidedIdx(decided.max(self.state.decided_idx)));
+        }
+        if !ops.is_empty() {
+            self.write(ops)?;
+            self.observe_decided();
+        }
+        Ok(self.state.decided_idx)
+    }
+
     /// The ops that install a snapshot received with a log sync (none if we already compacted
     /// at least as far).
     fn snapshot_ops(

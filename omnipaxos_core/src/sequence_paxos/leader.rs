@@ -702,6 +702,25 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         lease || (mutated!(ctx, ReadWithoutQuorum) && self.is_accepting())
     }
 
+    /// A learner asks for decided entries from `from_idx`: send the next batch of them.
+    pub(crate) fn handle_learner_request<B: Storage<T, S>>(
+        &mut self,
+        ctx: &mut Context<T, S, B>,
+        from: NodeId,
+        request: crate::messages::LearnerRequest,
+    ) -> Result<(), StorageError> {
+        if !self.is_accepting() || self.peers.get(&from).is_none() {
+            return Ok(());
+        }
+        let decided_end = ctx.state.decided_idx.min(ctx.state.log_end);
+        let from_idx = request.from_idx.min(decided_end);
+        let to = decided_end.min(from_idx.saturating_add(super::learner::LEARNER_BATCH_ENTRIES));
+        let log_sync = ctx.create_decided_sync(from_idx, to)?;
+        let sync = crate::messages::LearnerSync { n: self.n, decided_idx: ctx.state.decided_idx, log_sync };
+        ctx.send(from, PaxosMsg::LearnerSync(Box::new(sync)));
+        Ok(())
+    }
+
     /// A follower's ReadRequest.
     pub(crate) fn handle_read_request<B: Storage<T, S>>(
         &mut self,

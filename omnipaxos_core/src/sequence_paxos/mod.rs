@@ -20,6 +20,7 @@
 mod context;
 mod follower;
 mod leader;
+mod learner;
 mod proposals;
 mod read;
 mod reads;
@@ -60,6 +61,8 @@ pub struct SequencePaxos<T, S, B> {
     /// A StopSign forwarded to the leader and not yet in the log.
     pending_stopsign: Option<StopSign>,
     flush_batch_ticks: u64,
+    /// Where a learner asks for decided entries (unused by voters).
+    learner: learner::LearnerState,
     resend_clock: u64,
     flush_clock: u64,
     dispatch: Option<tracing::Dispatch>,
@@ -148,7 +151,17 @@ where
         if mutated!(config, DropOutcomes) {
             ctx.ledger.drop_outcomes_beyond(ctx.buffer_size);
         }
-        let recovering = !ctx.state.promise.is_initial();
+        let learner_promise = learner::learner_promise(config.configuration_id(), config.pid());
+        if config.learner() && ctx.state.promise != learner_promise {
+            // Durable before anything else happens: this replica never votes again here.
+            ctx.write(vec![StorageOp::SetPromise(learner_promise)])?;
+            ctx.flush()?;
+            tracing::warn!(
+                pid = ctx.pid,
+                "starts as a learner: it lost its storage and never votes again in this configuration"
+            );
+        }
+        let recovering = !ctx.state.promise.is_initial() && ctx.state.promise != learner_promise;
         let mut sp = SequencePaxos {
             leader: ctx.state.promise,
             ctx,
@@ -157,6 +170,7 @@ where
             flush_batch_ticks: config.flush_batch_tick_timeout(),
             resend_clock: 0,
             flush_clock: 0,
+            learner: learner::LearnerState::default(),
             dispatch,
         };
         if recovering {
@@ -248,6 +262,14 @@ where
                 }
                 Ok(())
             }
+            PaxosMsg::LearnerRequest(request) => {
+                if let Role::Leader(leader) = &mut self.role {
+                    leader.handle_learner_request(&mut self.ctx, from, request)
+                } else {
+                    Ok(())
+                }
+            }
+            PaxosMsg::LearnerSync(sync) => self.handle_learner_sync(from, *sync),
             PaxosMsg::ReadReply(reply) => {
                 if reply.n.pid == from {
                     self.ctx.reads.answered(reply.n, reply.round, reply.read_idx);
@@ -274,6 +296,9 @@ where
     fn append_inner(&mut self, entry: T) -> Result<ProposalId, ProposeErr<T>> {
         if self.ctx.stopped {
             return Err(ProposeErr::Stopped(entry));
+        }
+        if self.is_learner() {
+            return Err(ProposeErr::Learner(entry));
         }
         if self.has_stopsign() {
             return Err(ProposeErr::PendingReconfigEntry(entry));
@@ -350,6 +375,9 @@ where
         }
         if self.ctx.stopped {
             return Err(ProposeErr::Storage(StorageError::Poisoned));
+        }
+        if self.is_learner() {
+            return Err(ProposeErr::LearnerReconfig(next, metadata));
         }
         if self.has_stopsign() {
             return Err(ProposeErr::PendingReconfigConfig(next, metadata));
@@ -527,6 +555,12 @@ where
         let promise = self.ctx.state.promise;
         let own_but_not_leading = promise.pid == self.ctx.pid && !matches!(self.role, Role::Leader(_));
         (!promise.is_initial() && !own_but_not_leading).then_some(promise.pid)
+    }
+
+    /// True if this replica is a learner: it lost its storage, never votes again in this
+    /// configuration and only learns the decided log (see `SequencePaxosConfig::set_learner`).
+    pub fn is_learner(&self) -> bool {
+        self.ctx.state.promise == learner::learner_promise(self.ctx.config_id, self.ctx.pid)
     }
 
     /// True if this replica is the leader and in its accept phase: it can decide entries.

@@ -79,6 +79,13 @@ where
     /// log the leader may lack. A delayed or replayed copy of a Prepare already answered is
     /// answered again: promising the same ballot twice changes nothing durable.
     pub(super) fn handle_prepare(&mut self, from: NodeId, prep: Prepare) -> Result<(), StorageError> {
+        if self.is_learner() {
+            // A learner never promises; a Prepare tells it who may lead: ask it for entries.
+            if prep.n.pid == from {
+                self.ask_for_decided_entries(Some(from));
+            }
+            return Ok(());
+        }
         let promise = self.ctx.state.promise;
         if prep.n < promise || prep.n.pid != from {
             self.ctx.send(from, PaxosMsg::NotAccepted(crate::messages::NotAccepted { n: promise }));
@@ -298,6 +305,11 @@ where
 
     /// Periodic resend of what may have been lost.
     pub(super) fn resend(&mut self) -> Result<(), StorageError> {
+        if self.is_learner() {
+            let leader = self.learner.leader.map(|b| b.pid);
+            self.ask_for_decided_entries(leader);
+            return Ok(());
+        }
         let n = self.ctx.state.promise;
         match &mut self.role {
             Role::Leader(leader) => leader.resend(&mut self.ctx)?,
@@ -353,6 +365,41 @@ where
         );
     }
 
+    /// A learner asks `leader` (or, with none known, every peer) for decided entries.
+    pub(super) fn ask_for_decided_entries(&mut self, leader: Option<NodeId>) {
+        let from_idx = self.ctx.state.decided_idx;
+        let request = crate::messages::LearnerRequest { from_idx };
+        match leader {
+            Some(pid) => self.ctx.send(pid, PaxosMsg::LearnerRequest(request)),
+            None => {
+                for peer in self.ctx.peers.clone() {
+                    self.ctx.send(peer, PaxosMsg::LearnerRequest(request));
+                }
+            }
+        }
+        self.learner.asked_at = Some(self.ctx.now);
+    }
+
+    /// Decided entries for this learner: append what it lacks, and ask for more at once while
+    /// the leader has decided further.
+    pub(super) fn handle_learner_sync(
+        &mut self,
+        from: NodeId,
+        sync: crate::messages::LearnerSync<T, S>,
+    ) -> Result<(), StorageError> {
+        if !self.is_learner() || sync.n.pid != from || sync.n.config_id != self.ctx.config_id {
+            return Ok(());
+        }
+        if self.learner.leader.is_none_or(|known| sync.n >= known) {
+            self.learner.leader = Some(sync.n);
+        }
+        let decided = self.ctx.apply_decided_sync(sync.log_sync)?;
+        if decided < sync.decided_idx && self.ctx.state.stopsign.is_none() {
+            self.ask_for_decided_entries(Some(from));
+        }
+        Ok(())
+    }
+
     /// A leader asks whether we still promise its ballot (a read round): yes if we do.
     pub(super) fn handle_read_confirm(&mut self, from: NodeId, round: crate::messages::ReadRound) {
         if round.n.pid != from || round.n != self.ctx.state.promise {
@@ -371,9 +418,17 @@ where
             return;
         }
         let state = &self.ctx.state;
-        let leader = state.promise;
-        let synced = !leader.is_initial() && state.accepted_round == leader && leader.pid != self.ctx.pid;
-        if !synced || !self.ctx.peers.contains(&leader.pid) {
+        let (leader, known) = match self.learner.leader {
+            // A learner asks the leader that sends it decided entries.
+            Some(leader) if self.is_learner() => (leader, true),
+            _ => {
+                let leader = state.promise;
+                let synced =
+                    !leader.is_initial() && state.accepted_round == leader && leader.pid != self.ctx.pid;
+                (leader, synced)
+            }
+        };
+        if !known || !self.ctx.peers.contains(&leader.pid) {
             return;
         }
         if let Some(round) = self.ctx.reads.ask(leader, self.ctx.now, self.ctx.resend_ticks) {

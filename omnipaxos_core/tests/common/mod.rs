@@ -111,7 +111,8 @@ impl<S: Snapshot<u64>> Cluster<S> {
 
     /// Hands `pid` a ballot above every promise, as leader election would, and runs to quiet.
     pub fn elect(&mut self, pid: NodeId) {
-        let max_round = self.replicas.values().map(|r| r.get_promise().n).max().unwrap_or(0);
+        let max_round =
+            self.replicas.values().filter(|r| !r.is_learner()).map(|r| r.get_promise().n).max().unwrap_or(0);
         self.round = self.round.max(max_round) + 1;
         let ballot = Ballot::with(CONFIG_ID, self.round, 0, pid);
         self.trace.push(format!("elect {pid} with {ballot}"));
@@ -229,6 +230,16 @@ impl<S: Snapshot<u64>> Cluster<S> {
         replica.fail_recovery();
         self.trace.push(format!("restart {pid}"));
         self.replicas.insert(pid, replica);
+    }
+
+    /// Replaces `pid` by a replica over `storage` (e.g. an empty one: its disk was wiped),
+    /// started as a learner if `learner`.
+    pub fn replace_storage(&mut self, pid: NodeId, storage: CrashableStorage<u64, S>, learner: bool) {
+        self.replicas.remove(&pid);
+        let mut config = self.configs[&pid].clone();
+        config.set_learner(learner);
+        self.trace.push(format!("replace the storage of {pid} (learner: {learner})"));
+        self.replicas.insert(pid, SequencePaxos::with(config, storage));
     }
 
     /// The decided entries of `pid`, from the compacted index on.
