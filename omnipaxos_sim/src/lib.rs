@@ -24,6 +24,7 @@
 //! Two phases per seed: faults (safety), then healing and a bounded wait for new client
 //! operations to complete and replicas to converge (liveness). See `docs/simulator.md`.
 
+pub mod adversary;
 pub mod clients;
 #[cfg(feature = "raft-comparison")]
 pub mod comparison;
