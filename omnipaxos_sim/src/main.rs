@@ -46,6 +46,11 @@ struct Cli {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Only the fault model from before issue 8: messages to a crashed node are dropped, no
+    /// archive replays, no runtime priority changes, no small `buffer_size`. Seeds then run
+    /// exactly as they did before those faults existed.
+    #[arg(long)]
+    classic_faults: bool,
     /// Properties whose violations are reported but do not fail the run (known open bugs),
     /// e.g. `replicas_converge_after_healing`. Safety properties should never be listed.
     #[arg(long, value_delimiter = ',')]
@@ -185,6 +190,7 @@ fn replay(seed: u64, cli: &Cli) -> ExitCode {
         let mut config = SimConfig::new(seed, nodes);
         config.ops = cli.ops;
         config.storage = cli.storage;
+        config.extended_faults = !cli.classic_faults;
         config.trace = true;
         config.trace_print = true;
         println!("=== seed {seed}, {nodes} replicas");
@@ -238,6 +244,7 @@ fn batch(cli: &Cli) -> ExitCode {
         ops: cli.ops,
         threads: cli.threads,
         storage: cli.storage,
+        extended_faults: !cli.classic_faults,
     };
     let jobs = (batch.seeds.end.saturating_sub(batch.seeds.start)) * batch.node_counts.len() as u64;
     let progress = if cli.quiet { ProgressBar::hidden() } else { ProgressBar::new(jobs) };
@@ -252,16 +259,24 @@ fn batch(cli: &Cli) -> ExitCode {
             progress.suspend(|| {
                 eprintln!("violation: seed {} N={}: {v}", report.seed, report.nodes);
                 eprintln!(
-                    "  replay: cargo run --release -p omnipaxos_sim -- --seed {} --nodes {} --storage {}",
-                    report.seed, report.nodes, cli.storage
+                    "  replay: cargo run --release -p omnipaxos_sim -- --seed {} --nodes {} --storage {}{}",
+                    report.seed,
+                    report.nodes,
+                    cli.storage,
+                    if cli.classic_faults { " --classic-faults" } else { "" }
                 );
             });
         }
     });
     progress.finish_and_clear();
     println!(
-        "seeds {}..{} ({} runs), {} ops per seed, {} storage\n",
-        batch.seeds.start, batch.seeds.end, jobs, batch.ops, batch.storage
+        "seeds {}..{} ({} runs), {} ops per seed, {} storage, {} faults\n",
+        batch.seeds.start,
+        batch.seeds.end,
+        jobs,
+        batch.ops,
+        batch.storage,
+        if batch.extended_faults { "extended" } else { "classic" }
     );
     println!("{}", summary.render(started.elapsed().as_secs_f64()));
     let (tolerated, failing): (Vec<_>, Vec<_>) =
