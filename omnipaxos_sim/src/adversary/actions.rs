@@ -35,6 +35,10 @@ impl World {
             2 => up.into_iter().filter(|_| self.rng.gen_bool(0.5)).collect(),
             _ => up.into_iter().filter(|&p| p == ballot.pid || self.rng.gen_bool(0.5)).collect(),
         };
+        let targets = match targets.is_empty() {
+            true => self.up_pids().into_iter().filter(|&p| p == ballot.pid).collect(),
+            false => targets,
+        };
         self.led.push(ballot);
         if ballot.config_id == CONFIG_ID {
             self.ceiling = self.ceiling.max(ballot);

@@ -62,11 +62,11 @@ const ACTIONS: [(Action, u32); 17] = [
     (Action::Drop, 25),
     (Action::Duplicate, 20),
     (Action::Replay, 40),
-    (Action::Leader, 30),
+    (Action::Leader, 12),
     (Action::Append, 100),
     (Action::Tick, 80),
     (Action::Flush, 160),
-    (Action::Crash, 10),
+    (Action::Crash, 6),
     (Action::Restart, 25),
     (Action::Reconnected, 10),
     (Action::FailRecovery, 5),
@@ -103,7 +103,12 @@ impl Action {
 
     /// Actions every seed keeps: without them nothing happens.
     fn is_essential(self) -> bool {
-        matches!(self, Action::Deliver | Action::Flush | Action::Append | Action::Tick | Action::Leader)
+        self.is_lull() || self == Action::Leader
+    }
+
+    /// The actions of a lull: a healthy cluster's inputs.
+    fn is_lull(self) -> bool {
+        matches!(self, Action::Deliver | Action::Flush | Action::Append | Action::Tick)
     }
 }
 
@@ -124,6 +129,12 @@ pub struct Profile {
     pub flush_batch_ticks: u64,
     /// Some handle_leader ballots have rounds near `u32::MAX`.
     pub extreme_rounds: bool,
+    /// Chance that a delivery takes the oldest deliverable message instead of a random one.
+    pub oldest_first: f64,
+    /// Chance that a node flushes (take_outgoing_messages) right after an input.
+    pub flush_after_input: f64,
+    /// Share of the adversarial phase's windows that are lulls (no faults, no leader changes).
+    pub lull_share: f64,
     pub(super) weights: Vec<u32>,
 }
 
@@ -158,7 +169,8 @@ impl Profile {
                     _ => action.is_essential() || rng.gen_bool(0.8),
                 };
                 if enabled {
-                    base * rng.gen_range(1..=20) / 10 + 1
+                    // Tenths: from a tenth of the base weight (rare) to four times it (dominant).
+                    base * [1, 2, 5, 10, 15, 20, 30, 40].choose(rng).expect("non-empty") / 10 + 1
                 } else {
                     0
                 }
@@ -172,6 +184,9 @@ impl Profile {
             resend_ticks: rng.gen_range(2..=8),
             flush_batch_ticks: rng.gen_range(1..=4),
             extreme_rounds: rng.gen_bool(0.1),
+            oldest_first: *[0.0, 0.5, 0.9].choose(rng).expect("non-empty"),
+            flush_after_input: *[0.0, 0.3, 0.6, 0.9].choose(rng).expect("non-empty"),
+            lull_share: *[0.0, 0.3, 0.5, 0.7].choose(rng).expect("non-empty"),
             weights,
         }
     }
@@ -199,7 +214,7 @@ impl std::fmt::Display for Profile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "pids {:?} buffer_size {} batch_size {} piggyback_decide {} resend {} flush_batch {} hostile {} reconfigure {} extreme_rounds {}",
+            "pids {:?} buffer_size {} batch_size {} piggyback_decide {} resend {} flush_batch {} hostile {} reconfigure {} extreme_rounds {} oldest_first {} flush_after_input {} lull_share {}",
             self.pids,
             self.buffer_size,
             self.batch_size,
@@ -208,7 +223,10 @@ impl std::fmt::Display for Profile {
             self.flush_batch_ticks,
             self.weight(Action::Hostile) > 0,
             self.weight(Action::Reconfigure) > 0,
-            self.extreme_rounds
+            self.extreme_rounds,
+            self.oldest_first,
+            self.flush_after_input,
+            self.lull_share
         )
     }
 }
@@ -263,6 +281,8 @@ pub(super) struct World {
     pub(super) tolerated: Vec<Violation>,
     pub(super) trace: Option<Vec<String>>,
     pub(super) outgoing: Vec<AdvMessage>,
+    /// Nodes a core call reached in this step (for `flush_after_input`).
+    pub(super) touched: Vec<NodeId>,
     pub(super) outcomes: Vec<(ProposalId, ProposalOutcome)>,
     /// The next configurations a StopSign may name.
     pub(super) next_configs: [ClusterConfig; 2],
@@ -317,6 +337,7 @@ impl World {
             liveness: Liveness::NotRun,
             tolerated: Vec::new(),
             outgoing: Vec::new(),
+            touched: Vec::new(),
             outcomes: Vec::new(),
             next_configs,
         }
@@ -356,17 +377,54 @@ impl World {
         self.after_step()
     }
 
+    /// Alternates storms (every action of the seed's mix) and lulls (only deliveries, flushes,
+    /// appends and ticks, so that a leader makes progress and there are decisions for stale
+    /// messages to contradict), each a random number of steps long.
     fn adversarial_phase(&mut self) -> Result<(), Violation> {
-        let weights: Vec<u32> = self.profile.weights.clone();
-        let choose = WeightedIndex::new(&weights).expect("the essential actions have weight");
+        let storm = WeightedIndex::new(&self.profile.weights).expect("the essential actions have weight");
+        let lull_weights: Vec<u32> = ACTIONS
+            .iter()
+            .zip(&self.profile.weights)
+            .map(|((action, _), &w)| if action.is_lull() { w } else { 0 })
+            .collect();
+        let lull = WeightedIndex::new(&lull_weights).expect("the lull actions have weight");
+        let mut storming = true;
+        let mut window_end = 0;
         for _ in 0..self.config.steps {
+            if self.step >= window_end {
+                storming = !storming || self.rng.gen_bool(1.0 - self.profile.lull_share);
+                window_end = self.step + self.rng.gen_range(20..=200);
+                let kind = if storming { "STORM" } else { "LULL" };
+                self.trace(|| format!("{kind} until step {window_end}"));
+            }
             self.step += 1;
             self.checker.set_step(self.step);
+            let choose = if storming { &storm } else { &lull };
             let action = ACTIONS[choose.sample(&mut self.rng)].0;
             *self.actions.entry(action.name()).or_default() += 1;
             self.act(action)?;
             self.after_step()?;
+            self.maybe_flush_touched()?;
         }
+        Ok(())
+    }
+
+    /// A node's loop usually flushes right after an input: each node an input reached flushes
+    /// now with the seed's `flush_after_input` chance, as a step of its own. Otherwise its
+    /// writes stay unflushed (and its messages unsent) until a later take_outgoing, or a crash.
+    fn maybe_flush_touched(&mut self) -> Result<(), Violation> {
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.sort_unstable();
+        touched.dedup();
+        for pid in touched {
+            if self.rng.gen_bool(self.profile.flush_after_input) {
+                self.step += 1;
+                self.checker.set_step(self.step);
+                self.flush(pid)?;
+                self.after_step()?;
+            }
+        }
+        self.touched.clear();
         Ok(())
     }
 
@@ -450,7 +508,10 @@ impl World {
         let node = self.nodes.get_mut(&pid).expect("a member");
         let Some(replica) = node.replica.as_mut() else { return Ok(None) };
         match guard(|| f(replica)) {
-            Ok(Ok(value)) => Ok(Some(value)),
+            Ok(Ok(value)) => {
+                self.touched.push(pid);
+                Ok(Some(value))
+            }
             Ok(Err(e)) => {
                 let text = format!("{what}: {e}");
                 node.last_error = Some(text.clone());
@@ -469,24 +530,29 @@ impl World {
 
     // ---- the network ------------------------------------------------------------------
 
+    /// Delivers one in-flight message to its (live) receiver: the oldest with the seed's
+    /// `oldest_first` chance (progress), otherwise a random one (reordering).
     fn deliver_one(&mut self) -> Result<(), Violation> {
-        for _ in 0..4 {
-            let Some(i) = (!self.in_flight.is_empty()).then(|| self.rng.gen_range(0..self.in_flight.len()))
-            else {
-                return Ok(());
-            };
-            let id = self.in_flight[i];
-            if self.is_up(self.archive[id].to) {
-                self.in_flight.swap_remove(i);
-                return self.deliver(Source::Archive(id), "deliver");
+        let deliverable = |w: &World, i: usize| w.is_up(w.archive[w.in_flight[i]].to);
+        let position = if self.rng.gen_bool(self.profile.oldest_first) {
+            (0..self.in_flight.len()).find(|&i| deliverable(self, i))
+        } else {
+            let len = self.in_flight.len();
+            let tries: Vec<usize> = (0..4.min(len)).map(|_| self.rng.gen_range(0..len)).collect();
+            tries.into_iter().find(|&i| deliverable(self, i))
+        };
+        match position {
+            Some(i) => {
+                let id = self.in_flight.remove(i);
+                self.deliver(Source::Archive(id), "deliver")
             }
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn drop_one(&mut self) -> Result<(), Violation> {
         if !self.in_flight.is_empty() {
-            let id = self.in_flight.swap_remove(self.rng.gen_range(0..self.in_flight.len()));
+            let id = self.in_flight.remove(self.rng.gen_range(0..self.in_flight.len()));
             self.trace(|| format!("drop #{id}"));
         }
         Ok(())
