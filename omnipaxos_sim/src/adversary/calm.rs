@@ -28,7 +28,7 @@ use crate::invariants::Violation;
 /// Proposals appended during the calm phase.
 const CALM_PROPOSALS: usize = 3;
 /// Most flush-and-deliver rounds in one tick (a livelock of messages ends the tick).
-const DELIVERY_ROUNDS_MAX: usize = 64;
+const DELIVERY_ROUNDS_MAX: usize = 16;
 
 impl World {
     /// Runs the calm phase and sets `self.liveness`.
