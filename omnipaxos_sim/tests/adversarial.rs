@@ -75,6 +75,7 @@ fn traced(seed: u64, nodes: usize) -> adversary::AdversaryReport {
         "decided_index_never_decreases",
         "agreement",
         "exactly_once",
+        "foreign_storage_is_refused",
     ]
     .map(String::from)
     .to_vec();
@@ -142,7 +143,7 @@ fn replays_reach_restarted_nodes_with_messages_sent_before_the_restart() {
 #[test]
 fn the_scheduler_takes_every_action() {
     let mut actions: BTreeMap<&str, u64> = BTreeMap::new();
-    for seed in 0..20 {
+    for seed in 0..40 {
         for (name, n) in traced(seed, 3).actions {
             *actions.entry(name).or_default() += n;
         }
@@ -164,6 +165,7 @@ fn the_scheduler_takes_every_action() {
         "snapshot",
         "reconfigure",
         "disk_failure",
+        "foreign_disk",
         "hostile",
         "hostile-outsider",
         "hostile-misaddressed",
@@ -171,7 +173,7 @@ fn the_scheduler_takes_every_action() {
         "hostile-extreme-from-peer",
     ];
     for name in expected {
-        assert!(actions.get(name).copied().unwrap_or(0) > 0, "no {name} in 20 seeds: {actions:?}");
+        assert!(actions.get(name).copied().unwrap_or(0) > 0, "no {name} in 40 seeds: {actions:?}");
     }
 }
 
@@ -305,4 +307,30 @@ fn guard_turns_a_panic_into_its_message_and_leaves_other_results_alone() {
     let message =
         adversary::guard(|| -> u32 { panic!("ballot rounds exhausted\nsecond line") }).expect_err("panics");
     assert!(message.contains("ballot rounds exhausted second line"), "{message}");
+}
+
+/// `PersistentStorage` records its node and configuration in every segment and refuses to open
+/// as another: the foreign-disk experiment runs and is always refused there. (Over
+/// `CrashableStorage`, which records no identity, only the core can refuse.)
+#[test]
+fn persistent_storage_refuses_foreign_disks() {
+    let mut experiments = 0;
+    for seed in 0..60 {
+        let mut config = AdversaryConfig::new(seed, 3);
+        config.storage = StorageKind::Persistent;
+        config.steps = 300;
+        config.tolerate =
+            ["outcome_not_lost", "no_panic_on_input", "decided_index_never_decreases", "agreement"]
+                .map(String::from)
+                .to_vec();
+        let report = adversary::run(config);
+        experiments += report.actions.get("foreign_disk").copied().unwrap_or(0);
+        let foreign = report
+            .violation
+            .iter()
+            .chain(&report.tolerated)
+            .any(|v| v.property == "foreign_storage_is_refused");
+        assert!(!foreign, "seed {seed}: {:?}", report.violation);
+    }
+    assert!(experiments > 10, "only {experiments} foreign-disk experiments in 60 seeds");
 }

@@ -15,8 +15,9 @@ use super::{
 };
 use crate::{
     invariants::Violation,
-    storage::{ArmedFailure, DiskLoss, SimStorage, StorageKind},
+    storage::{ArmedFailure, CrashedDisk, DiskLoss, SimStorage, StorageKind},
 };
+use omnipaxos_storage::persistent_storage::{sim_fs::CrashVariant, PersistentStorageConfig};
 
 /// Highest priority of an adversarial handle_leader ballot: `u32::MAX` is reserved for the
 /// hostile peers' ballot no leader uses ([`super::hostile::reserved_ballot`]).
@@ -241,6 +242,69 @@ impl World {
         *self.actions.entry(kind.name()).or_default() += 1;
         self.hostile.push((pid, message));
         self.deliver(Source::Hostile(self.hostile.len() - 1), kind.name())
+    }
+
+    /// Would a process of `pid` start over a disk that is not its own? A copy of another live
+    /// node's disk, or of `pid`'s own disk opened for another configuration, is opened as
+    /// `pid`'s: the storage or the core must refuse it (issue 8, finding 6). The experiment
+    /// runs on a copy and changes nothing in the run.
+    pub(super) fn open_foreign_disk(&mut self, pid: NodeId) -> Result<(), Violation> {
+        let others: Vec<NodeId> = self.up_pids().into_iter().filter(|&p| p != pid).collect();
+        let source = match others.choose(&mut self.rng) {
+            Some(&other) if self.rng.gen_bool(0.7) => other,
+            _ => pid,
+        };
+        let mut config = self.nodes[&pid].config.clone();
+        if source == pid {
+            config.set_configuration_id(CONFIG_ID + 1);
+        }
+        let what = match source == pid {
+            true => format!(
+                "node {pid}'s disk of configuration {CONFIG_ID} opened for configuration {}",
+                CONFIG_ID + 1
+            ),
+            false => format!("node {source}'s disk opened as node {pid}'s"),
+        };
+        let Some(storage) = self.nodes[&source].replica.as_ref().map(|r| r.storage()) else { return Ok(()) };
+        let copy = match storage.kind() {
+            StorageKind::Crashable => storage.crash_disk(DiskLoss::Calls(CrashKeep::All)),
+            StorageKind::Persistent => {
+                let loss = DiskLoss::Bytes { variant: CrashVariant::LoseUnsynced, seed: 0 };
+                match storage.crash_disk(loss) {
+                    CrashedDisk::Persistent { fs, config: disk } => CrashedDisk::Persistent {
+                        fs,
+                        config: PersistentStorageConfig {
+                            node_id: pid,
+                            configuration_id: config.configuration_id(),
+                            ..disk
+                        },
+                    },
+                    crashable => crashable,
+                }
+            }
+        };
+        let storage = match copy.recover() {
+            Ok(storage) => storage,
+            Err(e) => {
+                self.trace(|| format!("foreign disk: {what}: refused by the storage: {e}"));
+                return Ok(());
+            }
+        };
+        match super::guard(|| AdvReplica::try_with(config, storage)) {
+            Ok(Err(e)) => {
+                self.trace(|| format!("foreign disk: {what}: refused: {e}"));
+                Ok(())
+            }
+            Ok(Ok(replica)) => {
+                let detail = format!("{what}: a replica started over it (promise {})", replica.get_promise());
+                self.trace(|| format!("foreign disk: {detail}"));
+                self.tolerate(self.violation("foreign_storage_is_refused", detail))
+            }
+            Err(panic) => {
+                let detail = format!("node {pid} panicked in try_with over {what}: {panic}");
+                self.tolerate(self.violation("no_panic_on_input", detail))
+            }
+        }
     }
 
     // ---- after every step -------------------------------------------------------------

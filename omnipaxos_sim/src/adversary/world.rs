@@ -54,10 +54,11 @@ pub(super) enum Action {
     Reconfigure,
     DiskFailure,
     Hostile,
+    ForeignDisk,
 }
 
 /// Every action with its base weight (per mille of a typical step mix).
-const ACTIONS: [(Action, u32); 17] = [
+const ACTIONS: [(Action, u32); 18] = [
     (Action::Deliver, 400),
     (Action::Drop, 25),
     (Action::Duplicate, 20),
@@ -75,6 +76,7 @@ const ACTIONS: [(Action, u32); 17] = [
     (Action::Reconfigure, 6),
     (Action::DiskFailure, 5),
     (Action::Hostile, 20),
+    (Action::ForeignDisk, 3),
 ];
 
 impl Action {
@@ -98,6 +100,7 @@ impl Action {
             Action::Reconfigure => "reconfigure",
             Action::DiskFailure => "disk_failure",
             Action::Hostile => "hostile",
+            Action::ForeignDisk => "foreign_disk",
         }
     }
 
@@ -139,8 +142,8 @@ pub struct Profile {
 }
 
 impl Profile {
-    /// Draws the profile of a seed with `nodes` replicas.
-    pub fn draw(rng: &mut SmallRng, nodes: usize) -> Profile {
+    /// Draws the profile of `seed` with `nodes` replicas from `rng` (seeded with `seed`).
+    pub fn draw(rng: &mut SmallRng, seed: u64, nodes: usize) -> Profile {
         let pids = if rng.gen_bool(0.6) {
             (1..=nodes as NodeId).collect()
         } else {
@@ -166,6 +169,8 @@ impl Profile {
                 let enabled = match action {
                     Action::Hostile => hostile,
                     Action::Reconfigure => reconfigure,
+                    // Drawn last, below: seeds without it run as before it existed.
+                    Action::ForeignDisk => false,
                     _ => action.is_essential() || rng.gen_bool(0.8),
                 };
                 if enabled {
@@ -176,7 +181,7 @@ impl Profile {
                 }
             })
             .collect();
-        Profile {
+        let mut profile = Profile {
             pids,
             buffer_size,
             batch_size,
@@ -188,7 +193,17 @@ impl Profile {
             flush_after_input: *[0.0, 0.3, 0.6, 0.9].choose(rng).expect("non-empty"),
             lull_share: *[0.0, 0.3, 0.5, 0.7].choose(rng).expect("non-empty"),
             weights,
+        };
+        // A generator of its own: the main stream, and so every seed without the action, stays
+        // as it was before the action existed.
+        let mut side = SmallRng::seed_from_u64(seed ^ 0x6d69_736d_6174_6368);
+        if side.gen_bool(0.1) {
+            let (i, (_, base)) =
+                ACTIONS.iter().enumerate().find(|(_, (a, _))| *a == Action::ForeignDisk).expect("listed");
+            profile.weights[i] =
+                base * [1, 2, 5, 10, 15, 20, 30, 40].choose(&mut side).expect("non-empty") / 10 + 1;
         }
+        profile
     }
 
     /// The configuration of `pid`'s replica.
@@ -214,7 +229,7 @@ impl std::fmt::Display for Profile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "pids {:?} buffer_size {} batch_size {} piggyback_decide {} resend {} flush_batch {} hostile {} reconfigure {} extreme_rounds {} oldest_first {} flush_after_input {} lull_share {}",
+            "pids {:?} buffer_size {} batch_size {} piggyback_decide {} resend {} flush_batch {} hostile {} reconfigure {} mismatched_storage {} extreme_rounds {} oldest_first {} flush_after_input {} lull_share {}",
             self.pids,
             self.buffer_size,
             self.batch_size,
@@ -223,6 +238,7 @@ impl std::fmt::Display for Profile {
             self.flush_batch_ticks,
             self.weight(Action::Hostile) > 0,
             self.weight(Action::Reconfigure) > 0,
+            self.weight(Action::ForeignDisk) > 0,
             self.extreme_rounds,
             self.oldest_first,
             self.flush_after_input,
@@ -291,7 +307,7 @@ pub(super) struct World {
 impl World {
     pub(super) fn new(config: AdversaryConfig) -> World {
         let mut rng = SmallRng::seed_from_u64(config.seed);
-        let profile = Profile::draw(&mut rng, config.nodes);
+        let profile = Profile::draw(&mut rng, config.seed, config.nodes);
         let nodes = profile
             .pids
             .iter()
@@ -446,6 +462,7 @@ impl World {
             Action::Reconfigure => self.on_random_up(|w, pid| w.reconfigure(pid)),
             Action::DiskFailure => self.on_random_up(|w, pid| w.arm_disk_failure(pid)),
             Action::Hostile => self.on_random_up(|w, pid| w.inject_hostile(pid)),
+            Action::ForeignDisk => self.on_random_up(|w, pid| w.open_foreign_disk(pid)),
         }
     }
 
