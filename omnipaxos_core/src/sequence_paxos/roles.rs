@@ -204,6 +204,11 @@ where
             return Ok(());
         }
         let ballot = Ballot::with(self.ctx.config_id, n.n.saturating_add(1), leader.n.priority, self.ctx.pid);
+        if ballot <= n || ballot <= self.ctx.state.promise {
+            // Rounds are exhausted (a ballot of round u32::MAX): nothing can outbid it.
+            tracing::warn!(pid = self.ctx.pid, phantom = %n, "cannot outbid a promise of the largest round");
+            return Ok(());
+        }
         tracing::info!(pid = self.ctx.pid, phantom = %n, ballot = %ballot, "outbidding a promise no leader announced");
         self.leader = ballot;
         self.become_leader(ballot)
