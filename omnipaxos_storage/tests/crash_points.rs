@@ -7,8 +7,14 @@
 //! (`MemoryStorage` fed the same calls). Then, on the recovered disk: a second open gives the
 //! same state, and a new write + flush survives one more crash.
 //!
-//! The workload appends, truncates (`AppendOnPrefix`), trims, snapshots, sets every field, and
-//! uses tiny segments so that segments roll and are deleted many times.
+//! The workload appends, truncates (`AppendOnPrefix`), trims, snapshots, sets every field,
+//! closes and reopens the storage now and then (crash points inside `close` and inside the
+//! reopen's recovery), and uses tiny segments so that segments roll (new segment, then Seal)
+//! and are deleted many times.
+//!
+//! What each recovery reports is checked too: a crash that loses exactly the unsynced writes
+//! ends cleanly (no torn tail, no possible loss); a dropped tail is reported as torn or as a
+//! possible loss, never silently; a possible loss is recorded and survives the next open.
 //!
 //! CI runs a small size by default. The large run is one command:
 //! `cargo test -p omnipaxos_storage --release --test crash_points -- --ignored --nocapture`
@@ -24,7 +30,7 @@ use omnipaxos_storage::{
     persistent_storage::{
         recovery::Tail,
         sim_fs::{CrashPoint, CrashVariant, SimFs, SimOpKind},
-        PersistentStorage, PersistentStorageConfig,
+        OpenError, OpenMode, PersistentStorage, PersistentStorageConfig,
     },
 };
 
@@ -58,6 +64,8 @@ struct Workload {
     calls: Vec<Call>,
     /// `flush_after[i]`: flush after call `i + 1`.
     flush_after: Vec<bool>,
+    /// `reopen_after[i]`: after call `i + 1` (and its flush), close the storage and reopen it.
+    reopen_after: Vec<bool>,
     /// `models[j]`: the model after the first `j` calls.
     models: Vec<MemoryStorage<u64, SumSnapshot>>,
 }
@@ -66,12 +74,18 @@ struct Workload {
 fn workload(seed: u64, count: usize) -> Workload {
     let mut rng = Rng(seed);
     let mut model = MemoryStorage::<u64, SumSnapshot>::default();
-    let mut workload = Workload { calls: Vec::new(), flush_after: Vec::new(), models: vec![model.clone()] };
+    let mut workload = Workload {
+        calls: Vec::new(),
+        flush_after: Vec::new(),
+        reopen_after: Vec::new(),
+        models: vec![model.clone()],
+    };
     for number in 1..=count as u64 {
         let call = random_call(&mut rng, &model, number);
         model.write_atomically(call.clone()).expect("the workload is valid");
         workload.calls.push(call);
         workload.flush_after.push(rng.below(3) == 0);
+        workload.reopen_after.push(rng.below(25) == 0);
         workload.models.push(model.clone());
     }
     workload
@@ -122,9 +136,9 @@ fn random_call(rng: &mut Rng, model: &MemoryStorage<u64, SumSnapshot>, number: u
     call
 }
 
-fn config(preallocate: bool) -> PersistentStorageConfig {
+fn config(preallocate: bool, mode: OpenMode) -> PersistentStorageConfig {
     PersistentStorageConfig::new("/data/node1", 1, 1)
-        .create_if_missing(true)
+        .mode(mode)
         .segment_size_bytes(1024)
         .preallocate_segments(preallocate)
 }
@@ -134,6 +148,9 @@ fn label(acked: usize, issued: usize) -> u64 {
     ((acked as u64) << 32) | issued as u64
 }
 
+/// The label of crash points inside the bootstrap, before it returned.
+const BOOTSTRAPPING: u64 = u64::MAX;
+
 fn unlabel(label: u64) -> (usize, usize) {
     ((label >> 32) as usize, (label & 0xffff_ffff) as usize)
 }
@@ -142,8 +159,9 @@ fn unlabel(label: u64) -> (usize, usize) {
 fn run_capturing(workload: &Workload, preallocate: bool) -> Vec<CrashPoint> {
     let fs = SimFs::new();
     fs.capture_crash_points();
-    fs.set_label(label(0, 0));
-    let mut storage = SimStorage::open_with_fs(&config(preallocate), fs.clone()).expect("create");
+    fs.set_label(BOOTSTRAPPING);
+    let mut storage =
+        SimStorage::open_with_fs(&config(preallocate, OpenMode::Bootstrap), fs.clone()).expect("create");
     let mut acked = 0;
     for (index, call) in workload.calls.iter().enumerate() {
         let issued = index + 1;
@@ -156,6 +174,15 @@ fn run_capturing(workload: &Workload, preallocate: bool) -> Vec<CrashPoint> {
             assert!(syncs <= 1, "a flush makes at most one fdatasync, made {syncs}");
             acked = issued;
         }
+        if workload.reopen_after[index] {
+            storage.close().expect("close");
+            acked = issued;
+            fs.set_label(label(acked, issued));
+            storage = SimStorage::open_with_fs(&config(preallocate, OpenMode::Restart), fs.clone())
+                .expect("reopen");
+            assert!(storage.open_report().previous_session_closed, "the close was recorded");
+            assert_eq!(storage.open_report().tail, Tail::Clean);
+        }
     }
     fs.take_crash_points()
 }
@@ -166,6 +193,13 @@ struct Counts {
     crash_points: usize,
     recoveries: usize,
     torn_tails: usize,
+    /// Recoveries that dropped a complete frame that failed verification: reported as a
+    /// possible loss of acknowledged data (here never an actual loss: the oracle checks it).
+    possible_losses: usize,
+    /// Recoveries that undid an interrupted roll (the new segment removed as a stray).
+    interrupted_rolls: usize,
+    /// Crashes inside the bootstrap that left no log (bootstrapped again).
+    interrupted_bootstraps: usize,
     /// Recoveries that kept calls beyond the acknowledged ones.
     kept_unacknowledged: usize,
 }
@@ -178,12 +212,23 @@ fn check_recovery(
     counts: &mut Counts,
 ) {
     let context = format!("crash after {point:?}, {variant:?}, seed {seed}");
-    let (acked, issued) = unlabel(point.label);
     let crashed = point.crash(variant, seed);
-    let storage = match SimStorage::open_with_fs(&config(seed % 2 == 0), crashed) {
-        Ok(storage) => storage,
-        Err(error) => panic!("{context}: recovery failed: {error}"),
+    let (acked, issued) = match point.label {
+        BOOTSTRAPPING => (0, 0),
+        label => unlabel(label),
     };
+    let storage =
+        match SimStorage::open_with_fs(&config(seed.is_multiple_of(2), OpenMode::Restart), crashed.clone()) {
+            Ok(storage) => storage,
+            // A bootstrap that never returned may leave no log: the replica never started, so it
+            // bootstraps again (over whatever the interrupted bootstrap left).
+            Err(OpenError::LogMissing { .. }) if point.label == BOOTSTRAPPING => {
+                counts.interrupted_bootstraps += 1;
+                SimStorage::open_with_fs(&config(seed.is_multiple_of(2), OpenMode::Bootstrap), crashed)
+                    .unwrap_or_else(|error| panic!("{context}: bootstrap again: {error}"))
+            }
+            Err(error) => panic!("{context}: recovery failed: {error}"),
+        };
     let observed = observe(&storage);
     let recovered_calls = observed.incarnation as usize;
     assert!(
@@ -192,8 +237,21 @@ fn check_recovery(
     );
     let expected = observe(&workload.models[recovered_calls]);
     assert_eq!(observed, expected, "{context}: state differs from the model after {recovered_calls} calls");
+    let report = storage.open_report();
+    if variant == CrashVariant::LoseUnsynced {
+        assert_eq!(report.tail, Tail::Clean, "{context}: losing exactly the unsynced writes ends cleanly");
+    }
+    assert_eq!(
+        report.acknowledged_state_may_be_lost(),
+        report.tail.may_have_lost_acknowledged_data(),
+        "{context}: a possible loss is reported exactly when this open found one"
+    );
     counts.recoveries += 1;
-    counts.torn_tails += usize::from(!matches!(storage.open_report().tail, Tail::Clean));
+    counts.torn_tails += usize::from(matches!(report.tail, Tail::Torn { .. }));
+    counts.possible_losses += usize::from(matches!(report.tail, Tail::PossibleLoss { .. }));
+    counts.interrupted_rolls += usize::from(
+        report.removed_strays.iter().any(|path| path.extension().is_some_and(|extension| extension == "log")),
+    );
     counts.kept_unacknowledged += usize::from(recovered_calls > acked);
     check_reopen_and_continue(storage, &observed, workload, recovered_calls, &context);
 }
@@ -206,9 +264,13 @@ fn check_reopen_and_continue(
     recovered_calls: usize,
     context: &str,
 ) {
+    let possible_loss = storage.possible_loss();
     let reopened_fs = storage.fs().crash(CrashVariant::LoseUnsynced, 0);
-    let mut reopened = SimStorage::open_with_fs(&config(false), reopened_fs).expect("second open");
+    let mut reopened =
+        SimStorage::open_with_fs(&config(false, OpenMode::Restart), reopened_fs).expect("second open");
     assert_eq!(&observe(&reopened), observed, "{context}: a second open differs");
+    assert_eq!(reopened.open_report().tail, Tail::Clean, "{context}: the first open repaired the tail");
+    assert_eq!(reopened.possible_loss(), possible_loss, "{context}: a recorded possible loss is kept");
     let log_end = observed.log_end;
     let next = vec![
         StorageOp::SetIncarnation(1_000_000),
@@ -220,7 +282,8 @@ fn check_reopen_and_continue(
     model.write_atomically(next).expect("model");
     for variant in [CrashVariant::LoseUnsynced, CrashVariant::KeepRandomSectors] {
         let crashed = reopened.fs().crash(variant, 5);
-        let again = SimStorage::open_with_fs(&config(false), crashed).expect("open after the second crash");
+        let again = SimStorage::open_with_fs(&config(false, OpenMode::Restart), crashed)
+            .expect("open after the second crash");
         assert_eq!(
             observe(&again),
             observe(&model),
@@ -234,7 +297,7 @@ fn enumerate(seeds: std::ops::Range<u64>, calls: usize) -> Counts {
     let mut counts = Counts::default();
     for seed in seeds {
         let workload = workload(seed, calls);
-        let points = run_capturing(&workload, seed % 2 == 0);
+        let points = run_capturing(&workload, seed.is_multiple_of(2));
         counts.crash_points += points.len();
         for point in &points {
             for (number, variant) in CrashVariant::ALL.into_iter().enumerate() {
@@ -249,11 +312,16 @@ fn enumerate(seeds: std::ops::Range<u64>, calls: usize) -> Counts {
 fn report(name: &str, counts: &Counts) {
     println!(
         "{name}: {} crash points x {} variants = {} recoveries; 0 acknowledged writes lost, 0 phantom \
-         writes, 0 recovery failures; {} torn tails dropped; {} recoveries kept unacknowledged calls",
+         writes, 0 recovery failures; {} torn tails dropped; {} complete bad frames dropped and \
+         reported as possible losses; {} interrupted rolls undone; {} interrupted bootstraps \
+         redone; {} recoveries kept unacknowledged calls",
         counts.crash_points,
         CrashVariant::ALL.len(),
         counts.recoveries,
         counts.torn_tails,
+        counts.possible_losses,
+        counts.interrupted_rolls,
+        counts.interrupted_bootstraps,
         counts.kept_unacknowledged
     );
 }
@@ -265,6 +333,8 @@ fn every_crash_point_recovers_an_acknowledged_prefix() {
     assert_eq!(counts.recoveries, counts.crash_points * CrashVariant::ALL.len());
     assert!(counts.crash_points > 300, "the workload must reach many crash points");
     assert!(counts.torn_tails > 0, "some crashes must tear the tail");
+    assert!(counts.possible_losses > 0, "some crashes must flip a bit of a complete frame");
+    assert!(counts.interrupted_rolls > 0, "some crashes must interrupt a roll");
     assert!(counts.kept_unacknowledged > 0, "some crashes must keep unacknowledged calls");
 }
 
@@ -283,6 +353,7 @@ fn workload_rolls_and_deletes_segments() {
     let workload = workload(0, 80);
     let points = run_capturing(&workload, true);
     let count = |kind: SimOpKind| points.iter().filter(|point| point.op == kind).count();
+    assert!(workload.reopen_after.iter().any(|reopen| *reopen), "the workload closes and reopens");
     assert!(count(SimOpKind::Rename) >= 5, "segments roll: {} renames", count(SimOpKind::Rename));
     assert!(count(SimOpKind::Remove) >= 2, "dead segments are removed: {}", count(SimOpKind::Remove));
     assert!(count(SimOpKind::SyncDir) >= 5 && count(SimOpKind::SyncData) >= 20);

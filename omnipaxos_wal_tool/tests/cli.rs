@@ -11,9 +11,7 @@ use omnipaxos_core::{
     util::{Proposal, ProposalId},
 };
 use omnipaxos_storage::persistent_storage::{
-    format::{read_frame, FrameRead, SEGMENT_HEADER_BYTES},
-    recovery::segment_file_name,
-    PersistentStorage, PersistentStorageConfig,
+    format::segment_frames, recovery::segment_file_name, OpenMode, PersistentStorage, PersistentStorageConfig,
 };
 
 const TOOL: &str = env!("CARGO_BIN_EXE_omnipaxos_wal_tool");
@@ -29,7 +27,7 @@ fn text(bytes: &[u8]) -> String {
 /// A directory with three flushed batches of `String` entries and a promise.
 fn written_dir(root: &Path) -> PathBuf {
     let dir = root.join("node2");
-    let config = PersistentStorageConfig::new(&dir, 4, 2).create_if_missing(true).segment_size_bytes(4096);
+    let config = PersistentStorageConfig::new(&dir, 4, 2).mode(OpenMode::Bootstrap).segment_size_bytes(4096);
     let mut storage = PersistentStorage::<String, ()>::open(&config).expect("create");
     for batch in 0..3u64 {
         let entries = (0..2)
@@ -85,8 +83,7 @@ fn verify_refuses_corruption_naming_file_and_offset() {
     let dir = written_dir(root.path());
     let segment = dir.join(segment_file_name(1));
     let mut bytes = std::fs::read(&segment).expect("read segment");
-    let FrameRead::Valid(checkpoint) = read_frame(&bytes, SEGMENT_HEADER_BYTES) else { panic!("checkpoint") };
-    let first_write = SEGMENT_HEADER_BYTES + checkpoint.len;
+    let (first_write, _) = segment_frames(&bytes)[1];
     bytes[first_write + 40] ^= 0x04;
     std::fs::write(&segment, &bytes).expect("corrupt the segment");
     let output = tool(&["verify"], &dir);
