@@ -256,7 +256,10 @@ impl FileSystem for StdFs {
         match std::fs::metadata(path) {
             Ok(metadata) if metadata.is_dir() => Ok(PathKind::Directory),
             Ok(_) => Ok(PathKind::NotADirectory),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(PathKind::Missing),
+            // ENOTDIR: a parent is not a directory, so nothing is at `path`.
+            Err(error) if matches!(error.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+                Ok(PathKind::Missing)
+            }
             Err(error) => Err(error),
         }
     }

@@ -457,6 +457,17 @@ where
     S: Serialize + DeserializeOwned,
     F: FileSystem,
 {
+    /// Reads the data directory of `config` on `fs` without changing it and without taking its
+    /// lock (the open mode is ignored). See [`open_read_only_with`].
+    pub fn open_read_only_with_fs(
+        config: &PersistentStorageConfig,
+        fs: &F,
+    ) -> Result<ReadOnlyLog<T, S>, OpenError> {
+        let type_tag = config.resolved_type_tag::<T, S>();
+        let expected = Expected { identity: Some(config.identity()), type_tag: Some(&type_tag) };
+        open_read_only_with::<BincodeValues<T, S>, F>(fs, &config.path, expected, &mut |_| {})
+    }
+
     /// Opens the data directory of `config` on `fs`: bootstraps it or recovers it, as
     /// [`PersistentStorageConfig::mode`] says, holding its lock from before the first read.
     /// Everything recovered is durable when this returns.
