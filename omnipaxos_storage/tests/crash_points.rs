@@ -5,7 +5,9 @@
 //! exactly the state after some prefix of its `write_atomically` calls: at least every call a
 //! returned `flush` covered, at most the calls made so far, byte-identical to a model
 //! (`MemoryStorage` fed the same calls). Then, on the recovered disk: a second open gives the
-//! same state, and a new write + flush survives one more crash.
+//! same state, and a new write + flush survives one more crash. Also after every crash point:
+//! the process alone dies (every write visible, nothing more durable), the storage recovers,
+//! then the power fails: the recovered state must survive (recovery synced what it accepted).
 //!
 //! The workload appends, truncates (`AppendOnPrefix`), trims, snapshots, sets every field,
 //! closes and reopens the storage now and then (crash points inside `close` and inside the
@@ -200,6 +202,8 @@ struct Counts {
     interrupted_rolls: usize,
     /// Crashes inside the bootstrap that left no log (bootstrapped again).
     interrupted_bootstraps: usize,
+    /// Process-only crashes, each followed by a power loss after recovery.
+    process_crashes: usize,
     /// Recoveries that kept calls beyond the acknowledged ones.
     kept_unacknowledged: usize,
 }
@@ -292,6 +296,41 @@ fn check_reopen_and_continue(
     }
 }
 
+/// After a crash of the process alone (the kernel keeps every write, durable or not), the
+/// storage recovers a prefix of calls; then a power loss (every unsynced byte lost) must not
+/// change what it recovered: recovery made everything it accepted durable before returning.
+fn check_process_crash(workload: &Workload, point: &CrashPoint, seed: u64, counts: &mut Counts) {
+    let context = format!("process crash after {point:?}");
+    let (acked, issued) = match point.label {
+        BOOTSTRAPPING => return,
+        label => unlabel(label),
+    };
+    let storage = match SimStorage::open_with_fs(
+        &config(seed.is_multiple_of(2), OpenMode::Restart),
+        point.process_crash(),
+    ) {
+        Ok(storage) => storage,
+        Err(error) => panic!("{context}: recovery failed: {error}"),
+    };
+    let observed = observe(&storage);
+    let recovered_calls = observed.incarnation as usize;
+    assert!(
+        (acked..=issued).contains(&recovered_calls),
+        "{context}: recovered {recovered_calls} of {acked}..={issued}"
+    );
+    assert_eq!(observed, observe(&workload.models[recovered_calls]), "{context}");
+    let power_loss = storage.fs().crash(CrashVariant::LoseUnsynced, 0);
+    drop(storage);
+    let again = SimStorage::open_with_fs(&config(false, OpenMode::Restart), power_loss)
+        .unwrap_or_else(|error| panic!("{context}: reopen after a power loss: {error}"));
+    assert_eq!(
+        observe(&again),
+        observed,
+        "{context}: a power loss after recovery changed the recovered state"
+    );
+    counts.process_crashes += 1;
+}
+
 /// Enumerates every crash point of `seeds` workloads of `calls` calls, every variant.
 fn enumerate(seeds: std::ops::Range<u64>, calls: usize) -> Counts {
     let mut counts = Counts::default();
@@ -300,6 +339,7 @@ fn enumerate(seeds: std::ops::Range<u64>, calls: usize) -> Counts {
         let points = run_capturing(&workload, seed.is_multiple_of(2));
         counts.crash_points += points.len();
         for point in &points {
+            check_process_crash(&workload, point, seed, &mut counts);
             for (number, variant) in CrashVariant::ALL.into_iter().enumerate() {
                 let variant_seed = seed.wrapping_mul(1_000_003) ^ (point.op_index << 3) ^ number as u64;
                 check_recovery(&workload, point, variant, variant_seed, &mut counts);
@@ -314,7 +354,8 @@ fn report(name: &str, counts: &Counts) {
         "{name}: {} crash points x {} variants = {} recoveries; 0 acknowledged writes lost, 0 phantom \
          writes, 0 recovery failures; {} torn tails dropped; {} complete bad frames dropped and \
          reported as possible losses; {} interrupted rolls undone; {} interrupted bootstraps \
-         redone; {} recoveries kept unacknowledged calls",
+         redone; {} recoveries kept unacknowledged calls; {} process crashes, each recovered and \
+         then power-lost with the recovered state intact",
         counts.crash_points,
         CrashVariant::ALL.len(),
         counts.recoveries,
@@ -322,7 +363,8 @@ fn report(name: &str, counts: &Counts) {
         counts.possible_losses,
         counts.interrupted_rolls,
         counts.interrupted_bootstraps,
-        counts.kept_unacknowledged
+        counts.kept_unacknowledged,
+        counts.process_crashes
     );
 }
 

@@ -238,6 +238,32 @@ pub fn is_fill(segment_id: u64, offset: u64, bytes: &[u8]) -> bool {
     bytes == &fill_word(segment_id, offset).to_le_bytes()[..bytes.len()]
 }
 
+/// First 8 bytes of a prepared (filled and synced) next segment that is not in use yet.
+pub const PREPARED_MAGIC: [u8; 8] = *b"OPAXPREP";
+/// Size of the marker of a prepared segment.
+pub const PREPARED_MARKER_BYTES: usize = 32;
+
+/// The marker written at offset 0 of a `.tmp` segment once its fill is durable: magic, `u64`
+/// segment id, `u64` size, 4 reserved bytes, CRC32C of bytes 0..28.
+pub fn encode_prepared_marker(segment_id: u64, size_bytes: u64) -> [u8; PREPARED_MARKER_BYTES] {
+    let mut bytes = [0u8; PREPARED_MARKER_BYTES];
+    bytes[0..8].copy_from_slice(&PREPARED_MAGIC);
+    bytes[8..16].copy_from_slice(&segment_id.to_le_bytes());
+    bytes[16..24].copy_from_slice(&size_bytes.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[..28]);
+    bytes[28..32].copy_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+/// The segment id and size a prepared-segment marker names, if `bytes` start with a valid one.
+pub fn decode_prepared_marker(bytes: &[u8]) -> Option<(u64, u64)> {
+    let bytes = bytes.get(..PREPARED_MARKER_BYTES)?;
+    let valid = bytes[0..8] == PREPARED_MAGIC
+        && bytes[24..28] == [0; 4]
+        && crc32c::crc32c(&bytes[..28]) == u32_at(bytes, 28);
+    valid.then(|| (u64_at(bytes, 8), u64_at(bytes, 16)))
+}
+
 /// Encodes a segment header (see `DESIGN.md` for the layout).
 pub fn encode_segment_header(header: &SegmentHeader) -> Vec<u8> {
     assert!(header.type_tag.len() <= TYPE_TAG_MAX_BYTES, "the configuration bounds the tag");

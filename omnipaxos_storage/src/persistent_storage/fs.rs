@@ -22,7 +22,7 @@ use std::{
     },
 };
 
-use super::format::fill_bytes;
+use super::format::{encode_prepared_marker, fill_bytes, PREPARED_MARKER_BYTES};
 
 /// The lock file in a data directory: a writer holds an exclusive advisory lock (`flock`) on it
 /// for the storage's lifetime and records its pid in it.
@@ -118,6 +118,12 @@ pub fn write_filled<F: FileSystem + ?Sized>(
         offset += length as u64;
     }
     file.sync_data()?;
+    // Written only once the fill is durable (and never synced itself: it proves nothing but
+    // that the sync above returned), so a later open can reuse the file instead of filling a
+    // new one. The segment header overwrites it.
+    if bytes >= PREPARED_MARKER_BYTES as u64 {
+        file.write_all_at(0, &encode_prepared_marker(segment_id, bytes))?;
+    }
     Ok(file)
 }
 

@@ -441,7 +441,8 @@ where
     /// works beside a live writer (and says so). See [`open_read_only_with`].
     pub fn open_read_only(config: &PersistentStorageConfig) -> Result<ReadOnlyLog<T, S>, OpenError> {
         let type_tag = config.resolved_type_tag::<T, S>();
-        let expected = Expected { identity: Some(config.identity()), type_tag: Some(&type_tag) };
+        let expected =
+            Expected { identity: Some(config.identity()), type_tag: Some(&type_tag), ..Expected::default() };
         open_read_only_with::<BincodeValues<T, S>, StdFs>(
             &StdFs::default(),
             &config.path,
@@ -464,7 +465,8 @@ where
         fs: &F,
     ) -> Result<ReadOnlyLog<T, S>, OpenError> {
         let type_tag = config.resolved_type_tag::<T, S>();
-        let expected = Expected { identity: Some(config.identity()), type_tag: Some(&type_tag) };
+        let expected =
+            Expected { identity: Some(config.identity()), type_tag: Some(&type_tag), ..Expected::default() };
         open_read_only_with::<BincodeValues<T, S>, F>(fs, &config.path, expected, &mut |_| {})
     }
 
@@ -494,15 +496,29 @@ where
                 return Err(OpenError::LogMissing { path: dir.clone(), found });
             }
         };
-        let expected = Expected { identity: Some(format.identity), type_tag: Some(&format.type_tag) };
+        let expected = Expected {
+            identity: Some(format.identity),
+            type_tag: Some(&format.type_tag),
+            prepared_segment_bytes: config.preallocate_segments.then_some(config.segment_size_bytes),
+        };
         let recovered = recover::<BincodeValues<T, S>, F>(&fs, dir, expected, Mode::Repair, &mut |_| {})?;
         let Some(recovered) = recovered else {
             // The log files vanished between the check and the lock.
             return Err(OpenError::LogMissing { path: dir.clone(), found: MissingLog::NoLogFiles });
         };
         let active = recovered.active_file.expect("repair mode opens the active segment");
-        let wal =
-            Wal::resume(fs, dir, format, config.policy(), &recovered.segments, active, recovered.last_lsn);
+        let (segments, prepared) = (&recovered.segments, recovered.prepared_file);
+        let wal = Wal::resume(
+            fs,
+            dir,
+            format,
+            config.policy(),
+            segments,
+            active,
+            prepared,
+            recovered.last_lsn,
+            recovered.synced_lsn,
+        );
         let report = OpenReport {
             mode: config.mode,
             created: false,

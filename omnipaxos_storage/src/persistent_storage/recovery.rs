@@ -21,11 +21,13 @@
 //! to a run of [`TAIL_SCAN_FILL_RUN_BYTES`] of unwritten space, so opening an empty 64 MiB
 //! segment reads one [`READ_CHUNK_FIRST_BYTES`] chunk.
 //!
-//! In [`Mode::Repair`] (opening for writes) recovery also removes strays, refills a dropped
-//! tail with the fill pattern (writing a Loss frame first where acknowledged data may have
-//! been lost, so the signal survives a crash right after the open), and syncs the last segment
-//! and the directory, so that everything recovered is durable before the replica acts on it,
-//! and a later crash cannot resurrect a dropped frame.
+//! In [`Mode::Repair`] (opening for writes) recovery also refills a dropped tail with the fill
+//! pattern (writing a Loss frame first where acknowledged data may have been lost, so the
+//! signal survives a crash right after the open) and syncs the last segment (unless every
+//! state-changing frame is proven synced by a later frame's `synced_lsn`: after a clean close,
+//! or in an empty log), so that everything recovered is durable before the replica acts on it
+//! and a later crash cannot resurrect a dropped frame; it removes strays (and syncs the directory), except a prepared
+//! next segment, which it keeps for reuse.
 
 use std::{
     io,
@@ -34,10 +36,11 @@ use std::{
 
 use super::{
     format::{
-        decode_checkpoint, decode_loss, decode_ops, decode_seal, decode_segment_header, encode_frame,
-        fill_bytes, is_fill, loss_payload, padded, read_frame, Checkpoint, Frame, FrameKind, FrameRead,
-        HeaderError, Identity, LossCause, PossibleLoss, ValueDecoder, FRAME_ALIGNMENT_BYTES,
-        FRAME_HEADER_BYTES, RECORD_PAYLOAD_MAX_BYTES, SEGMENT_HEADER_MAX_BYTES,
+        decode_checkpoint, decode_loss, decode_ops, decode_prepared_marker, decode_seal,
+        decode_segment_header, encode_frame, fill_bytes, is_fill, loss_payload, padded, read_frame,
+        Checkpoint, Frame, FrameKind, FrameRead, HeaderError, Identity, LossCause, PossibleLoss,
+        ValueDecoder, FRAME_ALIGNMENT_BYTES, FRAME_HEADER_BYTES, PREPARED_MARKER_BYTES,
+        RECORD_PAYLOAD_MAX_BYTES, SEGMENT_HEADER_MAX_BYTES,
     },
     fs::{FileSystem, WalFile},
     state::{LogState, SegmentId},
@@ -108,6 +111,10 @@ pub struct SegmentInfo {
     pub last_lsn: u64,
     /// True if it ends with a Seal naming the next segment.
     pub sealed: bool,
+    /// The lsn of its last frame whose loss would matter (Write, Loss, LossResolved, Seal); 0
+    /// if none. Checkpoints are synced before their segment gets its name; a Close frame
+    /// carries no state.
+    pub last_vital_lsn: u64,
 }
 
 /// How the last segment ends.
@@ -173,6 +180,9 @@ pub struct Expected<'a> {
     pub identity: Option<Identity>,
     /// The value type tag every segment header must carry (`None`: any).
     pub type_tag: Option<&'a str>,
+    /// In repair mode, a `.tmp` of the segment after the last one that is prepared (filled
+    /// to this size, durably, and marked) is kept for reuse instead of removed as a stray.
+    pub prepared_segment_bytes: Option<u64>,
 }
 
 /// The result of recovery.
@@ -188,6 +198,9 @@ pub struct Recovered<E, S, W> {
     pub segments: Vec<SegmentInfo>,
     /// The lsn of the last valid frame (after repair: of the Loss frame it wrote).
     pub last_lsn: u64,
+    /// In repair mode, every frame up to this lsn is durable (`last_lsn`, or one less when a
+    /// final Close frame was neither synced by repair nor vouched for by a later frame).
+    pub synced_lsn: u64,
     /// How the log ends.
     pub tail: Tail,
     /// True if the last frame is a Close frame: nothing was written since a clean close.
@@ -198,6 +211,9 @@ pub struct Recovered<E, S, W> {
     pub strays: Vec<PathBuf>,
     /// In repair mode, the last segment opened for writes.
     pub active_file: Option<W>,
+    /// In repair mode, the prepared next segment kept for reuse (see
+    /// [`Expected::prepared_segment_bytes`]), open for writes.
+    pub prepared_file: Option<W>,
 }
 
 /// What [`recover`] returns for a value decoder `D` and a file system `F`.
@@ -345,15 +361,37 @@ pub fn recover<D: ValueDecoder, F: FileSystem>(
         return Err(corrupt(&segments[0].path, 0, "live entries are missing: they were in a lost segment"));
     }
     strays.sort();
+    let next_id = segments.last().expect("at least one segment").id + 1;
+    let prepared_file = match (mode, expected.prepared_segment_bytes) {
+        (Mode::Repair, Some(size)) => take_prepared(fs, dir, &mut strays, next_id, size)?,
+        _ => None,
+    };
+    let mut synced_lsn = last_lsn;
     let active_file = match mode {
         Mode::ReadOnly => None,
         Mode::Repair => {
+            // Frames that matter and that no later frame proves synced may live only in the page
+            // cache of a crashed process: they are synced before anyone acts on them. That is
+            // the last segment, and the one before it if the process died inside a roll (the
+            // new segment exists before the old one's last frames and Seal are synced).
+            for unproven in segments.iter().filter(|segment| segment.last_vital_lsn > max_synced_claim) {
+                if unproven.id != segments.last().expect("a segment").id {
+                    let mut file =
+                        fs.open_for_write(&unproven.path).map_err(io_error("open", &unproven.path))?;
+                    file.sync_data().map_err(io_error("sync", &unproven.path))?;
+                }
+            }
             let last = segments.last_mut().expect("at least one segment");
-            let repaired = repair(fs, dir, last, &tail, &strays, max_synced_claim)?;
+            let unproven = last.last_vital_lsn > max_synced_claim;
+            let repaired = repair(fs, dir, last, &tail, &strays, max_synced_claim, unproven)?;
             if let Some(loss) = repaired.loss {
                 last_lsn = loss.lsn;
                 state.possible_loss = Some(loss);
             }
+            synced_lsn = match repaired.synced || last_kind != Some(FrameKind::Close) {
+                true => last_lsn,
+                false => last_lsn - 1,
+            };
             Some(repaired.file)
         }
     };
@@ -363,11 +401,35 @@ pub fn recover<D: ValueDecoder, F: FileSystem>(
         state,
         segments,
         last_lsn,
+        synced_lsn,
         tail,
         last_session_closed: last_kind == Some(FrameKind::Close),
         strays,
         active_file,
+        prepared_file,
     }))
+}
+
+/// If `strays` holds the `.tmp` of segment `id`, filled to `size` bytes and marked prepared,
+/// takes it out of `strays` and opens it for writes.
+fn take_prepared<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    strays: &mut Vec<PathBuf>,
+    id: SegmentId,
+    size: u64,
+) -> Result<Option<F::File>, OpenError> {
+    let path = dir.join(temporary_file_name(id));
+    let Some(position) = strays.iter().position(|stray| *stray == path) else { return Ok(None) };
+    let mut file = fs.open_for_write(&path).map_err(io_error("open", &path))?;
+    let mut marker = [0u8; PREPARED_MARKER_BYTES];
+    let read = file.read_at(0, &mut marker).map_err(io_error("read", &path))?;
+    let file_bytes = file.size_bytes().map_err(io_error("inspect", &path))?;
+    if read == marker.len() && decode_prepared_marker(&marker) == Some((id, size)) && file_bytes == size {
+        strays.remove(position);
+        return Ok(Some(file));
+    }
+    Ok(None)
 }
 
 /// Where and why a segment's frames ended without a Seal.
@@ -567,6 +629,8 @@ struct Repaired<W> {
     file: W,
     /// The possible loss it recorded with a Loss frame.
     loss: Option<PossibleLoss>,
+    /// True if it synced the last segment.
+    synced: bool,
 }
 
 /// Makes the recovered state durable and the tail clean before anything new is written: the
@@ -579,10 +643,13 @@ fn repair<F: FileSystem>(
     tail: &Tail,
     strays: &[PathBuf],
     max_synced_claim: u64,
+    unproven: bool,
 ) -> Result<Repaired<F::File>, OpenError> {
     let mut file = fs.open_for_write(&last.path).map_err(io_error("open", &last.path))?;
     let mut loss = None;
+    let mut sync = unproven;
     if let Tail::Torn { offset, bytes, .. } | Tail::PossibleLoss { offset, bytes, .. } = tail {
+        sync = true;
         assert_eq!(*offset, last.end_offset, "the dropped tail starts where the valid frames end");
         let mut region = Vec::new();
         if let Tail::PossibleLoss { lsn, .. } = tail {
@@ -605,10 +672,14 @@ fn repair<F: FileSystem>(
         file.write_all_at(*offset, &region).map_err(io_error("refill the dropped tail of", &last.path))?;
         last.end_offset += loss_bytes as u64;
     }
-    file.sync_data().map_err(io_error("sync", &last.path))?;
+    if sync {
+        file.sync_data().map_err(io_error("sync", &last.path))?;
+    }
+    // Syncs the directory if it removed anything. Nothing else needs it: every segment in the
+    // run got its name before a directory sync (a roll syncs the directory before the Seal
+    // that names the new segment), except the new segment of an interrupted roll, a stray.
     remove_strays(fs, dir, strays, Mode::Repair)?;
-    fs.sync_dir(dir).map_err(io_error("sync directory", dir))?;
-    Ok(Repaired { file, loss })
+    Ok(Repaired { file, loss, synced: sync })
 }
 
 /// The replay across segments.
@@ -622,6 +693,8 @@ struct Replay<'e, D: ValueDecoder> {
     /// The highest `synced_lsn` any valid frame claims.
     max_synced_claim: u64,
     last_kind: Option<FrameKind>,
+    /// The lsn of the current segment's last Write, Loss, LossResolved or Seal frame (0: none).
+    last_vital_lsn: u64,
 }
 
 impl<'e, D: ValueDecoder> Replay<'e, D> {
@@ -635,6 +708,7 @@ impl<'e, D: ValueDecoder> Replay<'e, D> {
             last_lsn: 0,
             max_synced_claim: 0,
             last_kind: None,
+            last_vital_lsn: 0,
         }
     }
 
@@ -670,6 +744,7 @@ impl<'e, D: ValueDecoder> Replay<'e, D> {
         }
         let start = header_bytes as u64;
         let mut offset = start;
+        self.last_vital_lsn = 0;
         let mut expected_lsn = header.first_lsn;
         let end = loop {
             reader.release_before(offset);
@@ -709,6 +784,7 @@ impl<'e, D: ValueDecoder> Replay<'e, D> {
             first_lsn: header.first_lsn,
             last_lsn: self.last_lsn,
             sealed: matches!(end, SegmentEnd::Sealed),
+            last_vital_lsn: self.last_vital_lsn,
         });
         Ok(end)
     }
@@ -747,6 +823,9 @@ impl<'e, D: ValueDecoder> Replay<'e, D> {
         frame: Frame<'_>,
     ) -> Result<bool, OpenError> {
         self.last_kind = Some(frame.kind);
+        if !matches!(frame.kind, FrameKind::Checkpoint | FrameKind::Close) {
+            self.last_vital_lsn = frame.lsn;
+        }
         let bad = |reason| corrupt(path, offset, reason);
         match frame.kind {
             FrameKind::Checkpoint => {

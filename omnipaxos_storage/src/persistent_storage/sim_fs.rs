@@ -14,6 +14,7 @@
 //!   crash(KeepPrefix)        durable + a prefix of the current bytes, a prefix of the dir ops
 //!   crash(KeepRandomSectors) durable + random unsynced 512 B sectors, a prefix of the dir ops
 //!   crash(FlipUnsyncedBit)   current bytes with one unsynced bit flipped, every dir op
+//!   process_crash()          current bytes and entries visible, durable state unchanged
 //! ```
 //!
 //! This is the weakest model the WAL must survive (ALICE: unsynced writes may be lost, torn or
@@ -96,6 +97,12 @@ impl CrashPoint {
     /// The file system a restarted process finds after a crash right after this call.
     pub fn crash(&self, variant: CrashVariant, seed: u64) -> SimFs {
         SimFs::from_image(self.image.crash(variant, seed))
+    }
+
+    /// The file system a restarted process finds after only the process died right after this
+    /// call: see [`SimFs::process_crash`].
+    pub fn process_crash(&self) -> SimFs {
+        SimFs::from_image(self.image.clone())
     }
 }
 
@@ -376,6 +383,13 @@ impl SimFs {
     /// The file system a restarted process finds if the machine crashed now.
     pub fn crash(&self, variant: CrashVariant, seed: u64) -> SimFs {
         SimFs::from_image(self.lock().image.crash(variant, seed))
+    }
+
+    /// The file system a restarted process finds if only the process died now (SIGKILL): every
+    /// write is visible, as the kernel kept its page cache, but what was not synced is still
+    /// not durable, so a later [`SimFs::crash`] can lose it. No lock is held.
+    pub fn process_crash(&self) -> SimFs {
+        SimFs::from_image(self.lock().image.clone())
     }
 
     /// Starts (or restarts) recording a [`CrashPoint`] after every mutating call.

@@ -212,7 +212,10 @@ impl<F: FileSystem> Wal<F> {
         Ok(wal)
     }
 
-    /// A WAL continuing recovered segments; `active` is the last one, opened for writes.
+    /// A WAL continuing recovered segments; `active` is the last one, opened for writes;
+    /// `prepared`, if recovery kept one, the filled next segment; every frame up to
+    /// `synced_lsn` is durable.
+    #[allow(clippy::too_many_arguments)]
     pub fn resume(
         fs: F,
         dir: &Path,
@@ -220,14 +223,23 @@ impl<F: FileSystem> Wal<F> {
         policy: SegmentPolicy,
         segments: &[SegmentInfo],
         active: F::File,
+        prepared: Option<F::File>,
         last_lsn: u64,
+        synced_lsn: u64,
     ) -> Self {
+        assert!(synced_lsn <= last_lsn, "nothing past the log is synced");
         let last = segments.last().expect("recovery found at least one segment");
         let retained = segments.iter().map(|segment| (segment.id, segment.path.clone())).collect();
         let mut wal = Wal::with_active(fs, dir, format, policy, retained, active, last.end_offset, last_lsn);
+        wal.synced_lsn = synced_lsn;
+        // Frames past `synced_lsn` are on file but unproven: the next flush syncs them.
+        wal.unsynced = synced_lsn < last_lsn;
         // Recovery does not count frames; a resumed segment rolls as soon as it is full.
         wal.active_write_frames = u64::from(last.last_lsn > last.first_lsn);
-        wal.prepare_next_segment();
+        match prepared {
+            Some(file) if policy.preallocate => wal.next_segment = Some(FilledFile::Ready(Ok(file))),
+            _ => wal.prepare_next_segment(),
+        }
         wal
     }
 
