@@ -6,9 +6,13 @@
 //! directory without knowing the entry type. See `DESIGN.md` for the full picture.
 //!
 //! ```text
-//! segment file: [ header 64 B ][ frame ][ frame ] ... [ zeros (preallocated) ]
+//! segment file: [ header 80 B + type tag ][ checkpoint ][ frame ] ... [ Seal ]? [ fill pattern ]
 //! frame:        [ header 32 B ][ payload ][ zero padding to a multiple of 8 ]
 //! ```
+//!
+//! Format version 2. Key decision: unwritten space holds a per-segment pseudo-random fill
+//! pattern, not zeros, so recovery can prove a frame incomplete (torn: never acknowledged) or
+//! erased (zeros: damage), instead of reading both as "end of data".
 
 use std::marker::PhantomData;
 
