@@ -354,60 +354,67 @@ pub fn recover<D: ValueDecoder, F: FileSystem>(
         }
         position += 1;
     }
-    let Replay { state, identity, type_tag, mut segments, mut last_lsn, max_synced_claim, last_kind, .. } =
-        replay;
-    let mut state = state.expect("every segment starts with a checkpoint");
+    let Replay { state, identity, type_tag, segments, last_lsn, max_synced_claim, last_kind, .. } = replay;
+    let state = state.expect("every segment starts with a checkpoint");
     if !state.is_complete() {
         return Err(corrupt(&segments[0].path, 0, "live entries are missing: they were in a lost segment"));
     }
     strays.sort();
-    let next_id = segments.last().expect("at least one segment").id + 1;
-    let prepared_file = match (mode, expected.prepared_segment_bytes) {
-        (Mode::Repair, Some(size)) => take_prepared(fs, dir, &mut strays, next_id, size)?,
-        _ => None,
-    };
-    let mut synced_lsn = last_lsn;
-    let active_file = match mode {
-        Mode::ReadOnly => None,
-        Mode::Repair => {
-            // Frames that matter and that no later frame proves synced may live only in the page
-            // cache of a crashed process: they are synced before anyone acts on them. That is
-            // the last segment, and the one before it if the process died inside a roll (the
-            // new segment exists before the old one's last frames and Seal are synced).
-            for unproven in segments.iter().filter(|segment| segment.last_vital_lsn > max_synced_claim) {
-                if unproven.id != segments.last().expect("a segment").id {
-                    let mut file =
-                        fs.open_for_write(&unproven.path).map_err(io_error("open", &unproven.path))?;
-                    file.sync_data().map_err(io_error("sync", &unproven.path))?;
-                }
-            }
-            let last = segments.last_mut().expect("at least one segment");
-            let unproven = last.last_vital_lsn > max_synced_claim;
-            let repaired = repair(fs, dir, last, &tail, &strays, max_synced_claim, unproven)?;
-            if let Some(loss) = repaired.loss {
-                last_lsn = loss.lsn;
-                state.possible_loss = Some(loss);
-            }
-            synced_lsn = match repaired.synced || last_kind != Some(FrameKind::Close) {
-                true => last_lsn,
-                false => last_lsn - 1,
-            };
-            Some(repaired.file)
-        }
-    };
-    Ok(Some(Recovered {
+    let mut recovered = Recovered {
         identity: identity.expect("a segment header was read"),
         type_tag: type_tag.expect("a segment header was read"),
         state,
         segments,
         last_lsn,
-        synced_lsn,
+        synced_lsn: last_lsn,
         tail,
         last_session_closed: last_kind == Some(FrameKind::Close),
         strays,
-        active_file,
-        prepared_file,
-    }))
+        active_file: None,
+        prepared_file: None,
+    };
+    if mode == Mode::Repair {
+        make_durable(fs, dir, &mut recovered, max_synced_claim, expected.prepared_segment_bytes)?;
+    }
+    Ok(Some(recovered))
+}
+
+/// Repair mode: keeps a prepared next segment, syncs what is unproven, repairs the tail,
+/// removes strays, and opens the last segment for writes.
+fn make_durable<E, S, F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    recovered: &mut Recovered<E, S, F::File>,
+    max_synced_claim: u64,
+    prepared_segment_bytes: Option<u64>,
+) -> Result<(), OpenError> {
+    let segments = &mut recovered.segments;
+    let next_id = segments.last().expect("at least one segment").id + 1;
+    if let Some(size) = prepared_segment_bytes {
+        recovered.prepared_file = take_prepared(fs, dir, &mut recovered.strays, next_id, size)?;
+    }
+    // Frames that matter and that no later frame proves synced may live only in the page cache
+    // of a crashed process: they are synced before anyone acts on them. That is the last
+    // segment, and the one before it if the process died inside a roll (the new segment exists
+    // before the old one's last frames and Seal are synced).
+    let (last, earlier) = segments.split_last_mut().expect("at least one segment");
+    for unproven in earlier.iter().filter(|segment| segment.last_vital_lsn > max_synced_claim) {
+        let mut file = fs.open_for_write(&unproven.path).map_err(io_error("open", &unproven.path))?;
+        file.sync_data().map_err(io_error("sync", &unproven.path))?;
+    }
+    let unproven = last.last_vital_lsn > max_synced_claim;
+    let repaired = repair(fs, dir, last, &recovered.tail, &recovered.strays, max_synced_claim, unproven)?;
+    if let Some(loss) = repaired.loss {
+        recovered.last_lsn = loss.lsn;
+        recovered.state.possible_loss = Some(loss);
+    }
+    // A final Close frame that repair did not sync is not claimed synced by the next session.
+    recovered.synced_lsn = match repaired.synced || !recovered.last_session_closed {
+        true => recovered.last_lsn,
+        false => recovered.last_lsn - 1,
+    };
+    recovered.active_file = Some(repaired.file);
+    Ok(())
 }
 
 /// If `strays` holds the `.tmp` of segment `id`, filled to `size` bytes and marked prepared,
