@@ -14,19 +14,20 @@ use omnipaxos_storage::{
     memory_storage::MemoryStorage,
     persistent_storage::{
         sim_fs::{CrashVariant, SimFs},
-        PersistentStorage, PersistentStorageConfig,
+        OpenMode, PersistentStorage, PersistentStorageConfig,
     },
 };
 
 type SimStorage = PersistentStorage<u64, SumSnapshot, SimFs>;
 
 /// Small segments, so the suite's writes also roll and delete segments.
-fn sim_config() -> PersistentStorageConfig {
-    PersistentStorageConfig::new("/data/node1", 1, 1).create_if_missing(true).segment_size_bytes(512)
+fn sim_config(mode: OpenMode) -> PersistentStorageConfig {
+    PersistentStorageConfig::new("/data/node1", 1, 1).mode(mode).segment_size_bytes(512)
 }
 
 fn fresh_sim_storage() -> SimStorage {
-    PersistentStorage::open_with_fs(&sim_config(), SimFs::new()).expect("open a fresh directory")
+    PersistentStorage::open_with_fs(&sim_config(OpenMode::Bootstrap), SimFs::new())
+        .expect("open a fresh directory")
 }
 
 #[test]
@@ -88,7 +89,8 @@ impl Storage<u64, SumSnapshot> for ReopenAfterEveryWrite {
             return written;
         }
         let crashed = storage.fs().crash(CrashVariant::LoseUnsynced, 0);
-        self.0 = Some(PersistentStorage::open_with_fs(&sim_config(), crashed).expect("reopen"));
+        self.0 =
+            Some(PersistentStorage::open_with_fs(&sim_config(OpenMode::Restart), crashed).expect("reopen"));
         Ok(())
     }
     fn flush(&mut self) -> StorageResult<()> {
@@ -140,7 +142,7 @@ fn persistent_storage_on_disk_conforms() {
     conformance::run_all(|| {
         next += 1;
         let config = PersistentStorageConfig::new(root.path().join(format!("node{next}")), 1, 1)
-            .create_if_missing(true)
+            .mode(OpenMode::Bootstrap)
             .segment_size_bytes(4096);
         PersistentStorage::<u64, SumSnapshot>::open(&config).expect("open a fresh directory")
     });
