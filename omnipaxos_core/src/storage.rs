@@ -179,8 +179,11 @@ pub enum StorageOp<T, S> {
 ///
 /// Indices are absolute: entry `i` stays entry `i` after compaction.
 pub trait Storage<T, S> {
-    /// Applies `ops` in order as one atomic unit (all or nothing, also across crashes).
-    fn write_atomically(&mut self, ops: Vec<StorageOp<T, S>>) -> StorageResult<()>;
+    /// Applies `ops` in order as one atomic unit (all or nothing, also across crashes), taking
+    /// them out of the vector: on `Ok` it is left empty, its capacity kept for the caller's
+    /// next write (the core reuses one vector, so a write allocates nothing). After an error
+    /// its content is unspecified.
+    fn write_atomically(&mut self, ops: &mut Vec<StorageOp<T, S>>) -> StorageResult<()>;
     /// Makes every write that returned `Ok` durable. Returns only when they are.
     fn flush(&mut self) -> StorageResult<()>;
 

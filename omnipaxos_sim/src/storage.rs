@@ -417,7 +417,7 @@ impl SimStorage {
 
     fn write_persistent(
         &mut self,
-        ops: Vec<StorageOp<Command, KvSnapshot>>,
+        ops: &mut Vec<StorageOp<Command, KvSnapshot>>,
         fail: Option<ArmedFailure>,
     ) -> StorageResult<()> {
         if self.injected_poison {
@@ -475,9 +475,9 @@ impl SimStorage {
 }
 
 impl Storage<Command, KvSnapshot> for SimStorage {
-    fn write_atomically(&mut self, ops: Vec<StorageOp<Command, KvSnapshot>>) -> StorageResult<()> {
+    fn write_atomically(&mut self, ops: &mut Vec<StorageOp<Command, KvSnapshot>>) -> StorageResult<()> {
         let fail = self.count_down(true);
-        self.note_rewrites(&ops);
+        self.note_rewrites(ops);
         match &mut self.inner {
             Backend::Crashable(inner) => {
                 if fail.is_some() {

@@ -75,7 +75,7 @@ fn corrupt_synced_data_is_a_recovery_error_not_an_empty_disk() {
         .zip(entries)
         .map(|(seq, entry)| Proposal { id: ProposalId { node: 1, seq, incarnation: 0 }, entry })
         .collect();
-    storage.write_atomically(vec![StorageOp::AppendEntries(proposals)]).expect("write");
+    storage.write_atomically(&mut vec![StorageOp::AppendEntries(proposals)]).expect("write");
     storage.flush().expect("flush");
     let clean = storage.crash_disk(DiskLoss::Bytes { variant: CrashVariant::LoseUnsynced, seed: 1 });
     let reopened = clean.recover().expect("a clean crash reopens");

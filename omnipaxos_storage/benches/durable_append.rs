@@ -200,12 +200,12 @@ fn run_cell(base: &Path, entries_per_batch: usize, entry_bytes: usize, settings:
                     let entries = batch(log_end, entries_per_batch, entry_bytes);
                     let before = wal.sync_counts();
                     let began = Instant::now();
-                    let ops = vec![
+                    let mut ops = vec![
                         StorageOp::AppendEntries(entries),
                         StorageOp::SetAcceptedRound(ballot),
                         StorageOp::SetDecidedIdx(log_end),
                     ];
-                    wal.write_atomically(ops).expect("write");
+                    wal.write_atomically(&mut ops).expect("write");
                     wal.flush().expect("flush");
                     measured[0].latencies_us.push(began.elapsed().as_secs_f64() * 1e6);
                     let after = wal.sync_counts();
@@ -246,12 +246,12 @@ fn probe_frame_bytes(entries_per_batch: usize, entry_bytes: usize) -> u64 {
         .segment_size_bytes(64 << 20)
         .preallocate_segments(false);
     let mut wal = Wal::open(&config).expect("open the probe WAL");
-    let ops = vec![
+    let mut ops = vec![
         StorageOp::AppendEntries(batch(0, entries_per_batch, entry_bytes)),
         StorageOp::SetAcceptedRound(Ballot::with(1, 1, 0, 1)),
         StorageOp::SetDecidedIdx(0),
     ];
-    wal.write_atomically(ops).expect("write");
+    wal.write_atomically(&mut ops).expect("write");
     wal.flush().expect("flush");
     drop(wal);
     let bytes = frame_bytes(&root);
@@ -318,7 +318,7 @@ fn recovery_scan(dir: &Path, settings: &Settings) {
     let entries_per_batch = 1024;
     while log_end * 300 < settings.recovery_bytes {
         let entries = batch(log_end, entries_per_batch, 256);
-        wal.write_atomically(vec![StorageOp::AppendEntries(entries)]).expect("write");
+        wal.write_atomically(&mut vec![StorageOp::AppendEntries(entries)]).expect("write");
         if log_end.is_multiple_of(entries_per_batch as u64 * 64) {
             wal.flush().expect("flush");
         }

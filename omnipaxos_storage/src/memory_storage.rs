@@ -162,19 +162,19 @@ impl<T, S> MemoryStorage<T, S> {
 impl<T: Clone, S: Clone> Storage<T, S> for MemoryStorage<T, S> {
     /// Validates the whole call first, then applies it: a failing call changes nothing but
     /// poisons the storage (fail-stop, as the trait requires of every failed write).
-    fn write_atomically(&mut self, ops: Vec<StorageOp<T, S>>) -> StorageResult<()> {
+    fn write_atomically(&mut self, ops: &mut Vec<StorageOp<T, S>>) -> StorageResult<()> {
         self.write_count = self.write_count.saturating_add(1);
         if self.poisoned {
             return Err(StorageError::Poisoned);
         }
-        let expected_bounds = match self.validate(&ops) {
+        let expected_bounds = match self.validate(ops) {
             Ok(bounds) => bounds,
             Err(error) => {
                 self.poisoned = true;
                 return Err(error);
             }
         };
-        for op in ops {
+        for op in ops.drain(..) {
             self.apply(op);
         }
         assert_eq!(self.bounds(), expected_bounds, "applying must match validation");

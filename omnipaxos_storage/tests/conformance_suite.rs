@@ -55,7 +55,7 @@ fn crashable_storage_flushing_after_every_write_conforms() {
 fn crashable_storage_recovered_from_crash_conforms() {
     conformance::run_all(|| {
         let mut storage = CrashableStorage::<u64, SumSnapshot>::default();
-        storage.write_atomically(vec![StorageOp::SetIncarnation(5)]).expect("write");
+        storage.write_atomically(&mut vec![StorageOp::SetIncarnation(5)]).expect("write");
         storage.crash(CrashKeep::Nothing)
     });
 }
@@ -81,7 +81,7 @@ impl ReopenAfterEveryWrite {
 }
 
 impl Storage<u64, SumSnapshot> for ReopenAfterEveryWrite {
-    fn write_atomically(&mut self, ops: Vec<StorageOp<u64, SumSnapshot>>) -> StorageResult<()> {
+    fn write_atomically(&mut self, ops: &mut Vec<StorageOp<u64, SumSnapshot>>) -> StorageResult<()> {
         let mut storage = self.0.take().expect("storage is open");
         let written = storage.write_atomically(ops).and_then(|()| storage.flush());
         if written.is_err() {
@@ -154,9 +154,9 @@ fn persistent_storage_on_disk_conforms() {
 struct NonAtomicStorage(MemoryStorage<u64, SumSnapshot>);
 
 impl Storage<u64, SumSnapshot> for NonAtomicStorage {
-    fn write_atomically(&mut self, ops: Vec<StorageOp<u64, SumSnapshot>>) -> StorageResult<()> {
-        for op in ops {
-            self.0.write_atomically(vec![op])?;
+    fn write_atomically(&mut self, ops: &mut Vec<StorageOp<u64, SumSnapshot>>) -> StorageResult<()> {
+        for op in ops.drain(..) {
+            self.0.write_atomically(&mut vec![op])?;
         }
         Ok(())
     }

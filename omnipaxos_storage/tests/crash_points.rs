@@ -84,7 +84,7 @@ fn workload(seed: u64, count: usize) -> Workload {
     };
     for number in 1..=count as u64 {
         let call = random_call(&mut rng, &model, number);
-        model.write_atomically(call.clone()).expect("the workload is valid");
+        model.write_atomically(&mut call.clone()).expect("the workload is valid");
         workload.calls.push(call);
         workload.flush_after.push(rng.below(3) == 0);
         workload.reopen_after.push(rng.below(25) == 0);
@@ -171,7 +171,7 @@ fn run_capturing(workload: &Workload, preallocate: bool) -> Vec<CrashPoint> {
     for (index, call) in workload.calls.iter().enumerate() {
         let issued = index + 1;
         fs.set_label(label(acked, issued));
-        storage.write_atomically(call.clone()).expect("write");
+        storage.write_atomically(&mut call.clone()).expect("write");
         if workload.flush_after[index] {
             let syncs_before = storage.sync_counts().data_syncs;
             storage.flush().expect("flush");
@@ -292,14 +292,14 @@ fn check_reopen_and_continue(
     assert_eq!(reopened.open_report().tail, Tail::Clean, "{context}: the first open repaired the tail");
     assert_eq!(reopened.possible_loss(), possible_loss, "{context}: a recorded possible loss is kept");
     let log_end = observed.log_end;
-    let next = vec![
+    let mut next = vec![
         StorageOp::SetIncarnation(1_000_000),
         StorageOp::AppendEntries(proposals(log_end, log_end + 3, 99)),
     ];
-    reopened.write_atomically(next.clone()).expect("write after recovery");
+    reopened.write_atomically(&mut next.clone()).expect("write after recovery");
     reopened.flush().expect("flush after recovery");
     let mut model = workload.models[recovered_calls].clone();
-    model.write_atomically(next).expect("model");
+    model.write_atomically(&mut next).expect("model");
     for variant in [CrashVariant::LoseUnsynced, CrashVariant::KeepRandomSectors] {
         let crashed = reopened.fs().crash(variant, 5);
         let again = SimStorage::open_with_fs(&config(false, OpenMode::Restart), crashed)

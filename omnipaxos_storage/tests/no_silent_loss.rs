@@ -46,8 +46,8 @@ fn written(batches: u64) -> (SimFs, SimStorage) {
     let fs = SimFs::new();
     let mut storage = SimStorage::open_with_fs(&config(OpenMode::Bootstrap), fs.clone()).expect("bootstrap");
     for batch in 0..batches {
-        let ops = vec![StorageOp::AppendEntries(proposals(batch * 5, batch * 5 + 5, 1))];
-        storage.write_atomically(ops).expect("write");
+        let mut ops = vec![StorageOp::AppendEntries(proposals(batch * 5, batch * 5 + 5, 1))];
+        storage.write_atomically(&mut ops).expect("write");
         storage.flush().expect("flush");
     }
     (fs, storage)
@@ -76,7 +76,7 @@ fn a_second_open_of_a_directory_is_locked_every_time_on_disk() {
     let dir = root.path().join("node1");
     let config = PersistentStorageConfig::new(&dir, 1, 1).segment_size_bytes(4096);
     let mut first = DiskStorage::open(&config.clone().mode(OpenMode::Bootstrap)).expect("bootstrap");
-    first.write_atomically(vec![StorageOp::AppendEntries(proposals(0, 3, 1))]).expect("write");
+    first.write_atomically(&mut vec![StorageOp::AppendEntries(proposals(0, 3, 1))]).expect("write");
     first.flush().expect("flush");
     let me = Some(std::process::id());
     for attempt in 0..100 {
@@ -172,7 +172,7 @@ fn an_interrupted_roll_is_undone() {
     let before = storage.segment_count();
     // Per roll on SimFs: sync of the new segment, then the seal's sync (fails here).
     fs.fail_op(SimOpKind::SyncData, 1);
-    let rolled = storage.write_atomically(vec![StorageOp::AppendEntries(proposals(10, 200, 1))]);
+    let rolled = storage.write_atomically(&mut vec![StorageOp::AppendEntries(proposals(10, 200, 1))]);
     assert!(rolled.is_err(), "the seal's sync failed");
     let crashed = fs.crash(CrashVariant::LoseUnsynced, 0);
     assert!(crashed.file_bytes(&segment(before as u64 + 1)).is_some(), "the new segment exists durably");
@@ -243,8 +243,8 @@ fn a_flipped_byte_in_the_last_frame_after_a_crash_is_a_recorded_possible_loss() 
 fn state_after_batches(batches: u64) -> ObservedState {
     let mut model = MemoryStorage::<u64, SumSnapshot>::default();
     for batch in 0..batches {
-        let ops = vec![StorageOp::AppendEntries(proposals(batch * 5, batch * 5 + 5, 1))];
-        model.write_atomically(ops).expect("write");
+        let mut ops = vec![StorageOp::AppendEntries(proposals(batch * 5, batch * 5 + 5, 1))];
+        model.write_atomically(&mut ops).expect("write");
     }
     observe(&model)
 }
@@ -285,7 +285,7 @@ fn zeroed_frames_in_a_segment_that_was_not_preallocated_are_a_possible_loss() {
     let mut storage = SimStorage::open_with_fs(&growing, fs.clone()).expect("bootstrap");
     for batch in 0..3 {
         storage
-            .write_atomically(vec![StorageOp::AppendEntries(proposals(batch * 5, batch * 5 + 5, 1))])
+            .write_atomically(&mut vec![StorageOp::AppendEntries(proposals(batch * 5, batch * 5 + 5, 1))])
             .expect("w");
         storage.flush().expect("flush");
     }
@@ -387,7 +387,7 @@ fn replace_records_a_possible_loss_until_resolved() {
     assert_eq!(storage.open_report().possible_loss, replaced);
     for batch in 0..40 {
         storage
-            .write_atomically(vec![StorageOp::AppendEntries(proposals(batch * 5, batch * 5 + 5, 1))])
+            .write_atomically(&mut vec![StorageOp::AppendEntries(proposals(batch * 5, batch * 5 + 5, 1))])
             .expect("w");
         storage.flush().expect("flush");
     }
@@ -442,7 +442,7 @@ fn a_log_of_another_entry_type_is_a_type_error() {
     let mut strings =
         PersistentStorage::<String, ()>::open(&config.clone().mode(OpenMode::Bootstrap)).expect("boot");
     let entry = omnipaxos_core::util::Proposal { id: Default::default(), entry: "abc".to_string() };
-    strings.write_atomically(vec![StorageOp::AppendEntries(vec![entry])]).expect("write");
+    strings.write_atomically(&mut vec![StorageOp::AppendEntries(vec![entry])]).expect("write");
     strings.flush().expect("flush");
     drop(strings);
     match PersistentStorage::<u64, ()>::open(&config) {
@@ -483,7 +483,7 @@ fn every_created_parent_directory_is_durable() {
     let deep = PersistentStorageConfig::new("/a/b/c/node1", 1, 1).segment_size_bytes(4096);
     let mut storage =
         SimStorage::open_with_fs(&deep.clone().mode(OpenMode::Bootstrap), fs.clone()).expect("boot");
-    storage.write_atomically(vec![StorageOp::AppendEntries(proposals(0, 5, 1))]).expect("write");
+    storage.write_atomically(&mut vec![StorageOp::AppendEntries(proposals(0, 5, 1))]).expect("write");
     storage.flush().expect("flush");
     let crashed = fs.crash(CrashVariant::LoseUnsynced, 0);
     let recovered = SimStorage::open_with_fs(&deep, crashed).expect("every parent survived the crash");

@@ -42,8 +42,8 @@ fn open(fs: SimFs) -> Result<SimStorage, OpenError> {
     SimStorage::open_with_fs(&config(), fs)
 }
 
-fn write(storage: &mut SimStorage, ops: Vec<StorageOp<u64, SumSnapshot>>) {
-    storage.write_atomically(ops).expect("write");
+fn write(storage: &mut SimStorage, mut ops: Vec<StorageOp<u64, SumSnapshot>>) {
+    storage.write_atomically(&mut ops).expect("write");
 }
 
 /// The offsets of the valid frames of a segment file, checkpoint first.
@@ -233,7 +233,7 @@ fn a_failed_fsync_poisons_writes_but_not_reads() {
     assert!(storage.is_poisoned());
     assert!(matches!(storage.flush(), Err(StorageError::Poisoned)), "never retry an fsync");
     assert!(matches!(
-        storage.write_atomically(vec![StorageOp::SetDecidedIdx(6)]),
+        storage.write_atomically(&mut vec![StorageOp::SetDecidedIdx(6)]),
         Err(StorageError::Poisoned)
     ));
     assert_eq!(observe(&storage), before, "reads keep working");
@@ -247,7 +247,7 @@ fn a_failed_segment_roll_changes_nothing_and_poisons() {
     storage.flush().expect("flush");
     let before = observe(&storage);
     fs.fail_op(SimOpKind::Rename, 0);
-    let result = storage.write_atomically(vec![StorageOp::AppendEntries(proposals(60, 120, 1))]);
+    let result = storage.write_atomically(&mut vec![StorageOp::AppendEntries(proposals(60, 120, 1))]);
     assert!(matches!(result, Err(StorageError::Io(_))), "the roll's rename fails: {result:?}");
     assert!(storage.is_poisoned());
     assert_eq!(observe(&storage), before, "the failed call is not visible");
@@ -286,16 +286,16 @@ fn reopens_from_disk_with_rolled_and_removed_segments() {
     let mut storage = PersistentStorage::<u64, SumSnapshot>::open(&config.clone().mode(OpenMode::Bootstrap))
         .expect("create");
     for batch in 0..50 {
-        let ops = vec![
+        let mut ops = vec![
             StorageOp::AppendEntries(proposals(batch * 10, batch * 10 + 10, 1)),
             StorageOp::SetDecidedIdx(batch),
         ];
-        storage.write_atomically(ops).expect("write");
+        storage.write_atomically(&mut ops).expect("write");
         storage.flush().expect("flush");
     }
-    storage.write_atomically(vec![StorageOp::Trim(450)]).expect("trim");
+    storage.write_atomically(&mut vec![StorageOp::Trim(450)]).expect("trim");
     storage.flush().expect("flush");
-    storage.write_atomically(vec![StorageOp::SetPromise(Ballot::with(3, 9, 0, 2))]).expect("write");
+    storage.write_atomically(&mut vec![StorageOp::SetPromise(Ballot::with(3, 9, 0, 2))]).expect("write");
     storage.flush().expect("flush");
     let expected = observe(&storage);
     let names: Vec<String> = std::fs::read_dir(config.path.clone())

@@ -37,11 +37,11 @@ fn written_dir(root: &Path) -> PathBuf {
             })
             .collect();
         storage
-            .write_atomically(vec![StorageOp::AppendEntries(entries), StorageOp::SetDecidedIdx(batch)])
+            .write_atomically(&mut vec![StorageOp::AppendEntries(entries), StorageOp::SetDecidedIdx(batch)])
             .expect("write");
         storage.flush().expect("flush");
     }
-    storage.write_atomically(vec![StorageOp::SetPromise(Ballot::with(4, 7, 0, 3))]).expect("write");
+    storage.write_atomically(&mut vec![StorageOp::SetPromise(Ballot::with(4, 7, 0, 3))]).expect("write");
     storage.flush().expect("flush");
     dir
 }
@@ -173,7 +173,7 @@ fn verify_refuses_a_deleted_last_segment_naming_it() {
                 entry: format!("{seq}"),
             })
             .collect();
-        storage.write_atomically(vec![StorageOp::AppendEntries(entries)]).expect("write");
+        storage.write_atomically(&mut vec![StorageOp::AppendEntries(entries)]).expect("write");
         storage.flush().expect("flush");
     }
     let last = storage.segment_count() as u64;

@@ -104,6 +104,8 @@ pub(crate) struct Context<T, S, B> {
     pub(crate) ledger: ProposalLedger<T>,
     /// Ticks since start; used to pace retries.
     pub(crate) now: u64,
+    /// The ops of the write in progress; kept between writes for its capacity.
+    write_batch: Vec<StorageOp<T, S>>,
     /// This replica's reads.
     pub(crate) reads: super::reads::ReadBook,
     pub(crate) read_timeout_ticks: u64,
@@ -151,6 +153,7 @@ where
             stopped: false,
             ledger,
             now: 0,
+            write_batch: Vec::with_capacity(8),
             reads: super::reads::ReadBook::default(),
             read_timeout_ticks: 1,
             lease: None,
@@ -163,10 +166,24 @@ where
 
     /// Writes `ops` atomically, then updates the cache. On failure the replica stops and every
     /// queued message is discarded: nothing that depends on the failed write may leave.
-    pub(crate) fn write(&mut self, mut ops: Vec<StorageOp<T, S>>) -> Result<(), StorageError> {
+    pub(crate) fn write(
+        &mut self,
+        ops: impl IntoIterator<Item = StorageOp<T, S>>,
+    ) -> Result<(), StorageError> {
         if self.stopped {
             return Err(StorageError::Poisoned);
         }
+        // One vector serves every write: `write_atomically` empties it and leaves its capacity.
+        let mut batch = std::mem::take(&mut self.write_batch);
+        batch.clear();
+        batch.extend(ops);
+        let result = self.write_batch_now(&mut batch);
+        batch.clear();
+        self.write_batch = batch;
+        result
+    }
+
+    fn write_batch_now(&mut self, ops: &mut Vec<StorageOp<T, S>>) -> Result<(), StorageError> {
         if std::mem::take(&mut self.decided_unpersisted)
             && !ops.iter().any(|op| matches!(op, StorageOp::SetDecidedIdx(_)))
         {
@@ -175,7 +192,7 @@ where
         // The cache follows the ops before they move into storage (no copy of the state per
         // write). If the write fails, the storage applied none of them: the cache is loaded
         // again from it, and the replica stops for good (fail-stop).
-        for op in &ops {
+        for op in ops.iter() {
             match op {
                 StorageOp::SetStopSign(ss) => self.state.stopsign = ss.clone(),
                 _ => self.state.apply(op),
@@ -300,7 +317,7 @@ where
         if self.state.stopsign_decided() {
             // This configuration's log is final and every later leader holds it: note the round.
             if self.state.accepted_round != round {
-                self.write(vec![StorageOp::SetAcceptedRound(round)])?;
+                self.write([StorageOp::SetAcceptedRound(round)])?;
             }
             return Ok(true);
         }
@@ -528,7 +545,7 @@ where
     /// Stores a decided index that is still only in memory.
     pub(crate) fn persist_decided_idx(&mut self) -> Result<(), StorageError> {
         if self.decided_unpersisted {
-            self.write(vec![StorageOp::SetDecidedIdx(self.state.decided_idx)])?;
+            self.write([StorageOp::SetDecidedIdx(self.state.decided_idx)])?;
         }
         Ok(())
     }
@@ -553,18 +570,15 @@ where
         assert!(self.state.stopsign.is_none() || entries.is_empty(), "append after a StopSign");
         let accepted_after = self.state.accepted_idx() + entries.len() as LogIndex;
         let decided = decided_idx.min(accepted_after);
-        let mut ops = Vec::with_capacity(2);
-        if !entries.is_empty() {
+        let append = (!entries.is_empty()).then(|| {
             self.record_own(&entries);
-            ops.push(StorageOp::AppendEntries(entries));
-        }
-        if decided > self.state.decided_idx {
-            ops.push(StorageOp::SetDecidedIdx(decided));
-        }
-        if ops.is_empty() {
+            StorageOp::AppendEntries(entries)
+        });
+        let decide = (decided > self.state.decided_idx).then_some(StorageOp::SetDecidedIdx(decided));
+        if append.is_none() && decide.is_none() {
             return Ok(());
         }
-        self.write(ops)?;
+        self.write(append.into_iter().chain(decide))?;
         self.observe_decided();
         Ok(())
     }
@@ -580,6 +594,6 @@ where
         }
         assert!(self.state.stopsign.is_none(), "append after a StopSign");
         self.record_own(&entries);
-        self.write(vec![StorageOp::AppendEntries(entries)])
+        self.write([StorageOp::AppendEntries(entries)])
     }
 }

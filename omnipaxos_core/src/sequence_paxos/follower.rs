@@ -139,7 +139,7 @@ impl<T: Clone + Debug, S: Snapshot<T>> Follower<T, S> {
                 tracing::warn!(pid = ctx.pid, "a second, different StopSign of the same ballot ignored");
                 return Ok(Reaction::None);
             }
-            None => ctx.write(vec![StorageOp::SetStopSign(Some(*acc.ss))])?,
+            None => ctx.write([StorageOp::SetStopSign(Some(*acc.ss))])?,
         }
         self.reply_accepted(ctx, from, acc.n);
         Ok(Reaction::None)

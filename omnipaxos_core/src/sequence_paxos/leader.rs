@@ -339,7 +339,7 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
             return Ok(());
         }
         self.flush_batch(ctx)?;
-        ctx.write(vec![StorageOp::SetStopSign(Some(ss.clone()))])?;
+        ctx.write([StorageOp::SetStopSign(Some(ss.clone()))])?;
         let peers: Vec<NodeId> =
             self.peers.iter().filter(|(_, p)| p.is_synced()).map(|(&id, _)| id).collect();
         for peer in peers {
@@ -476,7 +476,7 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
                         "a promise's decided index exceeds the adopted log"
                     );
                 }
-                ctx.write(vec![StorageOp::SetAcceptedRound(self.n), StorageOp::SetDecidedIdx(decided)])?;
+                ctx.write([StorageOp::SetAcceptedRound(self.n), StorageOp::SetDecidedIdx(decided)])?;
                 ctx.observe_decided();
             }
         }
@@ -510,7 +510,7 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         }
         ctx.append_entries(fresh)?;
         if let Some(ss) = stopsign {
-            ctx.write(vec![StorageOp::SetStopSign(Some(ss))])?;
+            ctx.write([StorageOp::SetStopSign(Some(ss))])?;
         }
         Ok(())
     }
@@ -910,7 +910,7 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         if idx == ctx.state.compacted_idx {
             return Ok(());
         }
-        ctx.write(vec![StorageOp::SetSnapshot(None), StorageOp::Trim(idx)])?;
+        ctx.write([StorageOp::SetSnapshot(None), StorageOp::Trim(idx)])?;
         // A follower trims only what it knows decided: send the decision first.
         self.decide_pending = true;
         self.send_decisions_with(ctx, true);

@@ -154,7 +154,7 @@ where
         let learner_promise = learner::learner_promise(config.configuration_id(), config.pid());
         if config.learner() && ctx.state.promise != learner_promise {
             // Durable before anything else happens: this replica never votes again here.
-            ctx.write(vec![StorageOp::SetPromise(learner_promise)])?;
+            ctx.write([StorageOp::SetPromise(learner_promise)])?;
             ctx.flush()?;
             tracing::warn!(
                 pid = ctx.pid,

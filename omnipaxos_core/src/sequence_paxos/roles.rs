@@ -37,7 +37,7 @@ where
             }
         }
         stopsign = stopsign.or_else(|| self.pending_stopsign.take());
-        self.ctx.write(vec![StorageOp::SetPromise(n)])?;
+        self.ctx.write([StorageOp::SetPromise(n)])?;
         tracing::info!(pid = self.ctx.pid, n = %n, "becomes leader (Prepare)");
         let leader = Leader::start(&mut self.ctx, n, Vec::new(), stopsign)?;
         self.role = Role::Leader(leader);
@@ -99,7 +99,7 @@ where
             self.leader = prep.n;
         }
         if prep.n > promise {
-            self.ctx.write(vec![StorageOp::SetPromise(prep.n)])?;
+            self.ctx.write([StorageOp::SetPromise(prep.n)])?;
         }
         let log_sync = self.promise_log_sync(&prep)?;
         let state = &self.ctx.state;
@@ -257,7 +257,7 @@ where
                 let state = &self.ctx.state;
                 let from_leader = matches!(self.role, Role::Follower(_)) && state.promise.pid == from;
                 if from_leader && idx > state.compacted_idx && idx <= state.decided_idx.min(state.log_end) {
-                    self.ctx.write(vec![StorageOp::SetSnapshot(None), StorageOp::Trim(idx)])?;
+                    self.ctx.write([StorageOp::SetSnapshot(None), StorageOp::Trim(idx)])?;
                 } else {
                     tracing::debug!(pid = self.ctx.pid, from, idx, "trim request not applicable here");
                 }
@@ -304,7 +304,7 @@ where
             }
             None => delta,
         };
-        self.ctx.write(vec![StorageOp::SetSnapshot(Some(snapshot)), StorageOp::Trim(idx)])?;
+        self.ctx.write([StorageOp::SetSnapshot(Some(snapshot)), StorageOp::Trim(idx)])?;
         Ok(idx)
     }
 

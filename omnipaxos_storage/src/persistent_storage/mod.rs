@@ -859,26 +859,25 @@ where
     /// Validates the call, encodes it as one frame of the pending batch (rolling the segment
     /// if it is full), then applies it in memory. Any failure changes no state in memory and
     /// poisons the storage.
-    fn write_atomically(&mut self, ops: Vec<StorageOp<T, S>>) -> StorageResult<()> {
+    fn write_atomically(&mut self, ops: &mut Vec<StorageOp<T, S>>) -> StorageResult<()> {
         if self.poisoned {
             return Err(StorageError::Poisoned);
         }
-        let mut ops = ops;
-        if let Some(error) = self.check_identity_ops(&ops) {
+        if let Some(error) = self.check_identity_ops(ops) {
             return self.fail(error);
         }
         ops.retain(|op| !matches!(op, StorageOp::SetIdentity(_)));
         if ops.is_empty() {
             return Ok(());
         }
-        if let Err(error) = self.state.validate(&ops) {
+        if let Err(error) = self.state.validate(ops) {
             return self.fail(error);
         }
-        if let Err(error) = self.append(FrameKind::Write, |out| encode_ops(out, &ops)) {
+        if let Err(error) = self.append(FrameKind::Write, |out| encode_ops(out, ops)) {
             return self.fail(error.into());
         }
         let segment = self.wal.active_id();
-        for op in ops {
+        for op in ops.drain(..) {
             self.state.apply(op, segment);
         }
         Ok(())

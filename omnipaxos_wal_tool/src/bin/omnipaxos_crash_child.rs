@@ -133,7 +133,7 @@ fn hold(dir: &Path) -> ExitCode {
     };
     let log_end = storage.get_log_end().expect("read");
     let entry = Proposal { id: Default::default(), entry: log_end };
-    storage.write_atomically(vec![StorageOp::AppendEntries(vec![entry])]).expect("write");
+    storage.write_atomically(&mut vec![StorageOp::AppendEntries(vec![entry])]).expect("write");
     storage.flush().expect("flush");
     println!("holding {}", std::process::id());
     std::io::stdout().flush().expect("stdout");
