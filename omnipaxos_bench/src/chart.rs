@@ -54,7 +54,7 @@ impl std::error::Error for ChartError {}
 fn color(library: Library) -> RGBColor {
     match library {
         Library::Ours => RGBColor(0x1f, 0x77, 0xb4),
-        Library::OursPiggyback => RGBColor(0x6b, 0xae, 0xd6),
+        Library::OursEager => RGBColor(0x6b, 0xae, 0xd6),
         Library::OmniPaxos => RGBColor(0xff, 0x7f, 0x0e),
         Library::Raft => RGBColor(0xd6, 0x27, 0x28),
         Library::Null => RGBColor(0x7f, 0x7f, 0x7f),

@@ -22,7 +22,7 @@ use omnipaxos_bench::{
     peers::{
         null::NullNode,
         omnipaxos_peer::OmniPaxosNode,
-        ours::{OurNode, OurPiggybackNode},
+        ours::{OurEagerNode, OurNode},
         raft_peer::RaftNode,
     },
     reads::{read_section, run_read_suite, READS_SECTION_HEADING},
@@ -56,7 +56,7 @@ enum MemoryArg {
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum LibraryArg {
     Ours,
-    OursPiggyback,
+    OursEager,
     Omnipaxos,
     Raft,
     Null,
@@ -150,7 +150,7 @@ fn profile_run(library: LibraryArg, args: &Args) {
     let (n, batch, warmup) = (args.cluster_size, args.batch, (flushes / 10).max(1));
     let run = || match library {
         LibraryArg::Ours => measure::<OurNode>(n, batch, warmup, flushes),
-        LibraryArg::OursPiggyback => measure::<OurPiggybackNode>(n, batch, warmup, flushes),
+        LibraryArg::OursEager => measure::<OurEagerNode>(n, batch, warmup, flushes),
         LibraryArg::Omnipaxos => measure::<OmniPaxosNode>(n, batch, warmup, flushes),
         LibraryArg::Raft => measure::<RaftNode>(n, batch, warmup, flushes),
         LibraryArg::Null => measure::<NullNode>(n, batch, warmup, flushes),

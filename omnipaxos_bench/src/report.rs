@@ -62,9 +62,9 @@ pub fn check_targets(results: &SuiteResults) -> Vec<TargetCheck> {
         });
     }
     rate_target(&mut checks, 5, 13e6);
-    for library in [Library::Ours, Library::OursPiggyback] {
+    for library in [Library::Ours, Library::OursEager] {
         let latency = results.get(library, Workload { cluster_size: 3, batch: 1 });
-        let who = if library == Library::Ours { "" } else { " (piggyback_decide)" };
+        let who = if library == Library::Ours { "" } else { " (eager Decide)" };
         checks.push(TargetCheck {
             target: format!("n = 3, B = 1: ≤ 500 ns per entry{who}"),
             measured: latency.map_or("not run".into(), |m| format!("{:.0} ns", m.ns_per_entry())),
@@ -290,12 +290,12 @@ fn write_method(s: &mut String) {
   to a throughput run and is not used). Batching is the library's own: entries appended between
   two `take_outgoing_messages` calls are one write and one AcceptDecide per follower; the
   decided index rides on the next AcceptDecide, or goes as a Decide when none is pending at take
-  time. The leader drains `take_proposal_outcomes` after every flush, as a user would. Each log
-  slot carries a 24-byte proposal id next to the 8-byte entry.
-- **Ours, `piggyback_decide`:** the same with `set_piggyback_decide(true)`, the one setting
-  changed: a decided index only rides on the next AcceptDecide (or goes out at the next tick,
-  which this harness never gives), so followers learn decisions one flush later and a flush
-  costs 2(n−1) messages.
+  time. By default a decided index waits for the next AcceptDecide while the leader is busy
+  (this harness never asks an idle leader for messages, so followers learn decisions one flush
+  later and a flush costs 2(n−1) messages). The leader drains `take_proposal_outcomes` after
+  every flush, as a user would. Proposal ids are kept as runs beside the 8-byte entries.
+- **Ours, eager Decide:** the same with `set_piggyback_decide(false)`, the one setting
+  changed: every decision goes out at once as a Decide, 3(n−1) messages per flush.
 - **omnipaxos 0.2.4:** `OmniPaxos` over its `MemoryStorage`, default `ServerConfig`
   (`batch_size = 1`); leader chosen by `try_become_leader()`; decided index read with
   `get_decided_idx`.
@@ -436,7 +436,7 @@ fn write_caveats(s: &mut String) {
 - Runs are capped at 2 M entries (memory), so the fastest libraries run for well under the
   0.25 s target; the null protocol's runs last a few milliseconds and vary the most.
 - Profile one workload with `valgrind --tool=callgrind target/release-lto/omnipaxos_bench
-  --only ours --cluster-size 3 --batch 1000 --entries 1000000` (also `ours-piggyback`,
+  --only ours --cluster-size 3 --batch 1000 --entries 1000000` (also `ours-eager`,
   `omnipaxos`, `raft`, `null`; `--memory fresh` for fresh pages).
 ";
     s.push_str(text);

@@ -9,7 +9,7 @@ use crate::{
     peers::{
         null::NullNode,
         omnipaxos_peer::OmniPaxosNode,
-        ours::{OurNode, OurPiggybackNode},
+        ours::{OurEagerNode, OurNode},
         raft_peer::RaftNode,
     },
 };
@@ -20,7 +20,7 @@ pub enum Library {
     /// `omnipaxos_core` (this workspace), default configuration.
     Ours,
     /// `omnipaxos_core` with `set_piggyback_decide(true)`.
-    OursPiggyback,
+    OursEager,
     /// The `omnipaxos` crate 0.2.4.
     OmniPaxos,
     /// tikv's `raft` crate 0.7.
@@ -32,13 +32,13 @@ pub enum Library {
 impl Library {
     /// Every library, ours first.
     pub const ALL: [Library; 5] =
-        [Library::Ours, Library::OursPiggyback, Library::OmniPaxos, Library::Raft, Library::Null];
+        [Library::Ours, Library::OursEager, Library::OmniPaxos, Library::Raft, Library::Null];
 
     /// The name used in tables and the chart.
     pub fn name(self) -> &'static str {
         match self {
             Library::Ours => "omnipaxos_core (ours)",
-            Library::OursPiggyback => "ours, piggyback_decide",
+            Library::OursEager => "ours, eager Decide",
             Library::OmniPaxos => "omnipaxos 0.2.4",
             Library::Raft => "raft 0.7",
             Library::Null => "null protocol",
@@ -48,7 +48,7 @@ impl Library {
     fn measure(self, n: usize, batch: usize, warmup_flushes: u64, flushes: u64) -> Sample {
         match self {
             Library::Ours => measure::<OurNode>(n, batch, warmup_flushes, flushes),
-            Library::OursPiggyback => measure::<OurPiggybackNode>(n, batch, warmup_flushes, flushes),
+            Library::OursEager => measure::<OurEagerNode>(n, batch, warmup_flushes, flushes),
             Library::OmniPaxos => measure::<OmniPaxosNode>(n, batch, warmup_flushes, flushes),
             Library::Raft => measure::<RaftNode>(n, batch, warmup_flushes, flushes),
             Library::Null => measure::<NullNode>(n, batch, warmup_flushes, flushes),
@@ -61,7 +61,7 @@ impl Library {
         }
         match self {
             Library::Ours => run::<OurNode>(n, batch, target, max_entries),
-            Library::OursPiggyback => run::<OurPiggybackNode>(n, batch, target, max_entries),
+            Library::OursEager => run::<OurEagerNode>(n, batch, target, max_entries),
             Library::OmniPaxos => run::<OmniPaxosNode>(n, batch, target, max_entries),
             Library::Raft => run::<RaftNode>(n, batch, target, max_entries),
             Library::Null => run::<NullNode>(n, batch, target, max_entries),

@@ -148,6 +148,9 @@ pub struct ReadReply {
     pub round: u64,
     /// Reads of that request are linearizable once the follower decided this far.
     pub read_idx: LogIndex,
+    /// The leader's decided index (the follower learns it at once instead of on the next
+    /// AcceptDecide).
+    pub decided_idx: LogIndex,
 }
 
 /// See [`PaxosMsg::PrepareReq`].

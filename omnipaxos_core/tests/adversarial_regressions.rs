@@ -78,9 +78,11 @@ impl Manual {
         self.check_agreement();
     }
 
-    /// Delivers messages between `pids` only until nothing is left; messages to or from others
-    /// are lost.
+    /// Delivers messages between `pids` only until nothing is left, as a runtime would (an
+    /// idle replica is asked once more, which releases held decisions); messages to or from
+    /// others are lost.
     fn run_among(&mut self, pids: &[NodeId]) {
+        let mut idle_rounds = 0;
         for _ in 0..200 {
             let mut in_flight = Vec::new();
             for &pid in pids {
@@ -88,8 +90,13 @@ impl Manual {
             }
             in_flight.retain(|m| pids.contains(&m.to));
             if in_flight.is_empty() {
-                return;
+                idle_rounds += 1;
+                if idle_rounds == 2 {
+                    return;
+                }
+                continue;
             }
+            idle_rounds = 0;
             for m in in_flight {
                 self.deliver(m);
             }

@@ -117,10 +117,20 @@ impl<S: Storage<KeyValue, ()>> Network<S> {
     }
 
     /// Delivers messages until none are in flight (bounded: the cluster must go quiet).
+    /// Delivers until nothing is in flight, asking every replica once more when none sends
+    /// anything (an idle replica releases decisions it held back to piggyback them).
     fn deliver_all(&mut self) {
+        let mut idle = false;
         for _ in 0..10_000 {
             self.collect();
-            let Some(message) = self.in_flight.pop_front() else { return };
+            let Some(message) = self.in_flight.pop_front() else {
+                if idle {
+                    return;
+                }
+                idle = true;
+                continue;
+            };
+            idle = false;
             match self.replicas.get_mut(&message.to) {
                 Some(sp) => sp.handle(message).expect("handle"),
                 None => self.lost += 1,

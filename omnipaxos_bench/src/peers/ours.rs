@@ -6,7 +6,7 @@
 //! entries appended between two `take_outgoing_messages` calls become one storage write and one
 //! AcceptDecide per follower, and the decided index rides on the next AcceptDecide (or goes as a
 //! Decide when none is pending at take time). With `set_piggyback_decide(true)`
-//! ([`OurPiggybackNode`]) the decided index only rides on the next AcceptDecide (or goes out at
+//! ([`OurEagerNode`]) the decided index only rides on the next AcceptDecide (or goes out at
 //! the next tick, which this harness never gives): 2(n-1) messages per flush.
 
 use omnipaxos_core::{
@@ -26,11 +26,12 @@ type Replica = SequencePaxos<u64, (), MemoryStorage<u64, ()>>;
 /// One replica of our library, default configuration.
 pub type OurNode = OurNodeWith<false>;
 
-/// One replica of our library with `set_piggyback_decide(true)`.
-pub type OurPiggybackNode = OurNodeWith<true>;
+/// One replica of our library with `set_piggyback_decide(false)`: every decision goes out at
+/// once as a Decide (3(n−1) messages per entry at one proposal per flush).
+pub type OurEagerNode = OurNodeWith<true>;
 
-/// One replica of our library; `PIGGYBACK_DECIDE` is the one setting changed from the default.
-pub struct OurNodeWith<const PIGGYBACK_DECIDE: bool> {
+/// One replica of our library; `EAGER_DECIDE` is the one setting changed from the default.
+pub struct OurNodeWith<const EAGER_DECIDE: bool> {
     replica: Replica,
     /// Reused buffer for `take_proposal_outcomes`.
     outcomes: Vec<(ProposalId, ProposalOutcome)>,
@@ -38,7 +39,7 @@ pub struct OurNodeWith<const PIGGYBACK_DECIDE: bool> {
     decided_outcomes: u64,
 }
 
-impl<const PIGGYBACK_DECIDE: bool> OurNodeWith<PIGGYBACK_DECIDE> {
+impl<const EAGER_DECIDE: bool> OurNodeWith<EAGER_DECIDE> {
     /// Own proposals the replica reported decided through `take_proposal_outcomes`.
     pub fn decided_outcomes(&self) -> u64 {
         self.decided_outcomes
@@ -49,7 +50,7 @@ fn node_id(index: usize) -> NodeId {
     index as NodeId + 1
 }
 
-impl<const PIGGYBACK_DECIDE: bool> Node for OurNodeWith<PIGGYBACK_DECIDE> {
+impl<const EAGER_DECIDE: bool> Node for OurNodeWith<EAGER_DECIDE> {
     type Message = PaxosMessage<u64, ()>;
 
     fn build_cluster(n: usize) -> Vec<Self> {
@@ -60,7 +61,7 @@ impl<const PIGGYBACK_DECIDE: bool> Node for OurNodeWith<PIGGYBACK_DECIDE> {
                 config.set_configuration_id(CONFIGURATION_ID);
                 config.set_pid(pid);
                 config.set_peers(pids.iter().copied().filter(|&p| p != pid).collect());
-                config.set_piggyback_decide(PIGGYBACK_DECIDE);
+                config.set_piggyback_decide(!EAGER_DECIDE);
                 OurNodeWith {
                     replica: SequencePaxos::with(config, MemoryStorage::default()),
                     outcomes: Vec::new(),

@@ -59,6 +59,9 @@ struct Progress {
     decided_sent: LogIndex,
     /// The peer's decided index as it last reported it (lags by up to one round trip).
     decided_reported: LogIndex,
+    /// One past the highest log index of a proposal this peer forwarded: once decided, the peer
+    /// gets the decision at once (its proposer waits for the outcome).
+    forwarded_until: LogIndex,
 }
 
 impl Progress {
@@ -69,6 +72,7 @@ impl Progress {
             pending_accept: None,
             decided_sent: 0,
             decided_reported: 0,
+            forwarded_until: 0,
         }
     }
 
@@ -150,6 +154,8 @@ pub(crate) struct Leader<T, S> {
     decide_pending: bool,
     /// Reused by `maybe_decide` so deciding allocates nothing.
     accepted_scratch: Vec<LogIndex>,
+    /// The batch holds proposals forwarded by followers.
+    batch_has_forwards: bool,
     /// Read rounds and the read lease.
     reads: ReadRounds,
     /// The accepted index of the log adopted at the end of the Prepare phase (`MAX` before):
@@ -191,6 +197,7 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
             durable_accepted_idx: 0,
             decide_pending: false,
             accepted_scratch: Vec::with_capacity(ctx.peers.len() + 1),
+            batch_has_forwards: false,
             reads: ReadRounds::default(),
             adopted_end: LogIndex::MAX,
             lease_wait_until: ctx.now.saturating_add(ctx.lease_wait_ticks()),
@@ -260,6 +267,7 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
                 // AcceptDecide per follower.
                 if !ctx.ledger.is_own(&proposal.id) {
                     self.filter.note_held(&proposal.id);
+                    self.batch_has_forwards = true;
                 }
                 batch.push(proposal);
                 Ok(())
@@ -291,6 +299,15 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
             return Ok(());
         }
         let entries = std::mem::take(batch);
+        if std::mem::take(&mut self.batch_has_forwards) {
+            let first_idx = ctx.state.log_end;
+            for (offset, p) in entries.iter().enumerate() {
+                if let Some(progress) = self.peers.get_mut(&p.id.node) {
+                    progress.forwarded_until =
+                        progress.forwarded_until.max(first_idx + offset as LogIndex + 1);
+                }
+            }
+        }
         for i in 0..self.peers.0.len() {
             let (peer, progress) = &self.peers.0[i];
             if progress.is_synced() {
@@ -614,7 +631,13 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         self.send_decisions_with(ctx, !ctx.piggyback_decide);
     }
 
-    /// Runs at every tick: decisions still held back go out as Decide.
+    /// True if a decided index waits to ride on the next AcceptDecide.
+    pub(crate) fn holds_decisions(&self) -> bool {
+        self.decide_pending
+    }
+
+    /// Runs at every tick, and at a `take_outgoing_messages` with no input since the last one:
+    /// decisions still held back go out as Decide.
     pub(crate) fn send_pending_decisions<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>) {
         if self.decide_pending {
             self.send_decisions_with(ctx, true);
@@ -632,7 +655,9 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
             if let Some(PaxosMsg::AcceptDecide(acc)) = pending.map(|m| &mut m.msg) {
                 acc.decided_idx = decided_idx;
                 progress.decided_sent = decided_idx;
-            } else if standalone {
+            } else if standalone || progress.forwarded_until > progress.decided_sent {
+                // Held decisions go now; and a follower whose own proposals were decided hears
+                // it at once (its proposer waits for the outcome).
                 progress.decided_sent = decided_idx;
                 ctx.send(pid, PaxosMsg::Decide(Decide { n: self.n, decided_idx }));
             } else {
@@ -733,7 +758,8 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         }
         if self.answers_without_round(ctx) {
             let read_idx = ctx.state.decided_idx;
-            ctx.send(from, PaxosMsg::ReadReply(ReadReply { n: self.n, round: request.round, read_idx }));
+            let reply = ReadReply { n: self.n, round: request.round, read_idx, decided_idx: read_idx };
+            ctx.send(from, PaxosMsg::ReadReply(reply));
         } else {
             self.reads.queue(Requester::Remote(from, request.round));
         }
@@ -771,7 +797,8 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
             match requester {
                 Requester::Local(id, _) => ctx.reads.settle_one(id, ReadOutcome::Ready(answer.read_idx)),
                 Requester::Remote(peer, round) => {
-                    let reply = ReadReply { n: self.n, round, read_idx: answer.read_idx };
+                    let decided_idx = ctx.state.decided_idx;
+                    let reply = ReadReply { n: self.n, round, read_idx: answer.read_idx, decided_idx };
                     ctx.send(peer, PaxosMsg::ReadReply(reply));
                 }
             }

@@ -63,6 +63,9 @@ pub struct SequencePaxos<T, S, B> {
     flush_batch_ticks: u64,
     /// Where a learner asks for decided entries (unused by voters).
     learner: learner::LearnerState,
+    /// An input arrived since the last `take_outgoing_messages` (held decisions may still ride
+    /// on what it causes); a call without one means the replica is idle.
+    input_since_take: bool,
     resend_clock: u64,
     flush_clock: u64,
     dispatch: Option<tracing::Dispatch>,
@@ -171,6 +174,7 @@ where
             resend_clock: 0,
             flush_clock: 0,
             learner: learner::LearnerState::default(),
+            input_since_take: false,
             dispatch,
         };
         if recovering {
@@ -202,6 +206,7 @@ where
 
     fn handle_leader_inner(&mut self, n: Ballot) -> Result<(), ReplicaError> {
         self.check_running()?;
+        self.input_since_take = true;
         if n.config_id != self.ctx.config_id {
             tracing::debug!(pid = self.ctx.pid, ballot = %n, "leader ballot of another configuration ignored");
             return Ok(());
@@ -223,6 +228,7 @@ where
 
     fn handle_inner(&mut self, m: PaxosMessage<T, S>) -> Result<(), ReplicaError> {
         self.check_running()?;
+        self.input_since_take = true;
         if m.to != self.ctx.pid || !self.ctx.peers.contains(&m.from) || m.config_id != self.ctx.config_id {
             tracing::debug!(pid = self.ctx.pid, message = %m, "dropped: wrong receiver, unknown sender or other configuration");
             return Ok(());
@@ -272,6 +278,11 @@ where
             PaxosMsg::LearnerSync(sync) => self.handle_learner_sync(from, *sync),
             PaxosMsg::ReadReply(reply) => {
                 if reply.n.pid == from {
+                    let state = &self.ctx.state;
+                    if state.promise == reply.n && state.accepted_round == reply.n {
+                        // The leader of our log's round: its decided index applies to our log.
+                        self.ctx.set_decided_idx(reply.decided_idx);
+                    }
                     self.ctx.reads.answered(reply.n, reply.round, reply.read_idx);
                     self.ctx.reads.settle(
                         self.ctx.state.decided_idx,
@@ -297,6 +308,7 @@ where
         if self.ctx.stopped {
             return Err(ProposeErr::Stopped(entry));
         }
+        self.input_since_take = true;
         if self.is_learner() {
             return Err(ProposeErr::Learner(entry));
         }
@@ -404,6 +416,7 @@ where
 
     fn tick_inner(&mut self) -> Result<(), ReplicaError> {
         self.check_running()?;
+        self.input_since_take = true;
         self.ctx.now += 1;
         self.flush_clock += 1;
         self.resend_clock += 1;
@@ -446,6 +459,10 @@ where
         if let Role::Leader(leader) = &mut self.role {
             leader.after_flush(&mut self.ctx)?;
             // Deciding may have written the decided index; it need not be durable to send Decide.
+            if !std::mem::take(&mut self.input_since_take) {
+                // Idle: nothing new will carry held decisions soon.
+                leader.send_pending_decisions(&mut self.ctx);
+            }
             leader.absorb_local_reads(&mut self.ctx);
             leader.maybe_start_read_round(&mut self.ctx);
         } else {
@@ -561,6 +578,13 @@ where
     /// configuration and only learns the decided log (see `SequencePaxosConfig::set_learner`).
     pub fn is_learner(&self) -> bool {
         self.ctx.state.promise == learner::learner_promise(self.ctx.config_id, self.ctx.pid)
+    }
+
+    /// True if a decided index waits to ride on the next AcceptDecide (see
+    /// [`SequencePaxosConfig::set_piggyback_decide`]): a runtime that has no further input
+    /// calls `take_outgoing_messages` again to send it.
+    pub fn holds_decisions(&self) -> bool {
+        matches!(&self.role, Role::Leader(l) if l.holds_decisions())
     }
 
     /// True if this replica is the leader and in its accept phase: it can decide entries.

@@ -177,7 +177,12 @@ fn read_payload(rng: &mut SmallRng, n: Ballot) -> PaxosMsg<super::Entry, KvSnaps
         0 => PaxosMsg::ReadConfirm(round),
         1 => PaxosMsg::ReadConfirmed(round),
         2 => PaxosMsg::ReadRequest(round),
-        3 => PaxosMsg::ReadReply(ReadReply { n, round: round.round, read_idx: extreme_index(rng) }),
+        3 => PaxosMsg::ReadReply(ReadReply {
+            n,
+            round: round.round,
+            read_idx: extreme_index(rng),
+            decided_idx: extreme_index(rng),
+        }),
         _ => PaxosMsg::LearnerRequest(LearnerRequest { from_idx: extreme_index(rng) }),
     }
 }
