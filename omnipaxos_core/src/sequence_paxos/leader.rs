@@ -594,8 +594,9 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         accepted.clear();
         accepted.extend(self.peers.values().filter(|p| p.is_synced()).map(|p| p.accepted_idx));
         accepted.push(self.durable_accepted_idx);
-        accepted.sort_unstable_by(|a, b| b.cmp(a));
-        let Some(&chosen) = accepted.get(ctx.quorum.write - 1) else { return Ok(()) };
+        // The write quorum's smallest index: the (write)-th largest. A selection, not a sort.
+        let Some(nth) = accepted.len().checked_sub(ctx.quorum.write) else { return Ok(()) };
+        let chosen = *accepted.select_nth_unstable(nth).1;
         if chosen > ctx.state.decided_idx {
             ctx.set_decided_idx(chosen);
             self.decide_pending = true;
@@ -768,7 +769,7 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
     /// Starts a read round if reads wait (or the lease needs renewing) and reads can be
     /// confirmed now: every peer is asked whether it still promises our ballot.
     pub(crate) fn maybe_start_read_round<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>) {
-        if !self.can_serve_reads(ctx) || !self.reads.round_due(ctx.now, ctx.lease) {
+        if !self.reads.round_due(ctx.now, ctx.lease) || !self.can_serve_reads(ctx) {
             return;
         }
         let round = self.reads.start(ctx.now, ctx.state.decided_idx, ctx.lease);

@@ -123,6 +123,7 @@ impl ReadBook {
     }
 
     /// True if reads wait here (not at a leader role).
+    #[inline]
     pub(crate) fn has_waiting(&self) -> bool {
         !self.reads.is_empty()
     }
@@ -195,10 +196,14 @@ impl ReadBook {
     }
 
     /// Settles reads whose index the decided index reached, and reads that timed out.
+    #[inline]
     pub(crate) fn settle(&mut self, decided_idx: LogIndex, now: u64, timeout_ticks: u64) {
-        if self.reads.is_empty() {
-            return;
+        if !self.reads.is_empty() {
+            self.settle_waiting(decided_idx, now, timeout_ticks);
         }
+    }
+
+    fn settle_waiting(&mut self, decided_idx: LogIndex, now: u64, timeout_ticks: u64) {
         let mut settled = Vec::new();
         self.reads.retain(|read| match read.stage {
             Stage::Indexed(idx) if idx <= decided_idx => {
@@ -270,6 +275,7 @@ impl ReadRounds {
     }
 
     /// True if a round should start now: reads wait, or the lease needs renewing.
+    #[inline]
     pub(crate) fn round_due(&self, now: u64, lease: Option<ReadLease>) -> bool {
         if self.in_flight.is_some() {
             return false;
