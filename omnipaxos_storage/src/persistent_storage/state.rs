@@ -14,7 +14,10 @@ use omnipaxos_core::{
 };
 
 use super::format::{Checkpoint, PossibleLoss};
-use crate::log_bounds::{index_as_position, length_as_index, LogBounds};
+use crate::{
+    id_runs::IdRuns,
+    log_bounds::{index_as_position, length_as_index, LogBounds},
+};
 
 /// A segment's id (its position in the sequence of segment files).
 pub type SegmentId = u64;
@@ -27,8 +30,10 @@ pub struct LogState<T, S> {
     /// First index whose entry is in `entries`. Above `compacted_idx` only while replaying
     /// (the entries between lived in deleted segments). Invariant: `<= log_end()`.
     first_present_idx: LogIndex,
-    /// The entries `[first_present_idx, log_end)`.
-    entries: VecDeque<Proposal<T>>,
+    /// The entries `[first_present_idx, log_end)`, without their ids.
+    entries: VecDeque<T>,
+    /// The proposal ids of `entries`, as runs. Invariant: cover `[first_present_idx, log_end)`.
+    ids: IdRuns,
     /// Which segment holds which entries: `(first index, segment)` runs, ascending in both.
     /// Invariant: empty iff `entries` is; the first run starts at or below `first_present_idx`.
     runs: VecDeque<(LogIndex, SegmentId)>,
@@ -48,6 +53,7 @@ impl<T, S> Default for LogState<T, S> {
             compacted_idx: 0,
             first_present_idx: 0,
             entries: VecDeque::new(),
+            ids: IdRuns::default(),
             runs: VecDeque::new(),
             promise: None,
             accepted_round: None,
@@ -67,6 +73,7 @@ impl<T, S> LogState<T, S> {
             compacted_idx: checkpoint.compacted_idx,
             first_present_idx: checkpoint.log_end,
             entries: VecDeque::new(),
+            ids: IdRuns::default(),
             runs: VecDeque::new(),
             promise: checkpoint.promise,
             accepted_round: checkpoint.accepted_round,
@@ -189,7 +196,10 @@ impl<T, S> LogState<T, S> {
             }
             None => self.runs.push_back((start, segment)),
         }
-        self.entries.extend(entries);
+        for (idx, Proposal { id, entry }) in (start..).zip(entries) {
+            self.ids.push(idx, id);
+            self.entries.push_back(entry);
+        }
     }
 
     /// Drops the entries `[from_idx, log_end)`.
@@ -197,9 +207,11 @@ impl<T, S> LogState<T, S> {
         assert!(self.compacted_idx <= from_idx && from_idx <= self.log_end(), "validated truncation");
         if from_idx < self.first_present_idx {
             self.entries.clear();
+            self.ids.clear();
             self.first_present_idx = from_idx;
         } else {
             self.entries.truncate(index_as_position(from_idx - self.first_present_idx));
+            self.ids.truncate(from_idx);
         }
         while self.runs.back().is_some_and(|(start, _)| *start >= from_idx) {
             self.runs.pop_back();
@@ -214,10 +226,12 @@ impl<T, S> LogState<T, S> {
         assert!(idx >= self.compacted_idx, "validated: trim never moves backwards");
         if idx >= self.log_end() {
             self.entries.clear();
+            self.ids.clear();
             self.runs.clear();
             self.first_present_idx = idx;
         } else if idx > self.first_present_idx {
             self.entries.drain(..index_as_position(idx - self.first_present_idx));
+            self.ids.trim(idx);
             self.first_present_idx = idx;
             while self.runs.len() >= 2 && self.runs[1].0 <= idx {
                 self.runs.pop_front();
@@ -241,7 +255,12 @@ impl<T, S> LogState<T, S> {
         }
         let start = index_as_position(from - self.first_present_idx);
         let end = index_as_position(to - self.first_present_idx);
-        Ok(self.entries.range(start..end).cloned().collect())
+        Ok(self
+            .entries
+            .range(start..end)
+            .zip(self.ids.ids(from, to))
+            .map(|(entry, id)| Proposal { id, entry: entry.clone() })
+            .collect())
     }
 
     /// Panics if a field invariant is broken: a bug in this module.
@@ -253,6 +272,9 @@ impl<T, S> LogState<T, S> {
             assert!(*first_start <= self.first_present_idx.max(self.compacted_idx), "runs cover the entries");
         }
         debug_assert!(self.runs.iter().zip(self.runs.iter().skip(1)).all(|(a, b)| a.0 < b.0 && a.1 < b.1));
+        if cfg!(debug_assertions) {
+            self.ids.check_covers(self.first_present_idx, self.log_end());
+        }
     }
 }
 
