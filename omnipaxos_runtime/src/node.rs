@@ -1,0 +1,582 @@
+//! [`Node`]: starts the replica thread and the transport tasks; [`NodeHandle`]: what the
+//! application uses; [`DecidedStream`]: decided entries in log order.
+
+use std::{
+    collections::VecDeque,
+    fmt::Debug,
+    marker::PhantomData,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+    time::{Duration, Instant},
+};
+
+use omnipaxos_core::{
+    ballot_leader_election::Ballot,
+    storage::Storage,
+    util::{LogIndex, NodeId},
+    OmniPaxos,
+};
+use omnipaxos_storage::{
+    memory_storage::MemoryStorage,
+    persistent_storage::{PersistentStorage, PersistentStorageConfig},
+};
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, oneshot, watch},
+    task::JoinSet,
+};
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::{
+    config::{NodeConfig, StorageConfig},
+    error::{AppendError, IndeterminateCause, StartError},
+    metrics::{NodeMetrics, PeerMetrics},
+    replica::{AppendRequest, Replica, ReplicaChannels, ReplicaContext, TimedStorage},
+    status::{PeerStatus, QueueStatus, Status},
+    transport::{
+        filter::LinkFilter,
+        inbound::{run_listener, InboundContext},
+        link::{run_writer, PeerLink, WriterContext},
+    },
+};
+
+/// How long shutdown waits for the transport tasks before it aborts them.
+const TASK_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What an entry type must be to travel through the runtime.
+pub trait Entry: Serialize + DeserializeOwned + Clone + Debug + Send + 'static {}
+impl<T: Serialize + DeserializeOwned + Clone + Debug + Send + 'static> Entry for T {}
+
+/// One decided entry and its log index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decided<T> {
+    /// The entry's position in the log.
+    pub index: LogIndex,
+    /// The entry.
+    pub entry: T,
+}
+
+/// Decided entries in log order, for the application's state machine. The queue behind it is
+/// bounded; while it is full the replica keeps decided entries in storage, and once
+/// `undelivered_limit_entries` wait it takes no new appends (a slow consumer slows proposals).
+/// Dropping the stream turns delivery off.
+pub struct DecidedStream<T> {
+    receiver: mpsc::Receiver<Vec<Decided<T>>>,
+    buffered: VecDeque<Decided<T>>,
+}
+
+impl<T> DecidedStream<T> {
+    /// The next decided entry; `None` once the node has shut down and everything was read.
+    pub async fn recv(&mut self) -> Option<Decided<T>> {
+        loop {
+            if let Some(decided) = self.buffered.pop_front() {
+                return Some(decided);
+            }
+            self.buffered.extend(self.receiver.recv().await?);
+        }
+    }
+
+    /// The next batch of consecutive decided entries (cheaper per entry than `recv`).
+    pub async fn recv_batch(&mut self) -> Option<Vec<Decided<T>>> {
+        if !self.buffered.is_empty() {
+            return Some(self.buffered.drain(..).collect());
+        }
+        self.receiver.recv().await
+    }
+}
+
+/// The replica's state as of the end of its last round.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ReplicaView {
+    pub leader: Option<NodeId>,
+    pub leader_ready: bool,
+    pub is_leader: bool,
+    pub ballot: Ballot,
+    pub decided_idx: LogIndex,
+    pub accepted_idx: LogIndex,
+    pub delivered_idx: LogIndex,
+    pub pending_appends: usize,
+    pub stopped: bool,
+    pub rounds: u64,
+}
+
+/// State shared by the replica thread, the transport tasks and the handles.
+#[derive(Default)]
+pub(crate) struct Shared {
+    view: Mutex<ReplicaView>,
+    pub rejected_frames: AtomicU64,
+    pub flushes: AtomicU64,
+}
+
+impl Shared {
+    pub fn lock_view(&self) -> MutexGuard<'_, ReplicaView> {
+        // The view is replaced whole; a panic elsewhere cannot leave it half-written.
+        self.view.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+struct HandleInner<T> {
+    node_id: NodeId,
+    listen_addr: SocketAddr,
+    append_timeout: Duration,
+    proposals: mpsc::Sender<AppendRequest<T>>,
+    /// Kept only to report the inbound queue's depth.
+    inbound: mpsc::Sender<omnipaxos_core::messages::Message<T, ()>>,
+    decided_queue: mpsc::WeakSender<Vec<Decided<T>>>,
+    decided_queue_limit: usize,
+    undelivered_limit: u64,
+    shutdown: watch::Sender<bool>,
+    finished: watch::Receiver<bool>,
+    links: Vec<Arc<PeerLink>>,
+    shared: Arc<Shared>,
+}
+
+/// What the application holds: append, status, shutdown. `Clone + Send + Sync`.
+pub struct NodeHandle<T> {
+    inner: Arc<HandleInner<T>>,
+}
+
+impl<T> Clone for NodeHandle<T> {
+    fn clone(&self) -> Self {
+        NodeHandle { inner: self.inner.clone() }
+    }
+}
+
+impl<T: Entry> NodeHandle<T> {
+    /// Appends `entry` to the replicated log and resolves to the index where it was decided.
+    ///
+    /// Waits for room in the proposal queue (backpressure) and then for the outcome, both
+    /// within `append_timeout`: if the queue had no room in time the error is `Overloaded`
+    /// (definite), if the outcome did not come in time it is `Indeterminate`.
+    pub async fn append(&self, entry: T) -> Result<LogIndex, AppendError> {
+        let deadline = tokio::time::Instant::now() + self.inner.append_timeout;
+        let (reply, outcome) = oneshot::channel();
+        let request = AppendRequest { entry, reply, enqueued: Instant::now() };
+        match tokio::time::timeout_at(deadline, self.inner.proposals.send(request)).await {
+            Err(_) => return Err(AppendError::Overloaded),
+            Ok(Err(_)) => return Err(self.closed_error()),
+            Ok(Ok(())) => {}
+        }
+        self.await_outcome(outcome, deadline).await
+    }
+
+    /// Like [`NodeHandle::append`], but reports `Overloaded` at once if the proposal queue is
+    /// full instead of waiting for room.
+    pub async fn try_append(&self, entry: T) -> Result<LogIndex, AppendError> {
+        let deadline = tokio::time::Instant::now() + self.inner.append_timeout;
+        let (reply, outcome) = oneshot::channel();
+        let request = AppendRequest { entry, reply, enqueued: Instant::now() };
+        match self.inner.proposals.try_send(request) {
+            Err(mpsc::error::TrySendError::Full(_)) => return Err(AppendError::Overloaded),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.closed_error()),
+            Ok(()) => {}
+        }
+        self.await_outcome(outcome, deadline).await
+    }
+
+    async fn await_outcome(
+        &self,
+        outcome: oneshot::Receiver<Result<LogIndex, AppendError>>,
+        deadline: tokio::time::Instant,
+    ) -> Result<LogIndex, AppendError> {
+        match tokio::time::timeout_at(deadline, outcome).await {
+            Err(_) => Err(AppendError::Indeterminate(IndeterminateCause::Timeout(self.inner.append_timeout))),
+            // The replica thread ended without answering: it may have taken the entry.
+            Ok(Err(_)) => Err(AppendError::Indeterminate(IndeterminateCause::Shutdown)),
+            Ok(Ok(result)) => result,
+        }
+    }
+
+    fn closed_error(&self) -> AppendError {
+        if self.inner.shared.lock_view().stopped {
+            AppendError::Stopped
+        } else {
+            AppendError::ShuttingDown
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.node_id
+    }
+
+    /// The address this node listens on (with the port the OS chose for port 0).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.inner.listen_addr
+    }
+
+    /// A snapshot of the node: leader, ballot, indices, peers, queues.
+    pub fn status(&self) -> Status {
+        let view = self.inner.shared.lock_view().clone();
+        let inner = &self.inner;
+        let peers = inner.links.iter().map(|link| peer_status(link, view.accepted_idx)).collect();
+        let decided_batches =
+            inner.decided_queue.upgrade().map_or(0, |sender| sender.max_capacity() - sender.capacity());
+        let queues = QueueStatus {
+            proposals: inner.proposals.max_capacity() - inner.proposals.capacity(),
+            proposals_limit: inner.proposals.max_capacity(),
+            inbound: inner.inbound.max_capacity() - inner.inbound.capacity(),
+            inbound_limit: inner.inbound.max_capacity(),
+            decided_batches,
+            decided_batches_limit: inner.decided_queue_limit,
+            pending_appends: view.pending_appends,
+            undelivered_entries: view.decided_idx - view.delivered_idx,
+            undelivered_limit: inner.undelivered_limit,
+        };
+        Status {
+            node_id: inner.node_id,
+            leader: view.leader,
+            leader_ready: view.leader_ready,
+            is_leader: view.is_leader,
+            ballot: view.ballot,
+            decided_idx: view.decided_idx,
+            accepted_idx: view.accepted_idx,
+            delivered_idx: view.delivered_idx,
+            stopped: view.stopped,
+            rounds: view.rounds,
+            flushes: inner.shared.flushes.load(Ordering::Relaxed),
+            rejected_frames: inner.shared.rejected_frames.load(Ordering::Relaxed),
+            peers,
+            queues,
+        }
+    }
+
+    /// Shuts the node down and waits until it has: appends not yet taken are answered
+    /// `ShuttingDown`, those in flight `Indeterminate`; the replica makes everything written
+    /// durable and closes its storage; every task ends. Idempotent.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+        let mut finished = self.inner.finished.clone();
+        // An error means the supervisor is gone (its runtime ended): nothing left to wait for.
+        let _ = finished.wait_for(|finished| *finished).await;
+    }
+}
+
+fn peer_status(link: &PeerLink, own_accepted_idx: LogIndex) -> PeerStatus {
+    let stats = &link.stats;
+    let seen = stats.progress_seen.load(Ordering::Acquire);
+    let peer_accepted_idx = seen.then(|| stats.peer_accepted_idx.load(Ordering::Relaxed));
+    PeerStatus {
+        id: link.id,
+        addr: link.addr,
+        link: link.state(),
+        reconnects: stats.reconnects.load(Ordering::Relaxed),
+        queued_bytes: link.queued_bytes(),
+        queue_limit_bytes: link.limit_bytes(),
+        frames_out: stats.frames_out.load(Ordering::Relaxed),
+        bytes_out: stats.bytes_out.load(Ordering::Relaxed),
+        frames_in: stats.frames_in.load(Ordering::Relaxed),
+        bytes_in: stats.bytes_in.load(Ordering::Relaxed),
+        dropped_frames: stats.dropped_frames.load(Ordering::Relaxed),
+        peer_decided_idx: seen.then(|| stats.peer_decided_idx.load(Ordering::Relaxed)),
+        peer_accepted_idx,
+        lag_entries: peer_accepted_idx.map(|peer| own_accepted_idx.saturating_sub(peer)),
+    }
+}
+
+/// A running node. Dropping it signals shutdown without waiting; prefer
+/// [`NodeHandle::shutdown`] (or [`Node::shutdown`]) to wait until the data directory is closed.
+pub struct Node<T> {
+    handle: NodeHandle<T>,
+}
+
+impl<T> Drop for Node<T> {
+    fn drop(&mut self) {
+        self.handle.inner.shutdown.send_replace(true);
+    }
+}
+
+impl<T: Entry> Node<T> {
+    /// Starts a node from `config`; see [`NodeBuilder`] for the options.
+    pub async fn start(config: NodeConfig) -> Result<(Node<T>, DecidedStream<T>), StartError> {
+        NodeBuilder::new(config).start().await
+    }
+
+    /// A builder, for the options beyond the configuration.
+    pub fn builder(config: NodeConfig) -> NodeBuilder<T> {
+        NodeBuilder::new(config)
+    }
+
+    /// A handle for the application (cheap to clone).
+    pub fn handle(&self) -> NodeHandle<T> {
+        self.handle.clone()
+    }
+
+    /// The address this node listens on.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.handle.listen_addr()
+    }
+
+    /// Shuts the node down and waits until it has; see [`NodeHandle::shutdown`].
+    pub async fn shutdown(self) {
+        self.handle.shutdown().await;
+    }
+}
+
+/// Starts a [`Node`] with options beyond its [`NodeConfig`].
+pub struct NodeBuilder<T> {
+    config: NodeConfig,
+    listener: Option<std::net::TcpListener>,
+    filter: Option<LinkFilter>,
+    deliver_from: LogIndex,
+    _entry: PhantomData<fn() -> T>,
+}
+
+impl<T: Entry> NodeBuilder<T> {
+    fn new(config: NodeConfig) -> Self {
+        NodeBuilder { config, listener: None, filter: None, deliver_from: 0, _entry: PhantomData }
+    }
+
+    /// Serves on `listener` (already bound) instead of binding `listen_addr`: lets a caller
+    /// learn every node's address before any node starts, e.g. by binding port 0.
+    pub fn listener(mut self, listener: std::net::TcpListener) -> Self {
+        self.listener = Some(listener);
+        self
+    }
+
+    /// Consults `filter` for every outgoing round (fault injection for tests).
+    pub fn link_filter(mut self, filter: LinkFilter) -> Self {
+        self.filter = Some(filter);
+        self
+    }
+
+    /// The first log index the decided stream delivers (default 0: after a restart the whole
+    /// decided log is delivered again, for a state machine kept in memory).
+    pub fn deliver_from(mut self, index: LogIndex) -> Self {
+        self.deliver_from = index;
+        self
+    }
+
+    /// Binds the listener, opens the storage and creates the replica on the replica thread,
+    /// then starts the transport tasks. Must run inside a multi-threaded tokio runtime.
+    pub async fn start(self) -> Result<(Node<T>, DecidedStream<T>), StartError> {
+        let NodeBuilder { config, listener, filter, deliver_from, .. } = self;
+        config.validate()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
+        let node_id = config.node_id;
+        let span = info_span!("omnipaxos_node", node = node_id);
+        let bind_error = |source| StartError::Bind { addr: config.listen_addr, source };
+        let listener = match listener {
+            Some(listener) => {
+                listener.set_nonblocking(true).map_err(bind_error)?;
+                TcpListener::from_std(listener).map_err(bind_error)?
+            }
+            None => TcpListener::bind(config.listen_addr).await.map_err(bind_error)?,
+        };
+        let listen_addr = listener.local_addr().map_err(bind_error)?;
+        let limits = config.limits;
+        let metrics = Arc::new(NodeMetrics::register(node_id));
+        let shared = Arc::new(Shared::default());
+        let links: Vec<Arc<PeerLink>> = config
+            .peers
+            .iter()
+            .map(|peer| {
+                let metrics = PeerMetrics::register(node_id, peer.id);
+                Arc::new(PeerLink::new(peer.id, peer.addr, limits.peer_queue_limit_bytes, metrics))
+            })
+            .collect();
+        let (proposals_tx, proposals_rx) = mpsc::channel(limits.proposal_queue_limit);
+        let (inbound_tx, inbound_rx) = mpsc::channel(limits.inbound_queue_limit);
+        let (ticks_tx, ticks_rx) = mpsc::channel(1);
+        let (decided_tx, decided_rx) = mpsc::channel(limits.decided_queue_limit_batches);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (finished_tx, finished_rx) = watch::channel(false);
+        let decided_weak = decided_tx.downgrade();
+
+        let channels = ReplicaChannels {
+            proposals: proposals_rx,
+            inbound: inbound_rx,
+            ticks: ticks_rx,
+            shutdown: shutdown_rx.clone(),
+            decided: Some(decided_tx),
+        };
+        let replica_ctx = ReplicaContext {
+            node_id,
+            cluster_id: config.cluster_id,
+            limits,
+            progress_interval_ticks: config.progress_interval_ticks,
+            links: links.clone(),
+            filter: filter.clone(),
+            shared: shared.clone(),
+            metrics: metrics.clone(),
+            runtime: runtime.clone(),
+        };
+        let replica_done =
+            spawn_replica_thread::<T>(&config, channels, replica_ctx, deliver_from, span.clone()).await?;
+
+        let mut tasks = JoinSet::new();
+        let inbound_ctx = Arc::new(InboundContext {
+            own_id: node_id,
+            cluster_id: config.cluster_id,
+            max_frame_bytes: limits.max_frame_bytes,
+            links: links.clone(),
+            inbound: inbound_tx.clone(),
+            shared: shared.clone(),
+            metrics: metrics.clone(),
+        });
+        tasks.spawn(
+            run_listener(listener, inbound_ctx, limits.inbound_connection_limit, shutdown_rx.clone())
+                .instrument(span.clone()),
+        );
+        for link in &links {
+            let writer_ctx = WriterContext {
+                own_id: node_id,
+                backoff: config.backoff,
+                filter: filter.clone(),
+                shutdown: shutdown_rx.clone(),
+            };
+            let link_span = info_span!(parent: &span, "link", peer = link.id);
+            tasks.spawn(run_writer(link.clone(), writer_ctx).instrument(link_span));
+        }
+        tasks.spawn(run_ticker(config.tick_interval, ticks_tx, shutdown_rx.clone()).instrument(span.clone()));
+        runtime.spawn(supervise(tasks, replica_done, shutdown_rx, finished_tx).instrument(span.clone()));
+        info!(parent: &span, %listen_addr, peers = links.len(), "node started");
+
+        let handle = NodeHandle {
+            inner: Arc::new(HandleInner {
+                node_id,
+                listen_addr,
+                append_timeout: config.append_timeout,
+                proposals: proposals_tx,
+                inbound: inbound_tx,
+                decided_queue: decided_weak,
+                decided_queue_limit: limits.decided_queue_limit_batches,
+                undelivered_limit: limits.undelivered_limit_entries,
+                shutdown: shutdown_tx,
+                finished: finished_rx,
+                links,
+                shared,
+            }),
+        };
+        let decided = DecidedStream { receiver: decided_rx, buffered: VecDeque::new() };
+        Ok((Node { handle }, decided))
+    }
+}
+
+/// Starts the replica thread: it opens the storage and creates the replica (both may do disk
+/// I/O, so not on a tokio worker), reports readiness, then runs rounds. Returns a receiver
+/// that resolves when the thread has closed the replica.
+async fn spawn_replica_thread<T: Entry>(
+    config: &NodeConfig,
+    channels: ReplicaChannels<T>,
+    ctx: ReplicaContext,
+    deliver_from: LogIndex,
+    span: tracing::Span,
+) -> Result<oneshot::Receiver<()>, StartError> {
+    let (ready_tx, ready_rx) = oneshot::channel::<Result<(), StartError>>();
+    let (done_tx, done_rx) = oneshot::channel();
+    let core_config = config.core.clone();
+    let storage_config = config.storage.clone();
+    let (cluster_id, node_id) = (config.cluster_id, config.node_id);
+    let buffer_size = config.core.sequence_paxos.buffer_size();
+    std::thread::Builder::new()
+        .name(format!("omnipaxos-replica-{node_id}"))
+        .spawn(move || {
+            let _entered = span.enter();
+            let (flush_latency, shared) = (ctx.metrics.flush_latency.clone(), ctx.shared.clone());
+            match storage_config {
+                StorageConfig::Memory => {
+                    let storage = TimedStorage::new(MemoryStorage::<T, ()>::default(), flush_latency, shared);
+                    run_replica(core_config, storage, channels, ctx, buffer_size, deliver_from, ready_tx);
+                }
+                StorageConfig::Persistent { data_dir, create_if_missing, segment_size_bytes } => {
+                    let storage_config = PersistentStorageConfig::new(
+                        data_dir,
+                        core_config.sequence_paxos.configuration_id(),
+                        node_id,
+                    )
+                    .cluster_id(cluster_id)
+                    .create_if_missing(create_if_missing)
+                    .segment_size_bytes(segment_size_bytes);
+                    match PersistentStorage::<T, ()>::open(&storage_config) {
+                        Ok(storage) => {
+                            let storage = TimedStorage::new(storage, flush_latency, shared);
+                            run_replica(
+                                core_config,
+                                storage,
+                                channels,
+                                ctx,
+                                buffer_size,
+                                deliver_from,
+                                ready_tx,
+                            );
+                        }
+                        Err(error) => {
+                            let _ = ready_tx.send(Err(error.into()));
+                        }
+                    }
+                }
+            }
+            let _ = done_tx.send(());
+        })
+        .map_err(StartError::Thread)?;
+    match ready_rx.await {
+        Ok(Ok(())) => Ok(done_rx),
+        Ok(Err(error)) => Err(error),
+        Err(_) => {
+            Err(StartError::Thread(std::io::Error::other("the replica thread ended before it was ready")))
+        }
+    }
+}
+
+fn run_replica<T: Entry, B: Storage<T, ()>>(
+    core_config: omnipaxos_core::OmniPaxosConfig,
+    storage: B,
+    channels: ReplicaChannels<T>,
+    ctx: ReplicaContext,
+    buffer_size: usize,
+    deliver_from: LogIndex,
+    ready: oneshot::Sender<Result<(), StartError>>,
+) {
+    let op = match OmniPaxos::try_with(core_config, storage) {
+        Ok(op) => op,
+        Err(error) => {
+            let _ = ready.send(Err(error.into()));
+            return;
+        }
+    };
+    if ready.send(Ok(())).is_err() {
+        return; // start was cancelled
+    }
+    Replica::new(op, channels, ctx, buffer_size, deliver_from).run();
+}
+
+/// Sends a tick every `interval`; a tick the replica has not taken yet absorbs later ones
+/// (capacity-1 queue), and missed ticks are skipped, never replayed in a burst.
+async fn run_ticker(interval: Duration, ticks: mpsc::Sender<()>, mut shutdown: watch::Receiver<bool>) {
+    let mut timer = tokio::time::interval(interval);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = timer.tick() => {
+                if let Err(mpsc::error::TrySendError::Closed(())) = ticks.try_send(()) {
+                    return;
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Waits for the shutdown signal, then for the replica thread to close its storage and for
+/// every task to end; then reports the node finished.
+async fn supervise(
+    mut tasks: JoinSet<()>,
+    replica_done: oneshot::Receiver<()>,
+    mut shutdown: watch::Receiver<bool>,
+    finished: watch::Sender<bool>,
+) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+    let _ = replica_done.await;
+    let all_ended = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(TASK_SHUTDOWN_TIMEOUT, all_ended).await.is_err() {
+        warn!("transport tasks did not end in time; aborting them");
+        tasks.shutdown().await;
+    }
+    info!("node stopped");
+    finished.send_replace(true);
+}

@@ -1,0 +1,655 @@
+//! The replica thread: the one owner of the `OmniPaxos` replica.
+//!
+//! A round: take everything queued (network messages, a pending tick, appends while there is
+//! room), then one `take_outgoing_messages`, which flushes storage and only then releases
+//! messages; frame what it released into one buffer per peer and queue each buffer whole; tell
+//! proposers their outcomes; hand decided entries to the decided stream. While a flush runs,
+//! new inputs queue up and become the next round: group commit without a timer.
+//!
+//! Nothing leaves this thread that the core did not release from `take_outgoing_messages`,
+//! apart from progress frames, which carry only the two indices the core reports.
+
+use std::{
+    collections::HashMap,
+    sync::{atomic::Ordering, Arc},
+    time::Instant,
+};
+
+use metrics::Histogram;
+use omnipaxos_core::{
+    ballot_leader_election::Ballot,
+    errors::{ProposeErr, ReplicaError},
+    messages::Message,
+    sequence_paxos::{DropReason, ProposalOutcome},
+    storage::{StopSign, Storage, StorageOp, StorageResult},
+    util::{LogEntry, LogIndex, NodeId, Proposal, ProposalId},
+    OmniPaxos,
+};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{error, info, warn};
+
+use crate::{
+    config::Limits,
+    error::{AppendError, IndeterminateCause},
+    metrics::NodeMetrics,
+    node::{Decided, ReplicaView, Shared},
+    transport::{
+        filter::LinkFilter,
+        frame::{encode_frame, FrameKind, Header, Progress},
+        link::{EnqueueRefused, FrameCounts, PeerLink},
+    },
+};
+
+/// One `append` on its way to the replica thread.
+pub(crate) struct AppendRequest<T> {
+    pub entry: T,
+    pub reply: oneshot::Sender<Result<LogIndex, AppendError>>,
+    pub enqueued: Instant,
+}
+
+/// An append handed to the replica, waiting for its outcome.
+struct PendingAppend {
+    reply: oneshot::Sender<Result<LogIndex, AppendError>>,
+    enqueued: Instant,
+}
+
+/// The inputs and outputs of the replica thread.
+pub(crate) struct ReplicaChannels<T> {
+    pub proposals: mpsc::Receiver<AppendRequest<T>>,
+    pub inbound: mpsc::Receiver<Message<T, ()>>,
+    pub ticks: mpsc::Receiver<()>,
+    pub shutdown: watch::Receiver<bool>,
+    /// `None` once the user dropped the decided stream.
+    pub decided: Option<mpsc::Sender<Vec<Decided<T>>>>,
+}
+
+/// What the replica thread needs besides the replica and its channels.
+pub(crate) struct ReplicaContext {
+    pub node_id: NodeId,
+    pub cluster_id: u64,
+    pub limits: Limits,
+    pub progress_interval_ticks: u64,
+    pub links: Vec<Arc<PeerLink>>,
+    pub filter: Option<LinkFilter>,
+    pub shared: Arc<Shared>,
+    pub metrics: Arc<NodeMetrics>,
+    pub runtime: tokio::runtime::Handle,
+}
+
+/// The replica's view of one peer during a round.
+struct PeerOut {
+    link: Arc<PeerLink>,
+    /// Frames of this round, not yet queued.
+    buffer: Vec<u8>,
+    counts: FrameCounts,
+    /// Whether this round's frames can be queued (connected and not filtered).
+    sendable: bool,
+    /// Frames were dropped because the queue was full: once it has drained, ask the core to
+    /// resynchronise this peer (`reconnected`), so the loss is repaired at once instead of at
+    /// the next resend timeout.
+    needs_resync: bool,
+}
+
+/// What woke the replica thread.
+enum Wake<T> {
+    Message(Message<T, ()>),
+    Tick,
+    Proposal(AppendRequest<T>),
+    Shutdown,
+}
+
+/// Largest buffer kept between rounds for a peer; a larger one (one big round) is freed.
+const ROUND_BUFFER_KEEP_BYTES: usize = 4 << 20;
+
+pub(crate) struct Replica<T, B: Storage<T, ()>> {
+    op: OmniPaxos<T, (), B>,
+    channels: ReplicaChannels<T>,
+    ctx: ReplicaContext,
+    peers: Vec<PeerOut>,
+    /// Invariant: at most the core's `buffer_size` entries (appends are taken only below it).
+    pending: HashMap<ProposalId, PendingAppend>,
+    buffer_size: usize,
+    outgoing: Vec<Message<T, ()>>,
+    outcomes: Vec<(ProposalId, ProposalOutcome)>,
+    /// Invariant: `delivered_idx <= op.get_decided_idx()`.
+    delivered_idx: LogIndex,
+    /// The decided index at the end of the last round (for the decisions counter).
+    counted_decided_idx: LogIndex,
+    ticks: u64,
+    progress_due: bool,
+    rounds: u64,
+}
+
+impl<T, B> Replica<T, B>
+where
+    T: Clone + std::fmt::Debug + Serialize + Send + 'static,
+    B: Storage<T, ()>,
+{
+    pub fn new(
+        op: OmniPaxos<T, (), B>,
+        channels: ReplicaChannels<T>,
+        ctx: ReplicaContext,
+        buffer_size: usize,
+        deliver_from: LogIndex,
+    ) -> Self {
+        let peers = ctx
+            .links
+            .iter()
+            .map(|link| PeerOut {
+                link: link.clone(),
+                buffer: Vec::new(),
+                counts: FrameCounts::default(),
+                sendable: false,
+                needs_resync: false,
+            })
+            .collect();
+        let delivered_idx = deliver_from.max(op.get_compacted_idx()).min(op.get_decided_idx());
+        let counted_decided_idx = op.get_decided_idx();
+        Replica {
+            op,
+            channels,
+            ctx,
+            peers,
+            pending: HashMap::new(),
+            buffer_size,
+            outgoing: Vec::new(),
+            outcomes: Vec::new(),
+            delivered_idx,
+            counted_decided_idx,
+            ticks: 0,
+            progress_due: true,
+            rounds: 0,
+        }
+    }
+
+    /// Runs rounds until shutdown, then closes the replica (a last flush) and drops it.
+    pub fn run(mut self) {
+        self.publish();
+        loop {
+            if !self.take_queued() {
+                match self.wait() {
+                    Wake::Shutdown => break,
+                    wake => self.take(wake),
+                }
+                self.take_queued();
+            }
+            if let Err(error) = self.finish_round() {
+                error!(%error, "the replica stopped after a storage failure; restart the node");
+                self.fail_pending(AppendError::Indeterminate(IndeterminateCause::StorageFailure));
+                self.publish();
+                self.serve_stopped();
+                return;
+            }
+            if *self.channels.shutdown.borrow() {
+                break;
+            }
+        }
+        self.close();
+    }
+
+    /// Room for new appends: none while too many decided entries wait for the user or the
+    /// core's proposal buffer is full.
+    fn proposal_room(&self) -> usize {
+        let undelivered = self.op.get_decided_idx() - self.delivered_idx;
+        if undelivered >= self.ctx.limits.undelivered_limit_entries {
+            return 0;
+        }
+        self.buffer_size.saturating_sub(self.pending.len()).min(self.ctx.limits.round_limit_inputs)
+    }
+
+    /// Blocks until an input arrives or shutdown is signalled.
+    fn wait(&mut self) -> Wake<T> {
+        let accept_proposals = self.proposal_room() > 0;
+        let channels = &mut self.channels;
+        self.ctx.runtime.block_on(async {
+            tokio::select! {
+                biased;
+                _ = channels.shutdown.changed() => Wake::Shutdown,
+                Some(message) = channels.inbound.recv() => Wake::Message(message),
+                Some(()) = channels.ticks.recv() => Wake::Tick,
+                Some(request) = channels.proposals.recv(), if accept_proposals => Wake::Proposal(request),
+                else => Wake::Shutdown,
+            }
+        })
+    }
+
+    fn take(&mut self, wake: Wake<T>) {
+        match wake {
+            Wake::Message(message) => self.handle_message(message),
+            Wake::Tick => self.tick(),
+            Wake::Proposal(request) => {
+                let leader_ready = self.leader_ready();
+                self.propose(request, leader_ready);
+            }
+            Wake::Shutdown => {}
+        }
+    }
+
+    /// Takes what is queued without blocking; false if nothing was.
+    fn take_queued(&mut self) -> bool {
+        let mut taken = false;
+        for _ in 0..self.ctx.limits.round_limit_inputs {
+            match self.channels.inbound.try_recv() {
+                Ok(message) => {
+                    self.handle_message(message);
+                    taken = true;
+                }
+                Err(_) => break,
+            }
+        }
+        if self.channels.ticks.try_recv().is_ok() {
+            self.tick();
+            taken = true;
+        }
+        self.maybe_resync_peers();
+        let room = self.proposal_room();
+        if room > 0 {
+            let leader_ready = self.leader_ready();
+            for _ in 0..room {
+                match self.channels.proposals.try_recv() {
+                    Ok(request) => {
+                        self.propose(request, leader_ready);
+                        taken = true;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        taken
+    }
+
+    fn handle_message(&mut self, message: Message<T, ()>) {
+        // A storage failure here also fails the next take_outgoing_messages, which stops us.
+        if let Err(error) = self.op.handle_incoming(message) {
+            warn!(%error, "handling a message failed");
+        }
+    }
+
+    fn tick(&mut self) {
+        if let Err(error) = self.op.tick() {
+            warn!(%error, "tick failed");
+        }
+        self.ticks += 1;
+        if self.ticks % self.ctx.progress_interval_ticks == 0 {
+            self.progress_due = true;
+        }
+    }
+
+    fn leader_ready(&self) -> bool {
+        matches!(self.op.get_current_leader(), Some((_, true)))
+    }
+
+    /// Hands one append to the core, or answers it at once.
+    fn propose(&mut self, request: AppendRequest<T>, leader_ready: bool) {
+        let AppendRequest { entry, reply, enqueued } = request;
+        if reply.is_closed() {
+            return; // the caller gave up (timeout or dropped future) before it was taken
+        }
+        if !leader_ready {
+            self.ctx.metrics.append_failed("not_leader_reachable");
+            let _ = reply.send(Err(AppendError::NotLeaderReachable));
+            return;
+        }
+        let refused = match self.op.append(entry) {
+            Ok(id) => {
+                self.ctx.metrics.proposals.increment(1);
+                let previous = self.pending.insert(id, PendingAppend { reply, enqueued });
+                debug_assert!(previous.is_none(), "proposal ids never repeat");
+                return;
+            }
+            Err(ProposeErr::BufferFull(..)) => AppendError::Overloaded,
+            Err(ProposeErr::Stopped(_)) => AppendError::Stopped,
+            Err(ProposeErr::Storage(_)) => AppendError::Indeterminate(IndeterminateCause::StorageFailure),
+            Err(_) => AppendError::Dropped, // the log is sealed by a StopSign
+        };
+        self.ctx.metrics.append_failed(append_error_reason(&refused));
+        let _ = reply.send(Err(refused));
+    }
+
+    /// After a drop for a full queue, resynchronise the peer once its queue has drained to half.
+    fn maybe_resync_peers(&mut self) {
+        for peer in &mut self.peers {
+            if peer.link.take_reconnected() {
+                peer.needs_resync = false;
+                self.op.reconnected(peer.link.id);
+            } else if peer.needs_resync && peer.link.queued_bytes() <= peer.link.limit_bytes() / 2 {
+                peer.needs_resync = false;
+                self.op.reconnected(peer.link.id);
+            }
+        }
+    }
+
+    /// Flush and release, send, settle outcomes, deliver, publish.
+    fn finish_round(&mut self) -> Result<(), ReplicaError> {
+        self.op.take_outgoing_messages(&mut self.outgoing)?;
+        self.route_outgoing();
+        self.settle_outcomes();
+        self.deliver_decided();
+        self.rounds += 1;
+        self.ctx.metrics.rounds.increment(1);
+        self.publish();
+        Ok(())
+    }
+
+    /// Frames every released message into its peer's round buffer, then queues each buffer.
+    fn route_outgoing(&mut self) {
+        let own_id = self.ctx.node_id;
+        for peer in &mut self.peers {
+            let connected = peer.link.state() == crate::status::LinkState::Connected;
+            let allowed = self.ctx.filter.as_ref().is_none_or(|filter| filter.allows(own_id, peer.link.id));
+            peer.sendable = connected && allowed;
+        }
+        let max_frame_bytes = self.ctx.limits.max_frame_bytes;
+        for message in self.outgoing.drain(..) {
+            let to = message.get_receiver();
+            let Some(peer) = self.peers.iter_mut().find(|peer| peer.link.id == to) else {
+                warn!(to, "the core addressed a node that is not a peer; message dropped");
+                continue;
+            };
+            if !peer.sendable {
+                peer.link.count_dropped(1);
+                let connected = peer.link.state() == crate::status::LinkState::Connected;
+                let counter = if connected {
+                    &peer.link.metrics.dropped_filtered
+                } else {
+                    &peer.link.metrics.dropped_disconnected
+                };
+                counter.increment(1);
+                continue;
+            }
+            let header = Header {
+                kind: FrameKind::CoreMessage,
+                cluster_id: self.ctx.cluster_id,
+                sender: own_id,
+                receiver: to,
+            };
+            match encode_frame(&mut peer.buffer, &header, &message, max_frame_bytes) {
+                Ok(()) => match &message {
+                    Message::SequencePaxos(_) => peer.counts.paxos += 1,
+                    Message::BLE(_) => peer.counts.ble += 1,
+                },
+                Err(error) => {
+                    peer.link.count_dropped(1);
+                    peer.link.metrics.dropped_oversized.increment(1);
+                    warn!(to, %error, "message not sent");
+                }
+            }
+        }
+        if std::mem::take(&mut self.progress_due) {
+            let progress = Progress {
+                decided_idx: self.op.get_decided_idx(),
+                accepted_idx: self.op.sequence_paxos().get_accepted_idx(),
+            };
+            for peer in self.peers.iter_mut().filter(|peer| peer.sendable) {
+                let header = Header {
+                    kind: FrameKind::Progress,
+                    cluster_id: self.ctx.cluster_id,
+                    sender: own_id,
+                    receiver: peer.link.id,
+                };
+                if encode_frame(&mut peer.buffer, &header, &progress, max_frame_bytes).is_ok() {
+                    peer.counts.progress += 1;
+                }
+            }
+        }
+        for peer in &mut self.peers {
+            if peer.buffer.is_empty() {
+                continue;
+            }
+            let keep = peer.buffer.len().min(ROUND_BUFFER_KEEP_BYTES);
+            let bytes = std::mem::replace(&mut peer.buffer, Vec::with_capacity(keep));
+            let counts = std::mem::take(&mut peer.counts);
+            if let Err(refused) = peer.link.enqueue(bytes, counts) {
+                peer.link.count_dropped(counts.total());
+                match refused {
+                    EnqueueRefused::QueueFull => {
+                        peer.link.metrics.dropped_queue_full.increment(counts.total());
+                        peer.needs_resync = true;
+                    }
+                    EnqueueRefused::Disconnected => {
+                        peer.link.metrics.dropped_disconnected.increment(counts.total())
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers every append whose outcome the core reported.
+    fn settle_outcomes(&mut self) {
+        self.op.take_proposal_outcomes(&mut self.outcomes);
+        let now = Instant::now();
+        for (id, outcome) in self.outcomes.drain(..) {
+            let Some(pending) = self.pending.remove(&id) else {
+                continue; // an id of an earlier incarnation, or the caller already gave up
+            };
+            let result = match outcome {
+                ProposalOutcome::Decided(idx) => {
+                    self.ctx
+                        .metrics
+                        .append_latency
+                        .record(now.duration_since(pending.enqueued).as_secs_f64());
+                    Ok(idx)
+                }
+                ProposalOutcome::Dropped(DropReason::LogSealed) => Err(AppendError::Dropped),
+                ProposalOutcome::Dropped(DropReason::Indeterminate) => {
+                    Err(AppendError::Indeterminate(IndeterminateCause::Snapshot))
+                }
+            };
+            if let Err(error) = &result {
+                self.ctx.metrics.append_failed(append_error_reason(error));
+            }
+            let _ = pending.reply.send(result);
+        }
+    }
+
+    /// Hands decided entries to the decided stream while it has room.
+    fn deliver_decided(&mut self) {
+        let decided_idx = self.op.get_decided_idx();
+        if decided_idx > self.counted_decided_idx {
+            self.ctx.metrics.decisions.increment(decided_idx - self.counted_decided_idx);
+            self.counted_decided_idx = decided_idx;
+        }
+        let Some(sender) = &self.channels.decided else {
+            self.delivered_idx = decided_idx; // nobody listens
+            return;
+        };
+        let mut stop_delivery = false;
+        while self.delivered_idx < decided_idx {
+            let permit = match sender.try_reserve() {
+                Ok(permit) => permit,
+                Err(mpsc::error::TrySendError::Full(())) => break,
+                Err(mpsc::error::TrySendError::Closed(())) => {
+                    stop_delivery = true; // the user dropped the stream
+                    break;
+                }
+            };
+            let end =
+                decided_idx.min(self.delivered_idx + self.ctx.limits.decided_batch_limit_entries as u64);
+            let Some(entries) = self.op.read_entries(self.delivered_idx..end) else {
+                error!(from = self.delivered_idx, end, "decided entries cannot be read; delivery stops");
+                stop_delivery = true;
+                break;
+            };
+            let mut batch = Vec::with_capacity(entries.len());
+            for (index, entry) in (self.delivered_idx..).zip(entries) {
+                match entry {
+                    LogEntry::Decided(entry) => batch.push(Decided { index, entry }),
+                    // This runtime never trims, snapshots or reconfigures; skip what it cannot name.
+                    other => warn!(index, ?other, "decided slot is not an entry; skipped"),
+                }
+            }
+            self.delivered_idx = end;
+            permit.send(batch);
+        }
+        if stop_delivery {
+            self.channels.decided = None;
+            self.delivered_idx = decided_idx;
+        }
+    }
+
+    /// Publishes what `status()` and the gauges show.
+    fn publish(&self) {
+        let sp = self.op.sequence_paxos();
+        let leader = self.op.get_current_leader();
+        let view = ReplicaView {
+            leader: leader.map(|(id, _)| id),
+            leader_ready: leader.is_some_and(|(_, ready)| ready),
+            is_leader: sp.is_accepting_leader(),
+            ballot: self.op.get_promise(),
+            decided_idx: self.op.get_decided_idx(),
+            accepted_idx: sp.get_accepted_idx(),
+            delivered_idx: self.delivered_idx,
+            pending_appends: self.pending.len(),
+            stopped: sp.is_stopped(),
+            rounds: self.rounds,
+        };
+        let metrics = &self.ctx.metrics;
+        metrics.leader.set(view.leader.unwrap_or(0) as f64);
+        metrics.is_leader.set(if view.is_leader { 1.0 } else { 0.0 });
+        metrics.ballot_round.set(f64::from(view.ballot.n));
+        metrics.decided_index.set(view.decided_idx as f64);
+        metrics.accepted_index.set(view.accepted_idx as f64);
+        metrics.pending_appends.set(view.pending_appends as f64);
+        metrics.undelivered.set((view.decided_idx - view.delivered_idx) as f64);
+        metrics.proposals_queued.set(self.channels.proposals.len() as f64);
+        metrics.inbound_queued.set(self.channels.inbound.len() as f64);
+        *self.ctx.shared.lock_view() = view;
+    }
+
+    fn fail_pending(&mut self, error: AppendError) {
+        for (_, pending) in self.pending.drain() {
+            let _ = pending.reply.send(Err(error.clone()));
+        }
+    }
+
+    /// Answers queued appends with `error` without handing them to the replica.
+    fn refuse_queued(&mut self, error: AppendError) {
+        while let Ok(request) = self.channels.proposals.try_recv() {
+            let _ = request.reply.send(Err(error.clone()));
+        }
+    }
+
+    /// After a storage failure: refuse every append until shutdown.
+    fn serve_stopped(mut self) {
+        loop {
+            self.refuse_queued(AppendError::Stopped);
+            let channels = &mut self.channels;
+            let shutdown = self.ctx.runtime.block_on(async {
+                tokio::select! {
+                    biased;
+                    _ = channels.shutdown.changed() => true,
+                    Some(request) = channels.proposals.recv() => {
+                        let _ = request.reply.send(Err(AppendError::Stopped));
+                        false
+                    }
+                    Some(_) = channels.inbound.recv() => false,
+                    else => true,
+                }
+            });
+            if shutdown || *self.channels.shutdown.borrow() {
+                return;
+            }
+        }
+    }
+
+    /// Shutdown: refuse what was not taken, make everything written durable (the last flush
+    /// also releases the last messages, which are queued for the writers' final write), then
+    /// settle what is in flight as indeterminate and drop the replica (closing its storage).
+    fn close(mut self) {
+        self.channels.proposals.close();
+        self.refuse_queued(AppendError::ShuttingDown);
+        match self.op.take_outgoing_messages(&mut self.outgoing) {
+            Ok(()) => {
+                self.route_outgoing();
+                self.settle_outcomes();
+                self.deliver_decided();
+            }
+            Err(error) => error!(%error, "last flush failed"),
+        }
+        self.fail_pending(AppendError::Indeterminate(IndeterminateCause::Shutdown));
+        self.publish();
+        info!(decided_idx = self.op.get_decided_idx(), "replica closed");
+    }
+}
+
+fn append_error_reason(error: &AppendError) -> &'static str {
+    match error {
+        AppendError::NotLeaderReachable => "not_leader_reachable",
+        AppendError::Dropped => "dropped",
+        AppendError::Indeterminate(_) => "indeterminate",
+        AppendError::ShuttingDown => "shutting_down",
+        AppendError::Overloaded => "overloaded",
+        AppendError::Stopped => "stopped",
+    }
+}
+
+/// A storage that times each flush that has writes to make durable (for the flush latency
+/// histogram and `status().flushes`); a flush with nothing written is not counted.
+pub(crate) struct TimedStorage<B> {
+    inner: B,
+    flush_latency: Histogram,
+    shared: Arc<Shared>,
+    /// A write happened since the last flush.
+    dirty: bool,
+}
+
+impl<B> TimedStorage<B> {
+    pub fn new(inner: B, flush_latency: Histogram, shared: Arc<Shared>) -> Self {
+        TimedStorage { inner, flush_latency, shared, dirty: false }
+    }
+}
+
+impl<T, B: Storage<T, ()>> Storage<T, ()> for TimedStorage<B> {
+    fn write_atomically(&mut self, ops: Vec<StorageOp<T, ()>>) -> StorageResult<()> {
+        self.dirty = true;
+        self.inner.write_atomically(ops)
+    }
+
+    fn flush(&mut self) -> StorageResult<()> {
+        if !std::mem::take(&mut self.dirty) {
+            return self.inner.flush();
+        }
+        let start = Instant::now();
+        let result = self.inner.flush();
+        self.flush_latency.record(start.elapsed().as_secs_f64());
+        self.shared.flushes.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    fn get_entries(&self, from: LogIndex, to: LogIndex) -> StorageResult<Vec<Proposal<T>>> {
+        self.inner.get_entries(from, to)
+    }
+
+    fn get_log_end(&self) -> StorageResult<LogIndex> {
+        self.inner.get_log_end()
+    }
+
+    fn get_compacted_idx(&self) -> StorageResult<LogIndex> {
+        self.inner.get_compacted_idx()
+    }
+
+    fn get_promise(&self) -> StorageResult<Option<Ballot>> {
+        self.inner.get_promise()
+    }
+
+    fn get_accepted_round(&self) -> StorageResult<Option<Ballot>> {
+        self.inner.get_accepted_round()
+    }
+
+    fn get_decided_idx(&self) -> StorageResult<LogIndex> {
+        self.inner.get_decided_idx()
+    }
+
+    fn get_stopsign(&self) -> StorageResult<Option<StopSign>> {
+        self.inner.get_stopsign()
+    }
+
+    fn get_snapshot(&self) -> StorageResult<Option<()>> {
+        self.inner.get_snapshot()
+    }
+
+    fn get_incarnation(&self) -> StorageResult<u64> {
+        self.inner.get_incarnation()
+    }
+}
