@@ -539,10 +539,13 @@ fn run_replica<T: Entry, B: Storage<T, ()>>(
             return;
         }
     };
+    let replica = Replica::new(op, channels, ctx, buffer_size, deliver_from);
+    // Published before `start` returns, so that the first `status()` shows the recovered state.
+    replica.publish();
     if ready.send(Ok(())).is_err() {
         return; // start was cancelled
     }
-    Replica::new(op, channels, ctx, buffer_size, deliver_from).run();
+    replica.run();
 }
 
 /// Sends a tick every `interval`; a tick the replica has not taken yet absorbs later ones

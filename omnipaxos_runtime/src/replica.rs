@@ -165,7 +165,6 @@ where
 
     /// Runs rounds until shutdown, then closes the replica (a last flush) and drops it.
     pub fn run(mut self) {
-        self.publish();
         loop {
             if !self.take_queued() {
                 match self.wait() {
@@ -310,10 +309,8 @@ where
     /// After a drop for a full queue, resynchronise the peer once its queue has drained to half.
     fn maybe_resync_peers(&mut self) {
         for peer in &mut self.peers {
-            if peer.link.take_reconnected() {
-                peer.needs_resync = false;
-                self.op.reconnected(peer.link.id);
-            } else if peer.needs_resync && peer.link.queued_bytes() <= peer.link.limit_bytes() / 2 {
+            let drained = peer.needs_resync && peer.link.queued_bytes() <= peer.link.limit_bytes() / 2;
+            if peer.link.take_reconnected() || drained {
                 peer.needs_resync = false;
                 self.op.reconnected(peer.link.id);
             }
@@ -489,7 +486,7 @@ where
     }
 
     /// Publishes what `status()` and the gauges show.
-    fn publish(&self) {
+    pub fn publish(&self) {
         let sp = self.op.sequence_paxos();
         let leader = self.op.get_current_leader();
         let view = ReplicaView {

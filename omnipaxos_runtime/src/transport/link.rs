@@ -143,8 +143,10 @@ impl PeerLink {
             return Err(EnqueueRefused::QueueFull);
         }
         let len = bytes.len();
-        self.lock_queue().push_back(QueuedRound { bytes, counts });
+        // Counted before the round is visible to the writer, which subtracts once it wrote it:
+        // the other order lets the subtraction come first.
         let queued = self.queued_bytes.fetch_add(len, Ordering::AcqRel) + len;
+        self.lock_queue().push_back(QueuedRound { bytes, counts });
         self.metrics.queue_bytes.set(queued as f64);
         self.wake.notify_one();
         Ok(())

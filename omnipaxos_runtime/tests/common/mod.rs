@@ -128,6 +128,8 @@ impl TestCluster {
                 segment_size_bytes: SEGMENT_BYTES,
             };
         }
+        // Peers come back within a tenth of a second in tests.
+        config.backoff.max = Duration::from_millis(100);
         (self.options.tune)(&mut config);
         config
     }
@@ -210,16 +212,37 @@ impl TestCluster {
             .join("\n  ")
     }
 
-    /// Waits until the running nodes agree on one leader that is ready, and returns it.
+    /// Waits until the running nodes agree on one ready leader, and the same leader with the
+    /// same ballot held for three heartbeat rounds; returns it. (Ballot Leader Election may
+    /// move leadership while nodes start one after the other; tests that pin the leader, for
+    /// example to pause its links, need the one that stays.)
     pub async fn wait_for_leader(&self) -> NodeId {
-        let leader = || {
+        let agreed = || {
             let statuses = self.statuses();
-            let leader = statuses.iter().find(|s| s.is_leader)?.node_id;
-            let all_follow = statuses.iter().all(|s| s.leader == Some(leader) && s.leader_ready);
-            all_follow.then_some(leader)
+            let leader = statuses.iter().find(|s| s.is_leader)?;
+            let all_follow = statuses.iter().all(|s| s.leader == Some(leader.node_id) && s.leader_ready);
+            all_follow.then_some((leader.node_id, leader.ballot))
         };
-        wait_until("one ready leader", || leader().is_some(), || self.describe()).await;
-        leader().expect("checked")
+        let config = self.config(1, false);
+        let rounds = config.tick_interval * config.core.ble.hb_delay() as u32 * 3;
+        let mut held_since: Option<(
+            (NodeId, omnipaxos_core::ballot_leader_election::Ballot),
+            tokio::time::Instant,
+        )> = None;
+        let stable = || {
+            let now = tokio::time::Instant::now();
+            match (agreed(), held_since) {
+                (Some(current), Some((seen, since))) if current == seen => {
+                    now.duration_since(since) >= rounds
+                }
+                (current, _) => {
+                    held_since = current.map(|current| (current, now));
+                    false
+                }
+            }
+        };
+        wait_until("one ready leader that stays", stable, || self.describe()).await;
+        agreed().expect("checked").0
     }
 
     /// Waits until every running node delivered at least `count` entries.
