@@ -3,6 +3,7 @@
 //!
 //! (Documentation written below.)
 
+mod appends;
 mod config;
 mod error;
 pub mod metrics;

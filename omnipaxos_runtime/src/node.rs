@@ -32,10 +32,11 @@ use tokio::{
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::{
+    appends::{completer, proposal_queue, AppendRequest, ProposalSender, QueueRefused},
     config::{NodeConfig, StorageConfig},
     error::{AppendError, IndeterminateCause, StartError},
     metrics::{NodeMetrics, PeerMetrics},
-    replica::{AppendRequest, Replica, ReplicaChannels, ReplicaContext, TimedStorage},
+    replica::{Replica, ReplicaChannels, ReplicaContext, TimedStorage},
     status::{PeerStatus, QueueStatus, Status},
     transport::{
         filter::LinkFilter,
@@ -123,7 +124,7 @@ struct HandleInner<T> {
     node_id: NodeId,
     listen_addr: SocketAddr,
     append_timeout: Duration,
-    proposals: mpsc::Sender<AppendRequest<T>>,
+    proposals: ProposalSender<T>,
     /// Kept only to report the inbound queue's depth.
     inbound: mpsc::Sender<omnipaxos_core::messages::Message<T, ()>>,
     decided_queue: mpsc::WeakSender<Vec<Decided<T>>>,
@@ -156,38 +157,37 @@ impl<T: Entry> NodeHandle<T> {
         let deadline = tokio::time::Instant::now() + self.inner.append_timeout;
         let (reply, outcome) = oneshot::channel();
         let request = AppendRequest { entry, reply, enqueued: Instant::now() };
-        match tokio::time::timeout_at(deadline, self.inner.proposals.send(request)).await {
-            Err(_) => return Err(AppendError::Overloaded),
-            Ok(Err(_)) => return Err(self.closed_error()),
-            Ok(Ok(())) => {}
+        match self.inner.proposals.send(request, deadline).await {
+            Err(QueueRefused::Full) => return Err(AppendError::Overloaded),
+            Err(QueueRefused::Closed) => return Err(self.closed_error()),
+            Ok(()) => {}
         }
-        self.await_outcome(outcome, deadline).await
+        self.await_outcome(outcome).await
     }
 
     /// Like [`NodeHandle::append`], but reports `Overloaded` at once if the proposal queue is
     /// full instead of waiting for room.
     pub async fn try_append(&self, entry: T) -> Result<LogIndex, AppendError> {
-        let deadline = tokio::time::Instant::now() + self.inner.append_timeout;
         let (reply, outcome) = oneshot::channel();
         let request = AppendRequest { entry, reply, enqueued: Instant::now() };
         match self.inner.proposals.try_send(request) {
-            Err(mpsc::error::TrySendError::Full(_)) => return Err(AppendError::Overloaded),
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.closed_error()),
+            Err(QueueRefused::Full) => return Err(AppendError::Overloaded),
+            Err(QueueRefused::Closed) => return Err(self.closed_error()),
             Ok(()) => {}
         }
-        self.await_outcome(outcome, deadline).await
+        self.await_outcome(outcome).await
     }
 
+    /// The replica answers every append it took, at the latest when `append_timeout` has
+    /// passed since the call (checked every round, so also at every tick).
     async fn await_outcome(
         &self,
         outcome: oneshot::Receiver<Result<LogIndex, AppendError>>,
-        deadline: tokio::time::Instant,
     ) -> Result<LogIndex, AppendError> {
-        match tokio::time::timeout_at(deadline, outcome).await {
-            Err(_) => Err(AppendError::Indeterminate(IndeterminateCause::Timeout(self.inner.append_timeout))),
+        match outcome.await {
             // The replica thread ended without answering: it may have taken the entry.
-            Ok(Err(_)) => Err(AppendError::Indeterminate(IndeterminateCause::Shutdown)),
-            Ok(Ok(result)) => result,
+            Err(_) => Err(AppendError::Indeterminate(IndeterminateCause::Shutdown)),
+            Ok(result) => result,
         }
     }
 
@@ -217,8 +217,8 @@ impl<T: Entry> NodeHandle<T> {
         let decided_batches =
             inner.decided_queue.upgrade().map_or(0, |sender| sender.max_capacity() - sender.capacity());
         let queues = QueueStatus {
-            proposals: inner.proposals.max_capacity() - inner.proposals.capacity(),
-            proposals_limit: inner.proposals.max_capacity(),
+            proposals: inner.proposals.queued(),
+            proposals_limit: inner.proposals.limit(),
             inbound: inner.inbound.max_capacity() - inner.inbound.capacity(),
             inbound_limit: inner.inbound.max_capacity(),
             decided_batches,
@@ -379,7 +379,8 @@ impl<T: Entry> NodeBuilder<T> {
                 Arc::new(PeerLink::new(peer.id, peer.addr, limits.peer_queue_limit_bytes, metrics))
             })
             .collect();
-        let (proposals_tx, proposals_rx) = mpsc::channel(limits.proposal_queue_limit);
+        let (proposals_tx, proposals_rx) = proposal_queue(limits.proposal_queue_limit);
+        let (completions, completer_task) = completer();
         let (inbound_tx, inbound_rx) = mpsc::channel(limits.inbound_queue_limit);
         let (ticks_tx, ticks_rx) = mpsc::channel(1);
         let (decided_tx, decided_rx) = mpsc::channel(limits.decided_queue_limit_batches);
@@ -393,12 +394,14 @@ impl<T: Entry> NodeBuilder<T> {
             ticks: ticks_rx,
             shutdown: shutdown_rx.clone(),
             decided: Some(decided_tx),
+            completions,
         };
         let replica_ctx = ReplicaContext {
             node_id,
             cluster_id: config.cluster_id,
             limits,
             progress_interval_ticks: config.progress_interval_ticks,
+            append_timeout: config.append_timeout,
             links: links.clone(),
             filter: filter.clone(),
             shared: shared.clone(),
@@ -409,6 +412,8 @@ impl<T: Entry> NodeBuilder<T> {
             spawn_replica_thread::<T>(&config, channels, replica_ctx, deliver_from, span.clone()).await?;
 
         let mut tasks = JoinSet::new();
+        // Ends when the replica thread drops its end, after the last answers.
+        tasks.spawn(completer_task.instrument(span.clone()));
         let inbound_ctx = Arc::new(InboundContext {
             own_id: node_id,
             cluster_id: config.cluster_id,

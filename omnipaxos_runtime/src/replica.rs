@@ -10,9 +10,8 @@
 //! apart from progress frames, which carry only the two indices the core reports.
 
 use std::{
-    collections::HashMap,
     sync::{atomic::Ordering, Arc},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use metrics::Histogram;
@@ -26,10 +25,11 @@ use omnipaxos_core::{
     OmniPaxos,
 };
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::{
+    appends::{AppendRequest, Completions, PendingAppend, PendingAppends, ProposalReceiver},
     config::Limits,
     error::{AppendError, IndeterminateCause},
     metrics::NodeMetrics,
@@ -41,27 +41,16 @@ use crate::{
     },
 };
 
-/// One `append` on its way to the replica thread.
-pub(crate) struct AppendRequest<T> {
-    pub entry: T,
-    pub reply: oneshot::Sender<Result<LogIndex, AppendError>>,
-    pub enqueued: Instant,
-}
-
-/// An append handed to the replica, waiting for its outcome.
-struct PendingAppend {
-    reply: oneshot::Sender<Result<LogIndex, AppendError>>,
-    enqueued: Instant,
-}
-
 /// The inputs and outputs of the replica thread.
 pub(crate) struct ReplicaChannels<T> {
-    pub proposals: mpsc::Receiver<AppendRequest<T>>,
+    pub proposals: ProposalReceiver<T>,
     pub inbound: mpsc::Receiver<Message<T, ()>>,
     pub ticks: mpsc::Receiver<()>,
     pub shutdown: watch::Receiver<bool>,
     /// `None` once the user dropped the decided stream.
     pub decided: Option<mpsc::Sender<Vec<Decided<T>>>>,
+    /// Answers to appends, sent once per round.
+    pub completions: Completions,
 }
 
 /// What the replica thread needs besides the replica and its channels.
@@ -70,6 +59,7 @@ pub(crate) struct ReplicaContext {
     pub cluster_id: u64,
     pub limits: Limits,
     pub progress_interval_ticks: u64,
+    pub append_timeout: Duration,
     pub links: Vec<Arc<PeerLink>>,
     pub filter: Option<LinkFilter>,
     pub shared: Arc<Shared>,
@@ -108,7 +98,7 @@ pub(crate) struct Replica<T, B: Storage<T, ()>> {
     ctx: ReplicaContext,
     peers: Vec<PeerOut>,
     /// Invariant: at most the core's `buffer_size` entries (appends are taken only below it).
-    pending: HashMap<ProposalId, PendingAppend>,
+    pending: PendingAppends,
     buffer_size: usize,
     outgoing: Vec<Message<T, ()>>,
     outcomes: Vec<(ProposalId, ProposalOutcome)>,
@@ -151,7 +141,7 @@ where
             channels,
             ctx,
             peers,
-            pending: HashMap::new(),
+            pending: PendingAppends::new(),
             buffer_size,
             outgoing: Vec::new(),
             outcomes: Vec::new(),
@@ -219,7 +209,7 @@ where
             Wake::Tick => self.tick(),
             Wake::Proposal(request) => {
                 let leader_ready = self.leader_ready();
-                self.propose(request, leader_ready);
+                self.propose(request, leader_ready, Instant::now());
             }
             Wake::Shutdown => {}
         }
@@ -245,14 +235,11 @@ where
         let room = self.proposal_room();
         if room > 0 {
             let leader_ready = self.leader_ready();
+            let now = Instant::now();
             for _ in 0..room {
-                match self.channels.proposals.try_recv() {
-                    Ok(request) => {
-                        self.propose(request, leader_ready);
-                        taken = true;
-                    }
-                    Err(_) => break,
-                }
+                let Some(request) = self.channels.proposals.try_recv() else { break };
+                self.propose(request, leader_ready, now);
+                taken = true;
             }
         }
         taken
@@ -280,30 +267,34 @@ where
     }
 
     /// Hands one append to the core, or answers it at once.
-    fn propose(&mut self, request: AppendRequest<T>, leader_ready: bool) {
+    fn propose(&mut self, request: AppendRequest<T>, leader_ready: bool, now: Instant) {
         let AppendRequest { entry, reply, enqueued } = request;
         if reply.is_closed() {
-            return; // the caller gave up (timeout or dropped future) before it was taken
+            return; // the caller gave up (dropped its future) before it was taken
         }
-        if !leader_ready {
-            self.ctx.metrics.append_failed("not_leader_reachable");
-            let _ = reply.send(Err(AppendError::NotLeaderReachable));
-            return;
-        }
-        let refused = match self.op.append(entry) {
-            Ok(id) => {
-                self.ctx.metrics.proposals.increment(1);
-                let previous = self.pending.insert(id, PendingAppend { reply, enqueued });
-                debug_assert!(previous.is_none(), "proposal ids never repeat");
-                return;
+        let refused = if now.duration_since(enqueued) >= self.ctx.append_timeout {
+            AppendError::Overloaded // waited its whole timeout in the queue; never handed over
+        } else if !leader_ready {
+            AppendError::NotLeaderReachable
+        } else {
+            match self.op.append(entry) {
+                Ok(id) => {
+                    self.ctx.metrics.proposals.increment(1);
+                    if let Err(pending) = self.pending.insert(id, PendingAppend { reply, enqueued }) {
+                        error!(%id, "proposal id out of order; its outcome cannot be reported");
+                        let unknown = AppendError::Indeterminate(IndeterminateCause::StorageFailure);
+                        self.channels.completions.push(pending.reply, Err(unknown));
+                    }
+                    return;
+                }
+                Err(ProposeErr::BufferFull(..)) => AppendError::Overloaded,
+                Err(ProposeErr::Stopped(_)) => AppendError::Stopped,
+                Err(ProposeErr::Storage(_)) => AppendError::Indeterminate(IndeterminateCause::StorageFailure),
+                Err(_) => AppendError::Dropped, // the log is sealed by a StopSign
             }
-            Err(ProposeErr::BufferFull(..)) => AppendError::Overloaded,
-            Err(ProposeErr::Stopped(_)) => AppendError::Stopped,
-            Err(ProposeErr::Storage(_)) => AppendError::Indeterminate(IndeterminateCause::StorageFailure),
-            Err(_) => AppendError::Dropped, // the log is sealed by a StopSign
         };
         self.ctx.metrics.append_failed(append_error_reason(&refused));
-        let _ = reply.send(Err(refused));
+        self.channels.completions.push(reply, Err(refused));
     }
 
     /// After a drop for a full queue, resynchronise the peer once its queue has drained to half.
@@ -322,6 +313,9 @@ where
         self.op.take_outgoing_messages(&mut self.outgoing)?;
         self.route_outgoing();
         self.settle_outcomes();
+        self.pending.expire(Instant::now(), self.ctx.append_timeout, &mut self.channels.completions);
+        self.channels.proposals.release();
+        self.channels.completions.flush();
         self.deliver_decided();
         self.rounds += 1;
         self.ctx.metrics.rounds.increment(1);
@@ -397,7 +391,9 @@ where
             let keep = peer.buffer.len().min(ROUND_BUFFER_KEEP_BYTES);
             let bytes = std::mem::replace(&mut peer.buffer, Vec::with_capacity(keep));
             let counts = std::mem::take(&mut peer.counts);
-            if let Err(refused) = peer.link.enqueue(bytes, counts) {
+            let direct =
+                !self.ctx.filter.as_ref().is_some_and(|filter| filter.is_paused(own_id, peer.link.id));
+            if let Err(refused) = peer.link.enqueue(bytes, counts, direct) {
                 peer.link.count_dropped(counts.total());
                 match refused {
                     EnqueueRefused::QueueFull => {
@@ -417,7 +413,7 @@ where
         self.op.take_proposal_outcomes(&mut self.outcomes);
         let now = Instant::now();
         for (id, outcome) in self.outcomes.drain(..) {
-            let Some(pending) = self.pending.remove(&id) else {
+            let Some(pending) = self.pending.take(&id) else {
                 continue; // an id of an earlier incarnation, or the caller already gave up
             };
             let result = match outcome {
@@ -436,7 +432,7 @@ where
             if let Err(error) = &result {
                 self.ctx.metrics.append_failed(append_error_reason(error));
             }
-            let _ = pending.reply.send(result);
+            self.channels.completions.push(pending.reply, result);
         }
     }
 
@@ -515,16 +511,19 @@ where
     }
 
     fn fail_pending(&mut self, error: AppendError) {
-        for (_, pending) in self.pending.drain() {
-            let _ = pending.reply.send(Err(error.clone()));
+        for pending in self.pending.drain() {
+            self.channels.completions.push(pending.reply, Err(error.clone()));
         }
+        self.channels.completions.flush();
     }
 
     /// Answers queued appends with `error` without handing them to the replica.
     fn refuse_queued(&mut self, error: AppendError) {
-        while let Ok(request) = self.channels.proposals.try_recv() {
-            let _ = request.reply.send(Err(error.clone()));
+        while let Some(request) = self.channels.proposals.try_recv() {
+            self.channels.completions.push(request.reply, Err(error.clone()));
         }
+        self.channels.proposals.release();
+        self.channels.completions.flush();
     }
 
     /// After a storage failure: refuse every append until shutdown.
@@ -537,7 +536,7 @@ where
                     biased;
                     _ = channels.shutdown.changed() => true,
                     Some(request) = channels.proposals.recv() => {
-                        let _ = request.reply.send(Err(AppendError::Stopped));
+                        channels.completions.push(request.reply, Err(AppendError::Stopped));
                         false
                     }
                     Some(_) = channels.inbound.recv() => false,

@@ -2,6 +2,11 @@
 //! task that connects (with backoff and jitter), writes every queued round with as few
 //! syscalls as it can, and notices a closed connection at once.
 //!
+//! Fast path: when nothing is queued and the writer is idle, the replica thread writes its
+//! round itself with one non-blocking `try_write` (one syscall per round per peer, and no
+//! wake-up of the writer task); whatever the socket does not take at once is queued for the
+//! writer. A slow peer therefore never blocks the replica thread.
+//!
 //! Each node dials each peer for its own outgoing traffic and accepts the peer's dial for the
 //! incoming traffic, so a pair of nodes uses two one-way connections and never has to decide
 //! which of two simultaneous dials wins.
@@ -20,8 +25,11 @@ use std::{
 use omnipaxos_core::util::NodeId;
 use rand::Rng;
 use tokio::{
-    io::{AsyncReadExt, AsyncWrite, AsyncWriteExt},
-    net::TcpStream,
+    io::AsyncReadExt,
+    net::{
+        tcp::{OwnedReadHalf, OwnedWriteHalf},
+        TcpStream,
+    },
     sync::{watch, Notify},
 };
 use tracing::{debug, info, warn};
@@ -46,10 +54,20 @@ impl FrameCounts {
     }
 }
 
-/// One round's frames for a peer.
+/// One round's frames for a peer (or what the fast path did not write of them).
 pub(crate) struct QueuedRound {
     bytes: Vec<u8>,
     counts: FrameCounts,
+}
+
+/// What the replica thread and the writer task share under one lock.
+#[derive(Default)]
+struct LinkIo {
+    queue: VecDeque<QueuedRound>,
+    /// The connection's write half while it is up.
+    writer: Option<Arc<OwnedWriteHalf>>,
+    /// The writer task has taken rounds and is writing them: the fast path must queue.
+    busy: bool,
 }
 
 /// Why the replica's round was not queued.
@@ -80,9 +98,9 @@ pub(crate) struct LinkStats {
 pub(crate) struct PeerLink {
     pub id: NodeId,
     pub addr: SocketAddr,
-    /// Invariant: `queued_bytes` = bytes of the rounds in `queue` plus those the writer has
-    /// taken and not yet written.
-    queue: Mutex<VecDeque<QueuedRound>>,
+    /// Invariant: `queued_bytes` = bytes of the rounds in `io.queue` plus those the writer
+    /// has taken and not yet written.
+    io: Mutex<LinkIo>,
     queued_bytes: AtomicUsize,
     limit_bytes: usize,
     wake: Notify,
@@ -99,7 +117,7 @@ impl PeerLink {
         PeerLink {
             id,
             addr,
-            queue: Mutex::new(VecDeque::new()),
+            io: Mutex::new(LinkIo::default()),
             queued_bytes: AtomicUsize::new(0),
             limit_bytes,
             wake: Notify::new(),
@@ -132,21 +150,40 @@ impl PeerLink {
         self.reconnected.swap(false, Ordering::AcqRel)
     }
 
-    /// Queues one round's frames. Policy: a round is queued whole if less than the limit is
-    /// queued, otherwise it is refused whole (the caller drops it: the protocol resends).
-    /// So at most `limit_bytes` plus one round are held, and frames are never split.
-    pub fn enqueue(&self, bytes: Vec<u8>, counts: FrameCounts) -> Result<(), EnqueueRefused> {
+    /// Sends one round's frames: written at once if the link is idle (`direct` allows it),
+    /// otherwise queued for the writer. Policy when full: a round is queued whole if less than
+    /// the limit is queued, otherwise it is refused whole (the caller drops it: the protocol
+    /// resends). So at most `limit_bytes` plus one round are held, and frames are never split
+    /// between a kept and a dropped part.
+    pub fn enqueue(&self, bytes: Vec<u8>, counts: FrameCounts, direct: bool) -> Result<(), EnqueueRefused> {
         if self.state() != LinkState::Connected {
             return Err(EnqueueRefused::Disconnected);
         }
         if self.queued_bytes() >= self.limit_bytes {
             return Err(EnqueueRefused::QueueFull);
         }
-        let len = bytes.len();
+        let mut io = self.lock_io();
+        let mut written = 0;
+        if direct && !io.busy && io.queue.is_empty() {
+            if let Some(writer) = &io.writer {
+                // An error or WouldBlock leaves it to the writer task, which sees the error too.
+                written = writer.try_write(&bytes).unwrap_or(0);
+            }
+        }
+        if written == bytes.len() {
+            drop(io);
+            self.account_written(bytes.len() as u64, counts);
+            return Ok(());
+        }
+        let rest = if written == 0 { bytes } else { bytes[written..].to_vec() };
+        if written > 0 {
+            self.account_written(written as u64, FrameCounts::default());
+        }
         // Counted before the round is visible to the writer, which subtracts once it wrote it:
         // the other order lets the subtraction come first.
-        let queued = self.queued_bytes.fetch_add(len, Ordering::AcqRel) + len;
-        self.lock_queue().push_back(QueuedRound { bytes, counts });
+        let queued = self.queued_bytes.fetch_add(rest.len(), Ordering::AcqRel) + rest.len();
+        io.queue.push_back(QueuedRound { bytes: rest, counts });
+        drop(io);
         self.metrics.queue_bytes.set(queued as f64);
         self.wake.notify_one();
         Ok(())
@@ -171,18 +208,28 @@ impl PeerLink {
         self.metrics.bytes_in.increment(bytes as u64);
     }
 
-    fn lock_queue(&self) -> std::sync::MutexGuard<'_, VecDeque<QueuedRound>> {
-        // The queue is a plain list; a panic elsewhere cannot leave it half-changed.
-        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock_io(&self) -> std::sync::MutexGuard<'_, LinkIo> {
+        // Plain data; a panic elsewhere cannot leave it half-changed.
+        self.io.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Takes every queued round; the writer is busy while it holds any.
     fn take_all(&self, into: &mut Vec<QueuedRound>) {
-        into.extend(self.lock_queue().drain(..));
+        let mut io = self.lock_io();
+        into.extend(io.queue.drain(..));
+        io.busy = !into.is_empty();
+    }
+
+    fn set_writer(&self, writer: Option<Arc<OwnedWriteHalf>>) {
+        let mut io = self.lock_io();
+        io.writer = writer;
+        io.busy = false;
     }
 
     /// Forgets everything queued (the link went down: it would be stale).
     fn discard_queue(&self, taken: &mut Vec<QueuedRound>) {
         self.take_all(taken);
+        self.lock_io().busy = false;
         let frames: u64 = taken.iter().map(|round| round.counts.total()).sum();
         let bytes: usize = taken.iter().map(|round| round.bytes.len()).sum();
         taken.clear();
@@ -192,7 +239,17 @@ impl PeerLink {
         self.metrics.queue_bytes.set(left as f64);
     }
 
-    /// Accounts for rounds written to the socket.
+    /// Counts bytes and frames that reached the socket.
+    fn account_written(&self, bytes: u64, counts: FrameCounts) {
+        self.stats.frames_out.fetch_add(counts.total(), Ordering::Relaxed);
+        self.stats.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+        self.metrics.bytes_out.increment(bytes);
+        self.metrics.paxos_out.increment(counts.paxos);
+        self.metrics.ble_out.increment(counts.ble);
+        self.metrics.progress_out.increment(counts.progress);
+    }
+
+    /// Accounts for queued rounds the writer wrote.
     fn written(&self, rounds: &[QueuedRound]) {
         let mut bytes = 0;
         let mut counts = FrameCounts::default();
@@ -202,12 +259,7 @@ impl PeerLink {
             counts.ble += round.counts.ble;
             counts.progress += round.counts.progress;
         }
-        self.stats.frames_out.fetch_add(counts.total(), Ordering::Relaxed);
-        self.stats.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
-        self.metrics.bytes_out.increment(bytes as u64);
-        self.metrics.paxos_out.increment(counts.paxos);
-        self.metrics.ble_out.increment(counts.ble);
-        self.metrics.progress_out.increment(counts.progress);
+        self.account_written(bytes as u64, counts);
         let left = self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel) - bytes;
         self.metrics.queue_bytes.set(left as f64);
     }
@@ -293,7 +345,21 @@ async fn write_loop(
     ctx: &mut WriterContext,
     taken: &mut Vec<QueuedRound>,
 ) -> io::Result<()> {
-    let (mut reader, mut writer) = stream.into_split();
+    let (mut reader, writer) = stream.into_split();
+    let writer = Arc::new(writer);
+    link.set_writer(Some(writer.clone()));
+    let result = write_queued(link, &mut reader, &writer, ctx, taken).await;
+    link.set_writer(None);
+    result
+}
+
+async fn write_queued(
+    link: &PeerLink,
+    reader: &mut OwnedReadHalf,
+    writer: &OwnedWriteHalf,
+    ctx: &mut WriterContext,
+    taken: &mut Vec<QueuedRound>,
+) -> io::Result<()> {
     let mut filter_changes = ctx.filter.as_ref().map(LinkFilter::subscribe);
     let mut probe = [0u8; 64];
     loop {
@@ -320,10 +386,10 @@ async fn write_loop(
             }
         }
         if *ctx.shutdown.borrow() {
-            let _ = tokio::time::timeout(SHUTDOWN_WRITE_TIMEOUT, write_rounds(&mut writer, taken)).await;
+            let _ = tokio::time::timeout(SHUTDOWN_WRITE_TIMEOUT, write_rounds(writer, taken)).await;
             return Ok(());
         }
-        write_rounds(&mut writer, taken).await?;
+        write_rounds(writer, taken).await?;
         link.written(taken);
         taken.clear();
     }
@@ -331,18 +397,17 @@ async fn write_loop(
 
 /// Writes every round with vectored writes: one syscall for all of them unless the socket
 /// takes less.
-async fn write_rounds<W: AsyncWrite + Unpin>(writer: &mut W, rounds: &[QueuedRound]) -> io::Result<()> {
-    if let [only] = rounds {
-        return writer.write_all(&only.bytes).await;
-    }
+async fn write_rounds(writer: &OwnedWriteHalf, rounds: &[QueuedRound]) -> io::Result<()> {
     let mut slices: Vec<IoSlice<'_>> = rounds.iter().map(|round| IoSlice::new(&round.bytes)).collect();
     let mut remaining = &mut slices[..];
     while !remaining.is_empty() {
-        let written = writer.write_vectored(remaining).await?;
-        if written == 0 {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "socket accepted no bytes"));
+        writer.writable().await?;
+        match writer.try_write_vectored(remaining) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "socket accepted no bytes")),
+            Ok(written) => IoSlice::advance_slices(&mut remaining, written),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            Err(error) => return Err(error),
         }
-        IoSlice::advance_slices(&mut remaining, written);
     }
     Ok(())
 }
@@ -372,12 +437,12 @@ mod tests {
     fn a_full_queue_refuses_whole_rounds_and_accounts_bytes() {
         let link = PeerLink::new(2, "127.0.0.1:1".parse().unwrap(), 100, PeerMetrics::register(1, 2));
         let one = FrameCounts { paxos: 1, ..FrameCounts::default() };
-        assert_eq!(link.enqueue(vec![0; 10], one), Err(EnqueueRefused::Disconnected));
+        assert_eq!(link.enqueue(vec![0; 10], one, true), Err(EnqueueRefused::Disconnected));
         link.set_state(LinkState::Connected);
-        link.enqueue(vec![0; 60], one).unwrap();
-        link.enqueue(vec![0; 60], one).unwrap(); // below the limit before: queued whole
+        link.enqueue(vec![0; 60], one, true).unwrap(); // no socket yet: queued
+        link.enqueue(vec![0; 60], one, true).unwrap(); // below the limit before: queued whole
         assert_eq!(link.queued_bytes(), 120);
-        assert_eq!(link.enqueue(vec![0; 1], one), Err(EnqueueRefused::QueueFull));
+        assert_eq!(link.enqueue(vec![0; 1], one, true), Err(EnqueueRefused::QueueFull));
         let mut taken = Vec::new();
         link.take_all(&mut taken);
         assert_eq!(link.queued_bytes(), 120, "taken but not written still counts");
@@ -387,13 +452,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn vectored_writes_deliver_every_round_in_order() {
-        let rounds: Vec<QueuedRound> = (0..5u8)
-            .map(|i| QueuedRound { bytes: vec![i; 1000 + usize::from(i)], counts: FrameCounts::default() })
-            .collect();
-        let mut out = Vec::new();
-        write_rounds(&mut out, &rounds).await.unwrap();
-        let expected: Vec<u8> = rounds.iter().flat_map(|round| round.bytes.clone()).collect();
-        assert_eq!(out, expected);
+    async fn rounds_reach_the_socket_in_order_by_either_path() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let link = PeerLink::new(2, "127.0.0.1:1".parse().unwrap(), 1 << 20, PeerMetrics::register(1, 2));
+        link.set_state(LinkState::Connected);
+        let (_reader, writer) = stream.into_split();
+        let writer = Arc::new(writer);
+        link.set_writer(Some(writer.clone()));
+        writer.writable().await.unwrap();
+        let one = FrameCounts { paxos: 1, ..FrameCounts::default() };
+        link.enqueue(vec![1; 1000], one, true).unwrap(); // idle: written directly
+        assert_eq!(link.queued_bytes(), 0);
+        link.enqueue(vec![2; 1001], one, false).unwrap(); // queued for the writer
+        link.enqueue(vec![3; 1002], one, true).unwrap(); // something is queued: queued behind it
+        let mut taken = Vec::new();
+        link.take_all(&mut taken);
+        write_rounds(&writer, &taken).await.unwrap();
+        link.written(&taken);
+        let mut received = vec![0u8; 3003];
+        tokio::io::AsyncReadExt::read_exact(&mut server, &mut received).await.unwrap();
+        let expected: Vec<u8> = [vec![1u8; 1000], vec![2; 1001], vec![3; 1002]].concat();
+        assert!(received == expected, "bytes arrive in round order");
+        assert_eq!(link.stats.frames_out.load(Ordering::Relaxed), 3);
+        assert_eq!(link.queued_bytes(), 0);
     }
 }
