@@ -111,6 +111,7 @@ pub(crate) struct Shared {
     view: Mutex<ReplicaView>,
     pub rejected_frames: AtomicU64,
     pub flushes: AtomicU64,
+    pub flush_time_ns: AtomicU64,
 }
 
 impl Shared {
@@ -239,6 +240,7 @@ impl<T: Entry> NodeHandle<T> {
             stopped: view.stopped,
             rounds: view.rounds,
             flushes: inner.shared.flushes.load(Ordering::Relaxed),
+            flush_time: Duration::from_nanos(inner.shared.flush_time_ns.load(Ordering::Relaxed)),
             rejected_frames: inner.shared.rejected_frames.load(Ordering::Relaxed),
             peers,
             queues,

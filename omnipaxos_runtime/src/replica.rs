@@ -309,7 +309,15 @@ where
     }
 
     /// Flush and release, send, settle outcomes, deliver, publish.
+    ///
+    /// Outcomes and decided entries are handed out before the flush as well as after it: an
+    /// entry the core reports decided is already durable on a quorum (a leader counts its own
+    /// log only after a flush), so it need not wait for this round's flush, which may only be
+    /// making the decided index durable. Messages still leave only after the flush.
     fn finish_round(&mut self) -> Result<(), ReplicaError> {
+        self.settle_outcomes();
+        self.channels.completions.flush();
+        self.deliver_decided();
         self.op.take_outgoing_messages(&mut self.outgoing)?;
         self.route_outgoing();
         self.settle_outcomes();
@@ -608,8 +616,10 @@ impl<T, B: Storage<T, ()>> Storage<T, ()> for TimedStorage<B> {
         }
         let start = Instant::now();
         let result = self.inner.flush();
-        self.flush_latency.record(start.elapsed().as_secs_f64());
+        let elapsed = start.elapsed();
+        self.flush_latency.record(elapsed.as_secs_f64());
         self.shared.flushes.fetch_add(1, Ordering::Relaxed);
+        self.shared.flush_time_ns.fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
         result
     }
 

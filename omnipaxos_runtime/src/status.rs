@@ -116,6 +116,8 @@ pub struct Status {
     /// Storage flushes (each is one `fdatasync` with `PersistentStorage` when writes were
     /// pending).
     pub flushes: u64,
+    /// Time spent in those flushes.
+    pub flush_time: std::time::Duration,
     /// Incoming frames rejected (each closed its connection).
     pub rejected_frames: u64,
     /// Every peer.

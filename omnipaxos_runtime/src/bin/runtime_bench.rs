@@ -7,7 +7,7 @@
 //!
 //! Options: `--seconds S` (measured time per cell, default 3), `--warmup S` (default 1),
 //! `--storage memory,persistent`, `--sizes 16,256`, `--proposers 1,16,256,4096`,
-//! `--dir PATH` (where persistent data directories go, default `target/runtime_bench`; it must
+//! `--piggyback-decide` (decisions ride on the next AcceptDecide), `--dir PATH` (where persistent data directories go, default `target/runtime_bench`; it must
 //! be on the disk you want to measure).
 //!
 //! Each cell starts three nodes (a fresh data directory each with `PersistentStorage`, fsync
@@ -88,6 +88,7 @@ struct Options {
     sizes: Vec<usize>,
     proposers: Vec<usize>,
     dir: PathBuf,
+    piggyback_decide: bool,
 }
 
 fn parse_list<T: std::str::FromStr>(value: &str) -> Vec<T> {
@@ -99,7 +100,7 @@ fn parse_list<T: std::str::FromStr>(value: &str) -> Vec<T> {
 
 fn usage(problem: &str) -> ! {
     eprintln!("runtime_bench: {problem}");
-    eprintln!("usage: runtime_bench [--smoke] [--seconds S] [--warmup S] [--storage memory,persistent] [--sizes 16,256] [--proposers 1,16,256,4096] [--dir PATH]");
+    eprintln!("usage: runtime_bench [--smoke] [--seconds S] [--warmup S] [--storage memory,persistent] [--sizes 16,256] [--proposers 1,16,256,4096] [--piggyback-decide] [--dir PATH]");
     std::process::exit(2)
 }
 
@@ -111,6 +112,7 @@ fn parse_options() -> Options {
         sizes: vec![16, 256],
         proposers: vec![1, 16, 256, 4096],
         dir: PathBuf::from("target/runtime_bench"),
+        piggyback_decide: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -127,6 +129,7 @@ fn parse_options() -> Options {
             "--sizes" => options.sizes = parse_list(&value()),
             "--proposers" => options.proposers = parse_list(&value()),
             "--dir" => options.dir = PathBuf::from(value()),
+            "--piggyback-decide" => options.piggyback_decide = true,
             "--storage" => {
                 options.storages = value()
                     .split(',')
@@ -161,16 +164,21 @@ fn percentile(sorted_us: &[u32], fraction: f64) -> u32 {
     sorted_us[at]
 }
 
-/// p50 of one small write + `fdatasync` in `dir`.
+/// p50 of one 64-byte write + `fdatasync` in `dir`, into a preallocated, synced file (as the
+/// write-ahead log writes into preallocated segments, so no sync has to write file-size
+/// metadata).
 fn measure_fsync_us(dir: &Path) -> u32 {
+    use std::os::unix::fs::FileExt;
     std::fs::create_dir_all(dir).expect("bench directory");
     let path = dir.join("fsync_probe");
-    let mut file =
+    let file =
         std::fs::OpenOptions::new().create(true).write(true).truncate(true).open(&path).expect("probe file");
+    file.write_all_at(&vec![0u8; 1 << 20], 0).expect("preallocate");
+    file.sync_all().expect("sync");
     let mut samples = Vec::new();
-    for i in 0..200u32 {
+    for i in 0..300u64 {
         let start = Instant::now();
-        file.write_all(&i.to_le_bytes().repeat(16)).expect("write");
+        file.write_all_at(&i.to_le_bytes().repeat(8), i * 64).expect("write");
         file.sync_data().expect("fdatasync");
         samples.push(start.elapsed().as_micros() as u32);
     }
@@ -214,7 +222,7 @@ struct Cluster {
     consumers: Vec<tokio::task::JoinHandle<()>>,
 }
 
-async fn start_cluster(storage: StorageKind, dir: &Path) -> Cluster {
+async fn start_cluster(storage: StorageKind, dir: &Path, piggyback_decide: bool) -> Cluster {
     let listeners: Vec<TcpListener> =
         (0..3).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
     let addrs: Vec<SocketAddr> = listeners.iter().map(|listener| listener.local_addr().unwrap()).collect();
@@ -225,6 +233,7 @@ async fn start_cluster(storage: StorageKind, dir: &Path) -> Cluster {
         let peers =
             (0..3).filter(|j| *j != i).map(|j| PeerConfig { id: j as u64 + 1, addr: addrs[j] }).collect();
         let mut config = NodeConfig::new(id, 1, peers);
+        config.core.sequence_paxos.set_piggyback_decide(piggyback_decide);
         if storage == StorageKind::Persistent {
             config.storage = StorageConfig::persistent_create(dir.join(format!("node{id}")));
         }
@@ -259,6 +268,8 @@ async fn stable_leader(cluster: &Cluster) -> NodeHandle<Blob> {
 }
 
 struct CellResult {
+    /// Mean flush time over the three nodes in the window (fdatasync with persistent storage).
+    flush_mean_us: f64,
     appends_per_second: f64,
     decided_per_second: f64,
     p50_us: u32,
@@ -271,7 +282,7 @@ struct CellResult {
 async fn run_cell(storage: StorageKind, size: usize, proposers: usize, options: &Options) -> CellResult {
     let dir = options.dir.join(format!("cell-{}-{storage}-{size}-{proposers}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let cluster = start_cluster(storage, &dir).await;
+    let cluster = start_cluster(storage, &dir, options.piggyback_decide).await;
     let leader = stable_leader(&cluster).await;
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
@@ -302,15 +313,22 @@ async fn run_cell(storage: StorageKind, size: usize, proposers: usize, options: 
         }));
     }
     tokio::time::sleep(Duration::from_secs_f64(options.warmup)).await;
-    let flushes =
-        |cluster: &Cluster| cluster.nodes.iter().map(|node| node.handle().status().flushes).sum::<u64>();
-    let (decided_before, flushes_before, cpu_before, start) =
+    let flushes = |cluster: &Cluster| {
+        cluster
+            .nodes
+            .iter()
+            .map(|node| node.handle().status())
+            .fold((0, Duration::ZERO), |(count, time), status| {
+                (count + status.flushes, time + status.flush_time)
+            })
+    };
+    let (decided_before, (flushes_before, flush_time_before), cpu_before, start) =
         (leader.status().decided_idx, flushes(&cluster), process_cpu(), Instant::now());
     measuring.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs_f64(options.seconds)).await;
     measuring.store(false, Ordering::Relaxed);
     let elapsed = start.elapsed().as_secs_f64();
-    let (decided_after, flushes_after, cpu_after) =
+    let (decided_after, (flushes_after, flush_time_after), cpu_after) =
         (leader.status().decided_idx, flushes(&cluster), process_cpu());
     stop.store(true, Ordering::Relaxed);
     let mut latencies_us = Vec::new();
@@ -326,7 +344,9 @@ async fn run_cell(storage: StorageKind, size: usize, proposers: usize, options: 
     }
     let _ = std::fs::remove_dir_all(&dir);
     let decided = decided_after - decided_before;
+    let flush_count = (flushes_after - flushes_before).max(1);
     CellResult {
+        flush_mean_us: (flush_time_after - flush_time_before).as_secs_f64() * 1e6 / flush_count as f64,
         appends_per_second: latencies_us.len() as f64 / elapsed,
         decided_per_second: decided as f64 / elapsed,
         p50_us: percentile(&latencies_us, 0.5),
@@ -345,34 +365,47 @@ fn main() {
         "machine: {} CPUs (std::thread::available_parallelism)",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    let rtt_us = measure_loopback_rtt_us();
+    println!("loopback TCP round trip p50 {rtt_us} us (64 bytes, TCP_NODELAY, two blocking threads)");
     if options.storages.contains(&StorageKind::Persistent) {
         let fsync_us = measure_fsync_us(&options.dir);
-        let rtt_us = measure_loopback_rtt_us();
         println!(
-            "fdatasync p50 {fsync_us} us (in {}), loopback round trip p50 {rtt_us} us -> single-proposer target 2*fsync + 2*rtt = {} us",
-            options.dir.display(),
-            2 * fsync_us + 2 * rtt_us
+            "probe: 64-byte write + fdatasync into a preallocated file in {}: p50 {fsync_us} us",
+            options.dir.display()
         );
     }
     println!();
-    println!("| storage | entry | proposers | appends/s | decided/s (leader) | p50 µs | p99 µs | flushes/s (3 nodes) | CPU µs/entry | errors |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| storage | entry | proposers | appends/s | decided/s (leader) | p50 µs | p99 µs | flushes/s (3 nodes) | mean flush µs | CPU µs/entry | errors |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut notes = Vec::new();
     for &storage in &options.storages {
         for &size in &options.sizes {
             for &proposers in &options.proposers {
                 let result = runtime.block_on(run_cell(storage, size, proposers, &options));
+                if storage == StorageKind::Persistent && proposers == 1 {
+                    let bound_us = 2.0 * result.flush_mean_us + 2.0 * f64::from(rtt_us);
+                    notes.push(format!(
+                        "single proposer, {size} B: p50 {} us against 2 x mean flush ({:.0} us) + 2 x round trip ({rtt_us} us) = {bound_us:.0} us",
+                        result.p50_us, result.flush_mean_us
+                    ));
+                }
                 println!(
-                    "| {storage} | {size} B | {proposers} | {:.0} | {:.0} | {} | {} | {:.0} | {:.2} | {} |",
+                    "| {storage} | {size} B | {proposers} | {:.0} | {:.0} | {} | {} | {:.0} | {:.0} | {:.2} | {} |",
                     result.appends_per_second,
                     result.decided_per_second,
                     result.p50_us,
                     result.p99_us,
                     result.flushes_per_second,
+                    result.flush_mean_us,
                     result.cpu_us_per_entry,
                     result.errors
                 );
             }
         }
+    }
+    println!();
+    for note in notes {
+        println!("{note}");
     }
     let _ = std::fs::remove_dir(&options.dir);
 }
