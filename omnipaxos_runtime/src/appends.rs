@@ -314,7 +314,7 @@ mod tests {
     #[tokio::test]
     async fn the_oldest_appends_expire_first() {
         let start = Instant::now();
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, _rx) = mpsc::unbounded_channel();
         let mut completions = Completions { batch: Vec::new(), tx };
         let mut appends = PendingAppends::new();
         let mut outcomes = Vec::new();
@@ -325,15 +325,30 @@ mod tests {
         }
         appends.expire(start + Duration::from_millis(115), Duration::from_millis(100), &mut completions);
         assert_eq!(appends.len(), 1, "the two older than 100 ms expired");
-        completions.flush();
-        for (reply, result) in rx.recv().await.unwrap() {
-            let _ = reply.send(result);
-        }
+        completions.flush(); // few answers: sent directly
         let expired =
             Err(AppendError::Indeterminate(IndeterminateCause::Timeout(Duration::from_millis(100))));
         assert_eq!(outcomes.remove(0).await.unwrap(), expired);
         assert_eq!(outcomes.remove(0).await.unwrap(), expired);
         assert!(appends.take(&id(3)).is_some());
+    }
+
+    #[tokio::test]
+    async fn many_answers_go_through_the_completer_task() {
+        let (mut completions, task) = completer();
+        let completer = tokio::spawn(task);
+        let mut outcomes = Vec::new();
+        for index in 0..(DIRECT_ANSWERS_MAX as u64 + 3) {
+            let (reply, outcome) = oneshot::channel();
+            completions.push(reply, Ok(index));
+            outcomes.push(outcome);
+        }
+        completions.flush();
+        for (index, outcome) in outcomes.into_iter().enumerate() {
+            assert_eq!(outcome.await.unwrap(), Ok(index as u64));
+        }
+        drop(completions);
+        completer.await.unwrap(); // ends once the replica's side is dropped
     }
 
     #[tokio::test]
