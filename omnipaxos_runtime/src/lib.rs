@@ -1,7 +1,119 @@
-//! A tokio runtime for one `omnipaxos_core` replica: TCP between peers, durable storage, a
-//! future per append, a stream of decided entries, status, metrics and graceful shutdown.
+//! A tokio runtime for one `omnipaxos_core` replica: it runs an [`omnipaxos_core::OmniPaxos`]
+//! over real TCP with durable storage, answers each `append` with the log index where the
+//! entry was decided, streams decided entries in log order to the application's state
+//! machine, and reports status and metrics. It is what turns the sans-IO core into a service.
 //!
-//! (Documentation written below.)
+//! ```text
+//!  application tasks / tokio workers                     replica thread (std::thread, owns OmniPaxos)
+//!  ─────────────────────────────────                     ────────────────────────────────────────────
+//!  NodeHandle::append ──► proposal queue (permits) ────┐  1. take everything queued: messages, the
+//!  ticker (interval, missed ticks skipped)             │     tick, appends (only while the decided
+//!           ──────────► tick slot (capacity 1) ────────┤     stream keeps up)
+//!  reader task per incoming connection                 │  2. answer appends decided so far
+//!    (header check, payload decode)                    │  3. take_outgoing_messages:
+//!           ──────────► inbound queue (messages) ──────┘       storage.flush()   (fsync)    persist
+//!                                                              then release messages        before send
+//!  writer task per peer ◄── peer queue (bytes) ◄────────── 4. one frame buffer per peer:
+//!    connect with backoff + jitter,                            idle link: replica writes it itself
+//!    vectored writes, reconnected(pid)                         (one try_write), else the peer queue
+//!    after a lost link                                      5. answers ──► completer task ──► append futures
+//!                                                           6. decided entries ──► decided stream (bounded)
+//!                                                           7. publish status and gauges
+//! ```
+//!
+//! **Persist before send.** The core releases messages only from `take_outgoing_messages`,
+//! which flushes storage first; the replica thread frames exactly what that call returned and
+//! nothing else reaches a socket, apart from progress frames that carry the node's decided and
+//! accepted index for [`NodeHandle::status`]. So a Promise or Accepted can never leave before
+//! the write behind it is durable, and one `fdatasync` covers everything taken in step 1.
+//!
+//! **The key design decision: one owner thread, rounds instead of events.** The replica lives
+//! on a dedicated OS thread (not a tokio worker) and is driven in rounds: everything that
+//! queued up while the previous round was flushing becomes the next round's input, then one
+//! flush, then one write per peer. Slow fsyncs therefore never stall network I/O on the tokio
+//! workers, and the slower the disk, the larger each round's batch (natural group commit,
+//! without a timer). Costs that would be paid per append are paid per round where possible:
+//! the proposal queue's permits are returned once per round, append deadlines are checked by
+//! the replica (oldest first, no timer per append), answers go out in one batch per round,
+//! and a round for an idle link is written by the replica thread itself with one
+//! non-blocking `try_write`.
+//!
+//! # Queues and what happens when each is full
+//!
+//! | queue | limit ([`Limits`]) | when full |
+//! |---|---|---|
+//! | appends into the replica | `proposal_queue_limit` requests | `append` waits (backpressure) up to `append_timeout`, then `Overloaded`; `try_append` answers `Overloaded` at once |
+//! | appends in the core | the core's `buffer_size` | no more appends are taken from the queue |
+//! | messages from the network | `inbound_queue_limit` messages (each at most `max_frame_bytes`) | the reader waits; TCP flow control slows the sender |
+//! | decided entries for the user | `decided_queue_limit_batches` × `decided_batch_limit_entries` | decided entries wait in storage; once `undelivered_limit_entries` wait, no append is taken (a slow consumer slows proposals; memory does not grow) |
+//! | frames for a peer | `peer_queue_limit_bytes` (+ one round) | the round for that peer is dropped whole and counted; once the queue has drained to half, the replica calls `reconnected(peer)` so the core resynchronises it at once (the protocol would also resend on its own: sequence numbers and resend timeouts) |
+//! | pending ticks | 1 | later ticks merge into the pending one |
+//! | incoming connections | `inbound_connection_limit` | a new connection is closed |
+//!
+//! # Errors of `append`
+//!
+//! [`AppendError`]: definite errors (`NotLeaderReachable`, `Dropped`, `ShuttingDown`,
+//! `Overloaded`, `Stopped`) guarantee the entry is not in the log; `Indeterminate` means it
+//! may be (timeout, shutdown while in flight, storage failure, snapshot). An append is taken
+//! only while this node knows a ready leader (the core's `get_current_leader`), so during an
+//! election appends are refused with `NotLeaderReachable` instead of waiting.
+//!
+//! # Wire format and transport
+//!
+//! Length-prefixed frames with a versioned header (magic, protocol version, kind, cluster
+//! id, sender, receiver) and a bincode 1.3 payload; see [`transport::frame`]. A frame from a
+//! wrong cluster, an unknown sender, for another receiver, of another version, oversized or
+//! undecodable is logged with its typed [`transport::frame::FrameError`], counted in
+//! `Status::rejected_frames` and the `omnipaxos_frames_rejected_total` metric, and its
+//! connection is closed; nothing of it reaches the replica. Each node dials every peer for its
+//! own outgoing traffic (`TCP_NODELAY`) and accepts the peers' dials for incoming traffic.
+//! There is no authentication or encryption: run it on a trusted network.
+//!
+//! # Observability
+//!
+//! Every task runs in a `tracing` span `omnipaxos_node{node=<id>}` (links in
+//! `link{peer=<id>}`). Metrics go through the [`metrics`](::metrics) facade; see
+//! [`crate::metrics`] for the list and for [`metrics::PrometheusExporter`], which renders the
+//! Prometheus text format.
+//!
+//! # Linearizable reads: not yet (extension point)
+//!
+//! The core has no read-index or lease mechanism yet, so this crate offers no
+//! `read_barrier()`/`linearizable_read(f)`; reading the decided stream gives sequentially
+//! consistent (possibly stale) reads only. Once the core can confirm a read index (the leader
+//! checks with a quorum that it still leads and returns its decided index), the runtime adds:
+//! an input `ReadBarrier { reply }` on the replica thread next to appends, handed to the core
+//! in step 1; a queue of confirmed read indices ordered like the pending appends; and in step
+//! 6, a barrier completes once `delivered_idx` (entries handed to the decided stream) reaches
+//! its confirmed index, so the application has applied everything up to it. Nothing in the
+//! current code pretends to do this.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use omnipaxos_runtime::{Node, NodeConfig, PeerConfig, StorageConfig};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let peers = vec![
+//!     PeerConfig { id: 2, addr: "10.0.0.2:7000".parse()? },
+//!     PeerConfig { id: 3, addr: "10.0.0.3:7000".parse()? },
+//! ];
+//! let mut config = NodeConfig::new(1, 0xC1A5, peers);
+//! config.listen_addr = "10.0.0.1:7000".parse()?;
+//! config.storage = StorageConfig::persistent_create("/var/lib/mylog/node1");
+//! let (node, mut decided) = Node::<String>::start(config).await?;
+//! let handle = node.handle();
+//! tokio::spawn(async move {
+//!     while let Some(entry) = decided.recv().await {
+//!         println!("{}: {}", entry.index, entry.entry); // apply to the state machine
+//!     }
+//! });
+//! let index = handle.append("hello".to_string()).await?;
+//! println!("decided at {index}; status: {:?}", handle.status());
+//! node.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
 
 mod appends;
 mod config;
