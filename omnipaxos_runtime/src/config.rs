@@ -179,6 +179,11 @@ pub struct NodeConfig {
     pub append_timeout: Duration,
     /// Ticks between two progress reports to each peer (used for `status()`'s lag).
     pub progress_interval_ticks: u64,
+    /// After frames for a peer were dropped at its full queue, call the core's
+    /// `reconnected(peer)` once the queue has drained to half, so the peer is resynchronised at
+    /// once (default true). Off, recovery is left to the protocol's own mechanisms (sequence
+    /// gaps, resend timeouts), which is slower but equally safe.
+    pub resync_after_drop: bool,
     /// The core's settings (batching, timeouts in ticks, priority, quorums, ...).
     pub core: OmniPaxosConfig,
     /// Where durable state lives.
@@ -205,6 +210,7 @@ impl NodeConfig {
             tick_interval: DEFAULT_TICK_INTERVAL,
             append_timeout: DEFAULT_APPEND_TIMEOUT,
             progress_interval_ticks: DEFAULT_PROGRESS_INTERVAL_TICKS,
+            resync_after_drop: true,
             core: OmniPaxosConfig::new(sequence_paxos),
             storage: StorageConfig::Memory,
             limits: Limits::default(),

@@ -404,6 +404,7 @@ impl<T: Entry> NodeBuilder<T> {
             limits,
             progress_interval_ticks: config.progress_interval_ticks,
             append_timeout: config.append_timeout,
+            resync_after_drop: config.resync_after_drop,
             links: links.clone(),
             filter: filter.clone(),
             shared: shared.clone(),

@@ -60,6 +60,7 @@ pub(crate) struct ReplicaContext {
     pub limits: Limits,
     pub progress_interval_ticks: u64,
     pub append_timeout: Duration,
+    pub resync_after_drop: bool,
     pub links: Vec<Arc<PeerLink>>,
     pub filter: Option<LinkFilter>,
     pub shared: Arc<Shared>,
@@ -406,7 +407,7 @@ where
                 match refused {
                     EnqueueRefused::QueueFull => {
                         peer.link.metrics.dropped_queue_full.increment(counts.total());
-                        peer.needs_resync = true;
+                        peer.needs_resync = self.ctx.resync_after_drop;
                     }
                     EnqueueRefused::Disconnected => {
                         peer.link.metrics.dropped_disconnected.increment(counts.total())

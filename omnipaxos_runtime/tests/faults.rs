@@ -38,13 +38,32 @@ async fn a_partial_partition_does_not_stop_the_cluster_from_deciding() {
     cluster.shutdown_all().await;
 }
 
+const QUEUE_LIMIT_BYTES: usize = 4096;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_peer_queue_drops_rounds_and_the_protocol_resends_them() {
-    const QUEUE_LIMIT_BYTES: usize = 4096;
+async fn a_full_peer_queue_drops_rounds_and_the_runtime_resynchronises_the_peer() {
     let options = ClusterOptions {
         tune: |config| config.limits.peer_queue_limit_bytes = QUEUE_LIMIT_BYTES,
         ..ClusterOptions::default()
     };
+    dropped_rounds_are_recovered(options).await;
+}
+
+/// Without the runtime's resync hint, only the protocol's own mechanisms (sequence gaps,
+/// resend timeouts) repair the loss: dropping is safe because the protocol resends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_peer_queue_drops_rounds_and_the_protocol_alone_resends_them() {
+    let options = ClusterOptions {
+        tune: |config| {
+            config.limits.peer_queue_limit_bytes = QUEUE_LIMIT_BYTES;
+            config.resync_after_drop = false;
+        },
+        ..ClusterOptions::default()
+    };
+    dropped_rounds_are_recovered(options).await;
+}
+
+async fn dropped_rounds_are_recovered(options: ClusterOptions) {
     let mut cluster = TestCluster::start(options).await;
     let leader = cluster.wait_for_leader().await;
     let stalled = followers(&cluster, leader)[0];
@@ -57,8 +76,8 @@ async fn a_full_peer_queue_drops_rounds_and_the_protocol_resends_them() {
     // A round is queued whole while less than the limit is queued: at most one round more.
     assert!(link.queued_bytes < QUEUE_LIMIT_BYTES + 64 * 1024, "the queue stayed bounded: {link:?}");
 
-    // Nothing resends dropped frames but the protocol: once the link writes again, the
-    // stalled follower is brought up to date and delivers the same stream as the others.
+    // Nothing in the runtime keeps dropped frames: once the link writes again, the stalled
+    // follower is brought up to date and delivers the same stream as the others.
     cluster.filter.resume(leader, stalled);
     cluster.wait_delivered(2000).await;
     cluster.assert_streams_identical();
