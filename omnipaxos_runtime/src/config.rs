@@ -18,6 +18,11 @@ use omnipaxos_core::{
 
 /// Default time between two ticks of the replica (the core counts its timeouts in ticks).
 pub const DEFAULT_TICK_INTERVAL: Duration = Duration::from_millis(10);
+/// Default ticks per heartbeat round of leader election, which is also the election timeout:
+/// 300 ms with the default tick. The core's own default (10 ticks, 100 ms here) left leaders
+/// briefly "not ready" under full load on a 2-core machine shared with builds: a round that
+/// runs long delays heartbeat replies past the round, and appends are refused meanwhile.
+pub const DEFAULT_HB_DELAY_TICKS: u64 = 30;
 /// Default time an `append` waits for its outcome before it reports `Indeterminate`.
 pub const DEFAULT_APPEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default largest frame (header and payload), as read from or written to a socket.
@@ -196,12 +201,15 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     /// A configuration with the defaults: configuration id 1, listening on `127.0.0.1:0`,
-    /// 10 ms ticks, memory storage. Set `storage` for a durable node.
+    /// 10 ms ticks, heartbeat rounds of [`DEFAULT_HB_DELAY_TICKS`], memory storage. Set
+    /// `storage` for a durable node.
     pub fn new(node_id: NodeId, cluster_id: u64, peers: Vec<PeerConfig>) -> Self {
         let mut sequence_paxos = SequencePaxosConfig::default();
         sequence_paxos.set_configuration_id(1);
         sequence_paxos.set_pid(node_id);
         sequence_paxos.set_peers(peers.iter().map(|peer| peer.id).collect());
+        let mut core = OmniPaxosConfig::new(sequence_paxos);
+        core.set_hb_delay(DEFAULT_HB_DELAY_TICKS);
         NodeConfig {
             node_id,
             cluster_id,
@@ -211,7 +219,7 @@ impl NodeConfig {
             append_timeout: DEFAULT_APPEND_TIMEOUT,
             progress_interval_ticks: DEFAULT_PROGRESS_INTERVAL_TICKS,
             resync_after_drop: true,
-            core: OmniPaxosConfig::new(sequence_paxos),
+            core,
             storage: StorageConfig::Memory,
             limits: Limits::default(),
             backoff: BackoffConfig::default(),

@@ -124,7 +124,13 @@ mod replica;
 mod status;
 pub mod transport;
 
-pub use config::{BackoffConfig, Limits, NodeConfig, NodeConfigError, PeerConfig, StorageConfig};
+pub use config::{
+    BackoffConfig, Limits, NodeConfig, NodeConfigError, PeerConfig, StorageConfig, DEFAULT_APPEND_TIMEOUT,
+    DEFAULT_DECIDED_BATCH_LIMIT_ENTRIES, DEFAULT_DECIDED_QUEUE_LIMIT_BATCHES, DEFAULT_HB_DELAY_TICKS,
+    DEFAULT_INBOUND_CONNECTION_LIMIT, DEFAULT_INBOUND_QUEUE_LIMIT, DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_PEER_QUEUE_LIMIT_BYTES, DEFAULT_PROGRESS_INTERVAL_TICKS, DEFAULT_PROPOSAL_QUEUE_LIMIT,
+    DEFAULT_ROUND_LIMIT_INPUTS, DEFAULT_TICK_INTERVAL, DEFAULT_UNDELIVERED_LIMIT_ENTRIES,
+};
 pub use error::{AppendError, IndeterminateCause, StartError};
 pub use node::{Decided, DecidedStream, Entry, Node, NodeBuilder, NodeHandle};
 pub use status::{LinkState, PeerStatus, QueueStatus, Status};

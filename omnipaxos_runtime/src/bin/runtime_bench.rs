@@ -234,6 +234,9 @@ async fn start_cluster(storage: StorageKind, dir: &Path, piggyback_decide: bool)
             (0..3).filter(|j| *j != i).map(|j| PeerConfig { id: j as u64 + 1, addr: addrs[j] }).collect();
         let mut config = NodeConfig::new(id, 1, peers);
         config.core.sequence_paxos.set_piggyback_decide(piggyback_decide);
+        if let Some(hb) = std::env::var("BENCH_HB_DELAY").ok().and_then(|v| v.parse().ok()) {
+            config.core.set_hb_delay(hb);
+        }
         if storage == StorageKind::Persistent {
             config.storage = StorageConfig::persistent_create(dir.join(format!("node{id}")));
         }
@@ -303,6 +306,9 @@ async fn run_cell(storage: StorageKind, size: usize, proposers: usize, options: 
                     Ok(_) => {}
                     Err(error) => {
                         errors.fetch_add(1, Ordering::Relaxed);
+                        if std::env::var_os("BENCH_LOG_ERRORS").is_some() {
+                            eprintln!("append error: {error:?}");
+                        }
                         if matches!(error, AppendError::NotLeaderReachable | AppendError::Overloaded) {
                             tokio::time::sleep(Duration::from_millis(1)).await;
                         }

@@ -128,8 +128,10 @@ impl TestCluster {
                 segment_size_bytes: SEGMENT_BYTES,
             };
         }
-        // Peers come back within a tenth of a second in tests.
+        // Peers come back within a tenth of a second, and leaders are elected in 100 ms
+        // rounds (the core's default), so tests run fast.
         config.backoff.max = Duration::from_millis(100);
+        config.core.set_hb_delay(10);
         (self.options.tune)(&mut config);
         config
     }
