@@ -363,12 +363,10 @@ impl<T: Entry> NodeBuilder<T> {
         let span = info_span!("omnipaxos_node", node = node_id);
         let bind_error = |source| StartError::Bind { addr: config.listen_addr, source };
         let listener = match listener {
-            Some(listener) => {
-                listener.set_nonblocking(true).map_err(bind_error)?;
-                TcpListener::from_std(listener).map_err(bind_error)?
-            }
-            None => TcpListener::bind(config.listen_addr).await.map_err(bind_error)?,
+            Some(listener) => listener,
+            None => std::net::TcpListener::bind(config.listen_addr).map_err(bind_error)?,
         };
+        listener.set_nonblocking(true).map_err(bind_error)?;
         let listen_addr = listener.local_addr().map_err(bind_error)?;
         let limits = config.limits;
         let metrics = Arc::new(NodeMetrics::register(node_id));
@@ -414,34 +412,32 @@ impl<T: Entry> NodeBuilder<T> {
         let replica_done =
             spawn_replica_thread::<T>(&config, channels, replica_ctx, deliver_from, span.clone()).await?;
 
-        let mut tasks = JoinSet::new();
-        // Ends when the replica thread drops its end, after the last answers.
-        tasks.spawn(completer_task.instrument(span.clone()));
-        let inbound_ctx = Arc::new(InboundContext {
-            own_id: node_id,
-            cluster_id: config.cluster_id,
-            max_frame_bytes: limits.max_frame_bytes,
-            links: links.clone(),
-            inbound: inbound_tx.clone(),
-            shared: shared.clone(),
-            metrics: metrics.clone(),
-        });
-        tasks.spawn(
-            run_listener(listener, inbound_ctx, limits.inbound_connection_limit, shutdown_rx.clone())
-                .instrument(span.clone()),
-        );
-        for link in &links {
-            let writer_ctx = WriterContext {
+        // Answers wake the appending tasks: from a task of their own runtime that is cheap.
+        // It ends when the replica thread drops its end, after the last answers.
+        let completer = runtime.spawn(completer_task.instrument(span.clone()));
+        let io = IoTasks {
+            inbound: Arc::new(InboundContext {
                 own_id: node_id,
-                backoff: config.backoff,
-                filter: filter.clone(),
-                shutdown: shutdown_rx.clone(),
-            };
-            let link_span = info_span!(parent: &span, "link", peer = link.id);
-            tasks.spawn(run_writer(link.clone(), writer_ctx).instrument(link_span));
-        }
-        tasks.spawn(run_ticker(config.tick_interval, ticks_tx, shutdown_rx.clone()).instrument(span.clone()));
-        runtime.spawn(supervise(tasks, replica_done, shutdown_rx, finished_tx).instrument(span.clone()));
+                cluster_id: config.cluster_id,
+                max_frame_bytes: limits.max_frame_bytes,
+                links: links.clone(),
+                inbound: inbound_tx.clone(),
+                shared: shared.clone(),
+                metrics: metrics.clone(),
+            }),
+            connection_limit: limits.inbound_connection_limit,
+            links: links.clone(),
+            backoff: config.backoff,
+            filter,
+            tick_interval: config.tick_interval,
+            ticks: ticks_tx,
+            shutdown: shutdown_rx.clone(),
+            span: span.clone(),
+        };
+        let io_done = spawn_io_thread::<T>(node_id, listener, listen_addr, io)?;
+        runtime.spawn(
+            supervise(replica_done, completer, io_done, shutdown_rx, finished_tx).instrument(span.clone()),
+        );
         info!(parent: &span, %listen_addr, peers = links.len(), "node started");
 
         let handle = NodeHandle {
@@ -462,6 +458,80 @@ impl<T: Entry> NodeBuilder<T> {
         };
         let decided = DecidedStream { receiver: decided_rx, buffered: VecDeque::new() };
         Ok((Node { handle }, decided))
+    }
+}
+
+/// The transport tasks of one node, to be started on its I/O thread.
+struct IoTasks<T> {
+    inbound: Arc<InboundContext<T>>,
+    connection_limit: usize,
+    links: Vec<Arc<PeerLink>>,
+    backoff: crate::config::BackoffConfig,
+    filter: Option<LinkFilter>,
+    tick_interval: Duration,
+    ticks: mpsc::Sender<()>,
+    shutdown: watch::Receiver<bool>,
+    span: tracing::Span,
+}
+
+/// Starts the node's I/O thread: a single-threaded tokio runtime of its own that runs the
+/// listener, the readers, the writers and the ticker. The application's tasks run on its own
+/// runtime, so however many of them are runnable, they never delay a heartbeat or a frame of
+/// this node. Returns a receiver that resolves when every transport task has ended.
+fn spawn_io_thread<T: Entry>(
+    node_id: NodeId,
+    listener: std::net::TcpListener,
+    listen_addr: SocketAddr,
+    io: IoTasks<T>,
+) -> Result<oneshot::Receiver<()>, StartError> {
+    let io_runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(StartError::Thread)?;
+    let listener = {
+        // The listener registers with the reactor of the runtime it is created in.
+        let _entered = io_runtime.enter();
+        TcpListener::from_std(listener).map_err(|source| StartError::Bind { addr: listen_addr, source })?
+    };
+    let (done_tx, done_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("omnipaxos-io-{node_id}"))
+        .spawn(move || {
+            io_runtime.block_on(run_io(io, listener));
+            drop(io_runtime);
+            let _ = done_tx.send(());
+        })
+        .map_err(StartError::Thread)?;
+    Ok(done_rx)
+}
+
+/// Runs the transport tasks until shutdown, then waits for them to end (aborting them after
+/// a timeout).
+async fn run_io<T: Entry>(io: IoTasks<T>, listener: TcpListener) {
+    let IoTasks {
+        inbound,
+        connection_limit,
+        links,
+        backoff,
+        filter,
+        tick_interval,
+        ticks,
+        mut shutdown,
+        span,
+    } = io;
+    let own_id = inbound.own_id;
+    let mut tasks = JoinSet::new();
+    tasks.spawn(run_listener(listener, inbound, connection_limit, shutdown.clone()).instrument(span.clone()));
+    for link in links {
+        let writer_ctx =
+            WriterContext { own_id, backoff, filter: filter.clone(), shutdown: shutdown.clone() };
+        let link_span = info_span!(parent: &span, "link", peer = link.id);
+        tasks.spawn(run_writer(link, writer_ctx).instrument(link_span));
+    }
+    tasks.spawn(run_ticker(tick_interval, ticks, shutdown.clone()).instrument(span.clone()));
+    let _ = shutdown.wait_for(|stop| *stop).await;
+    let all_ended = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(TASK_SHUTDOWN_TIMEOUT, all_ended).await.is_err() {
+        warn!(parent: &span, "transport tasks did not end in time; aborting them");
+        tasks.shutdown().await;
     }
 }
 
@@ -573,21 +643,19 @@ async fn run_ticker(interval: Duration, ticks: mpsc::Sender<()>, mut shutdown: w
     }
 }
 
-/// Waits for the shutdown signal, then for the replica thread to close its storage and for
-/// every task to end; then reports the node finished.
+/// Waits for the shutdown signal, then for the replica thread to close its storage, for the
+/// last answers and for the transport; then reports the node finished.
 async fn supervise(
-    mut tasks: JoinSet<()>,
     replica_done: oneshot::Receiver<()>,
+    completer: tokio::task::JoinHandle<()>,
+    io_done: oneshot::Receiver<()>,
     mut shutdown: watch::Receiver<bool>,
     finished: watch::Sender<bool>,
 ) {
     let _ = shutdown.wait_for(|stop| *stop).await;
     let _ = replica_done.await;
-    let all_ended = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(TASK_SHUTDOWN_TIMEOUT, all_ended).await.is_err() {
-        warn!("transport tasks did not end in time; aborting them");
-        tasks.shutdown().await;
-    }
+    let _ = completer.await;
+    let _ = io_done.await;
     info!("node stopped");
     finished.send_replace(true);
 }
