@@ -4,21 +4,24 @@
 //! machine, and reports status and metrics. It is what turns the sans-IO core into a service.
 //!
 //! ```text
-//!  application tasks / tokio workers                     replica thread (std::thread, owns OmniPaxos)
-//!  ─────────────────────────────────                     ────────────────────────────────────────────
-//!  NodeHandle::append ──► proposal queue (permits) ────┐  1. take everything queued: messages, the
-//!  ticker (interval, missed ticks skipped)             │     tick, appends (only while the decided
-//!           ──────────► tick slot (capacity 1) ────────┤     stream keeps up)
-//!  reader task per incoming connection                 │  2. answer appends decided so far
-//!    (header check, payload decode)                    │  3. take_outgoing_messages:
-//!           ──────────► inbound queue (messages) ──────┘       storage.flush()   (fsync)    persist
-//!                                                              then release messages        before send
-//!  writer task per peer ◄── peer queue (bytes) ◄────────── 4. one frame buffer per peer:
-//!    connect with backoff + jitter,                            idle link: replica writes it itself
-//!    vectored writes, reconnected(pid)                         (one try_write), else the peer queue
-//!    after a lost link                                      5. answers ──► completer task ──► append futures
-//!                                                           6. decided entries ──► decided stream (bounded)
-//!                                                           7. publish status and gauges
+//!  application's runtime        node's I/O thread               replica thread (owns OmniPaxos)
+//!  (tokio workers)              (own 1-thread tokio runtime)    ─────────────────────────────────
+//!  ─────────────────            ────────────────────────────
+//!  append futures ──► proposal queue (permits) ───────────┐     1. take everything queued: messages,
+//!                               ticker (interval, missed   │        the tick, appends (only while
+//!                                 ticks skipped) ──► tick ─┤        the decided stream keeps up)
+//!                                 slot (capacity 1)        │     2. answer appends decided so far
+//!                               reader task per incoming   │     3. take_outgoing_messages:
+//!                                 connection (header check,├──►       storage.flush() (fsync)  persist
+//!                                 decode) ──► inbound ─────┘          then release messages    before
+//!                                 queue (messages)                4. one frame buffer per peer:  send
+//!                               writer task per peer ◄── peer        idle link: one try_write by
+//!                                 (connect, backoff +    queue       this thread; else the peer
+//!                                 jitter, vectored writes, ◄──────    queue (bytes)
+//!                                 reconnected(pid))               5. answers ─┐
+//!  completer task ◄──────────────────────────────────────────────────────────┘ (one batch per round)
+//!    └─► append futures        decided stream (bounded) ◄──────── 6. decided entries
+//!                                                                 7. publish status and gauges
 //! ```
 //!
 //! **Persist before send.** The core releases messages only from `take_outgoing_messages`,
@@ -36,7 +39,11 @@
 //! the proposal queue's permits are returned once per round, append deadlines are checked by
 //! the replica (oldest first, no timer per append), answers go out in one batch per round,
 //! and a round for an idle link is written by the replica thread itself with one
-//! non-blocking `try_write`.
+//! non-blocking `try_write`. The transport runs on a single-threaded tokio runtime of its own
+//! per node (the I/O thread), so however many application tasks are runnable on the
+//! application's runtime, none of them delays a frame or a heartbeat of the node (with 4096
+//! proposer tasks on two workers, sharing their runtime doubled append latency and let
+//! leaders look unready).
 //!
 //! # Queues and what happens when each is full
 //!
