@@ -140,5 +140,5 @@ pub use config::{
 };
 pub use error::{AppendError, IndeterminateCause, StartError};
 pub use node::{Decided, DecidedStream, Entry, Node, NodeBuilder, NodeHandle};
-pub use status::{LinkState, PeerStatus, QueueStatus, Status};
+pub use status::{LatencyHistogram, LinkState, PeerStatus, QueueStatus, Status};
 pub use transport::filter::LinkFilter;

@@ -37,7 +37,7 @@ use crate::{
     error::{AppendError, IndeterminateCause, StartError},
     metrics::{NodeMetrics, PeerMetrics},
     replica::{Replica, ReplicaChannels, ReplicaContext, TimedStorage},
-    status::{PeerStatus, QueueStatus, Status},
+    status::{LatencyHistogram, PeerStatus, QueueStatus, Status},
     transport::{
         filter::LinkFilter,
         inbound::{run_listener, InboundContext},
@@ -106,15 +106,35 @@ pub(crate) struct ReplicaView {
 }
 
 /// State shared by the replica thread, the transport tasks and the handles.
-#[derive(Default)]
 pub(crate) struct Shared {
     view: Mutex<ReplicaView>,
     pub rejected_frames: AtomicU64,
     pub flushes: AtomicU64,
     pub flush_time_ns: AtomicU64,
+    /// Flush latencies, bucketed as [`crate::status::latency_bucket`].
+    pub flush_buckets: Vec<AtomicU64>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            view: Mutex::default(),
+            rejected_frames: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
+            flush_time_ns: AtomicU64::new(0),
+            flush_buckets: (0..crate::status::LATENCY_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
 }
 
 impl Shared {
+    pub fn record_flush(&self, elapsed: Duration) {
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        self.flush_time_ns.fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        let bucket = crate::status::latency_bucket(elapsed.as_micros() as u64);
+        self.flush_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn lock_view(&self) -> MutexGuard<'_, ReplicaView> {
         // The view is replaced whole; a panic elsewhere cannot leave it half-written.
         self.view.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -241,6 +261,9 @@ impl<T: Entry> NodeHandle<T> {
             rounds: view.rounds,
             flushes: inner.shared.flushes.load(Ordering::Relaxed),
             flush_time: Duration::from_nanos(inner.shared.flush_time_ns.load(Ordering::Relaxed)),
+            flush_latency: LatencyHistogram::from_counts(
+                inner.shared.flush_buckets.iter().map(|count| count.load(Ordering::Relaxed)).collect(),
+            ),
             rejected_frames: inner.shared.rejected_frames.load(Ordering::Relaxed),
             peers,
             queues,

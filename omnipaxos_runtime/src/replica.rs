@@ -10,7 +10,7 @@
 //! apart from progress frames, which carry only the two indices the core reports.
 
 use std::{
-    sync::{atomic::Ordering, Arc},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -618,8 +618,7 @@ impl<T, B: Storage<T, ()>> Storage<T, ()> for TimedStorage<B> {
         let result = self.inner.flush();
         let elapsed = start.elapsed();
         self.flush_latency.record(elapsed.as_secs_f64());
-        self.shared.flushes.fetch_add(1, Ordering::Relaxed);
-        self.shared.flush_time_ns.fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        self.shared.record_flush(elapsed);
         result
     }
 

@@ -118,6 +118,8 @@ pub struct Status {
     pub flushes: u64,
     /// Time spent in those flushes.
     pub flush_time: std::time::Duration,
+    /// Their latencies (every flush since the node started).
+    pub flush_latency: LatencyHistogram,
     /// Incoming frames rejected (each closed its connection).
     pub rejected_frames: u64,
     /// Every peer.
@@ -130,5 +132,111 @@ impl Status {
     /// The peer with `id`.
     pub fn peer(&self, id: NodeId) -> Option<&PeerStatus> {
         self.peers.iter().find(|peer| peer.id == id)
+    }
+}
+
+/// Sub-buckets per power of two: a bucket's largest value is less than 25 % above its smallest.
+const BUCKETS_PER_OCTAVE: usize = 4;
+/// Octaves from 1 µs: up to about 70 s.
+const OCTAVES: usize = 26;
+/// Buckets of a [`LatencyHistogram`].
+pub(crate) const LATENCY_BUCKETS: usize = BUCKETS_PER_OCTAVE * OCTAVES;
+
+/// The bucket of a latency in microseconds: 0 to 3 µs have a bucket each; above, each octave
+/// `[2^k, 2^(k+1))` is cut in four by the two bits after the leading one.
+pub(crate) fn latency_bucket(micros: u64) -> usize {
+    if micros < 4 {
+        return micros as usize;
+    }
+    let octave = 63 - micros.leading_zeros() as usize; // floor(log2), at least 2
+    let fraction = ((micros >> (octave - 2)) & 0b11) as usize;
+    (octave * BUCKETS_PER_OCTAVE + fraction).min(LATENCY_BUCKETS - 1)
+}
+
+/// The largest latency in microseconds that falls in a bucket.
+fn bucket_upper_micros(bucket: usize) -> u64 {
+    let (octave, fraction) = (bucket / BUCKETS_PER_OCTAVE, (bucket % BUCKETS_PER_OCTAVE) as u64);
+    if octave < 2 {
+        return bucket as u64; // 0 to 3 µs (buckets 4 to 7 stay empty)
+    }
+    ((BUCKETS_PER_OCTAVE as u64 + fraction + 1) << (octave - 2)) - 1
+}
+
+/// Counts of latencies in buckets 4 per octave wide; quantiles are reported as the largest
+/// value of their bucket (less than 25 % above the true value).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    counts: Vec<u64>,
+}
+
+impl LatencyHistogram {
+    pub(crate) fn from_counts(counts: Vec<u64>) -> Self {
+        LatencyHistogram { counts }
+    }
+
+    /// How many latencies were recorded.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The latencies recorded after `earlier` (a snapshot of the same histogram).
+    pub fn since(&self, earlier: &LatencyHistogram) -> LatencyHistogram {
+        let counts = self.counts.iter().zip(earlier.counts.iter().chain(std::iter::repeat(&0)));
+        LatencyHistogram { counts: counts.map(|(now, then)| now.saturating_sub(*then)).collect() }
+    }
+
+    /// The latencies of both histograms (for example of several nodes).
+    pub fn merged(&self, other: &LatencyHistogram) -> LatencyHistogram {
+        let len = self.counts.len().max(other.counts.len());
+        let at = |counts: &[u64], i: usize| counts.get(i).copied().unwrap_or(0);
+        LatencyHistogram { counts: (0..len).map(|i| at(&self.counts, i) + at(&other.counts, i)).collect() }
+    }
+
+    /// The `q` quantile (0.0 to 1.0), or `None` if nothing was recorded.
+    pub fn quantile(&self, q: f64) -> Option<std::time::Duration> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((total as f64 * q.clamp(0.0, 1.0)).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (bucket, count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return Some(std::time::Duration::from_micros(bucket_upper_micros(bucket)));
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_monotonic_and_bound_their_values() {
+        let mut previous = 0;
+        for micros in 1..100_000u64 {
+            let bucket = latency_bucket(micros);
+            assert!(bucket >= previous, "{micros}");
+            assert!(bucket_upper_micros(bucket) >= micros, "{micros} above its bucket's bound");
+            assert!(bucket_upper_micros(bucket) as f64 <= micros as f64 * 1.25, "{micros}");
+            previous = bucket;
+        }
+    }
+
+    #[test]
+    fn quantiles_come_from_the_counts() {
+        let mut counts = vec![0; LATENCY_BUCKETS];
+        for micros in [100, 100, 100, 200, 5000] {
+            counts[latency_bucket(micros)] += 1;
+        }
+        let histogram = LatencyHistogram::from_counts(counts);
+        let p50 = histogram.quantile(0.5).unwrap().as_micros();
+        assert!((100..=125).contains(&p50), "{p50}");
+        let p99 = histogram.quantile(0.99).unwrap().as_micros();
+        assert!((5000..=6250).contains(&p99), "{p99}");
+        assert_eq!(histogram.since(&histogram).quantile(0.5), None);
     }
 }

@@ -271,8 +271,9 @@ async fn stable_leader(cluster: &Cluster) -> NodeHandle<Blob> {
 }
 
 struct CellResult {
-    /// Mean flush time over the three nodes in the window (fdatasync with persistent storage).
-    flush_mean_us: f64,
+    /// Flush latency over the three nodes in the window (fdatasync with persistent storage).
+    flush_p50_us: u32,
+    flush_p99_us: u32,
     appends_per_second: f64,
     decided_per_second: f64,
     p50_us: u32,
@@ -320,21 +321,21 @@ async fn run_cell(storage: StorageKind, size: usize, proposers: usize, options: 
     }
     tokio::time::sleep(Duration::from_secs_f64(options.warmup)).await;
     let flushes = |cluster: &Cluster| {
-        cluster
-            .nodes
+        let statuses: Vec<_> = cluster.nodes.iter().map(|node| node.handle().status()).collect();
+        let count: u64 = statuses.iter().map(|status| status.flushes).sum();
+        let histogram = statuses
             .iter()
-            .map(|node| node.handle().status())
-            .fold((0, Duration::ZERO), |(count, time), status| {
-                (count + status.flushes, time + status.flush_time)
-            })
+            .skip(1)
+            .fold(statuses[0].flush_latency.clone(), |all, status| all.merged(&status.flush_latency));
+        (count, histogram)
     };
-    let (decided_before, (flushes_before, flush_time_before), cpu_before, start) =
+    let (decided_before, (flushes_before, flush_latency_before), cpu_before, start) =
         (leader.status().decided_idx, flushes(&cluster), process_cpu(), Instant::now());
     measuring.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs_f64(options.seconds)).await;
     measuring.store(false, Ordering::Relaxed);
     let elapsed = start.elapsed().as_secs_f64();
-    let (decided_after, (flushes_after, flush_time_after), cpu_after) =
+    let (decided_after, (flushes_after, flush_latency_after), cpu_after) =
         (leader.status().decided_idx, flushes(&cluster), process_cpu());
     stop.store(true, Ordering::Relaxed);
     let mut latencies_us = Vec::new();
@@ -350,9 +351,11 @@ async fn run_cell(storage: StorageKind, size: usize, proposers: usize, options: 
     }
     let _ = std::fs::remove_dir_all(&dir);
     let decided = decided_after - decided_before;
-    let flush_count = (flushes_after - flushes_before).max(1);
+    let flush_window = flush_latency_after.since(&flush_latency_before);
+    let flush_us = |q| flush_window.quantile(q).map_or(0, |latency| latency.as_micros() as u32);
     CellResult {
-        flush_mean_us: (flush_time_after - flush_time_before).as_secs_f64() * 1e6 / flush_count as f64,
+        flush_p50_us: flush_us(0.5),
+        flush_p99_us: flush_us(0.99),
         appends_per_second: latencies_us.len() as f64 / elapsed,
         decided_per_second: decided as f64 / elapsed,
         p50_us: percentile(&latencies_us, 0.5),
@@ -381,7 +384,7 @@ fn main() {
         );
     }
     println!();
-    println!("| storage | entry | proposers | appends/s | decided/s (leader) | p50 µs | p99 µs | flushes/s (3 nodes) | mean flush µs | CPU µs/entry | errors |");
+    println!("| storage | entry | proposers | appends/s | decided/s (leader) | p50 µs | p99 µs | flushes/s (3 nodes) | flush p50/p99 µs | CPU µs/entry | errors |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut notes = Vec::new();
     for &storage in &options.storages {
@@ -389,20 +392,21 @@ fn main() {
             for &proposers in &options.proposers {
                 let result = runtime.block_on(run_cell(storage, size, proposers, &options));
                 if storage == StorageKind::Persistent && proposers == 1 {
-                    let bound_us = 2.0 * result.flush_mean_us + 2.0 * f64::from(rtt_us);
+                    let bound_us = 2 * result.flush_p50_us + 2 * rtt_us;
                     notes.push(format!(
-                        "single proposer, {size} B: p50 {} us against 2 x mean flush ({:.0} us) + 2 x round trip ({rtt_us} us) = {bound_us:.0} us",
-                        result.p50_us, result.flush_mean_us
+                        "single proposer, {size} B: p50 {} us against 2 x flush p50 ({} us) + 2 x round trip p50 ({rtt_us} us) = {bound_us} us",
+                        result.p50_us, result.flush_p50_us
                     ));
                 }
                 println!(
-                    "| {storage} | {size} B | {proposers} | {:.0} | {:.0} | {} | {} | {:.0} | {:.0} | {:.2} | {} |",
+                    "| {storage} | {size} B | {proposers} | {:.0} | {:.0} | {} | {} | {:.0} | {}/{} | {:.2} | {} |",
                     result.appends_per_second,
                     result.decided_per_second,
                     result.p50_us,
                     result.p99_us,
                     result.flushes_per_second,
-                    result.flush_mean_us,
+                    result.flush_p50_us,
+                    result.flush_p99_us,
                     result.cpu_us_per_entry,
                     result.errors
                 );
