@@ -384,24 +384,11 @@ impl<T: Entry> NodeBuilder<T> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
         let node_id = config.node_id;
         let span = info_span!("omnipaxos_node", node = node_id);
-        let bind_error = |source| StartError::Bind { addr: config.listen_addr, source };
-        let listener = match listener {
-            Some(listener) => listener,
-            None => std::net::TcpListener::bind(config.listen_addr).map_err(bind_error)?,
-        };
-        listener.set_nonblocking(true).map_err(bind_error)?;
-        let listen_addr = listener.local_addr().map_err(bind_error)?;
+        let (listener, listen_addr) = bind_listener(&config, listener)?;
         let limits = config.limits;
         let metrics = Arc::new(NodeMetrics::register(node_id));
         let shared = Arc::new(Shared::default());
-        let links: Vec<Arc<PeerLink>> = config
-            .peers
-            .iter()
-            .map(|peer| {
-                let metrics = PeerMetrics::register(node_id, peer.id);
-                Arc::new(PeerLink::new(peer.id, peer.addr, limits.peer_queue_limit_bytes, metrics))
-            })
-            .collect();
+        let links = register_links(&config);
         let (proposals_tx, proposals_rx) = proposal_queue(limits.proposal_queue_limit);
         let (completions, completer_task) = completer();
         let (inbound_tx, inbound_rx) = mpsc::channel(limits.inbound_queue_limit);
@@ -419,19 +406,14 @@ impl<T: Entry> NodeBuilder<T> {
             decided: Some(decided_tx),
             completions,
         };
-        let replica_ctx = ReplicaContext {
-            node_id,
-            cluster_id: config.cluster_id,
-            limits,
-            progress_interval_ticks: config.progress_interval_ticks,
-            append_timeout: config.append_timeout,
-            resync_after_drop: config.resync_after_drop,
-            links: links.clone(),
-            filter: filter.clone(),
-            shared: shared.clone(),
-            metrics: metrics.clone(),
-            runtime: runtime.clone(),
-        };
+        let replica_ctx = ReplicaContext::new(
+            &config,
+            links.clone(),
+            filter.clone(),
+            shared.clone(),
+            metrics.clone(),
+            runtime.clone(),
+        );
         let replica_done =
             spawn_replica_thread::<T>(&config, channels, replica_ctx, deliver_from, span.clone()).await?;
 
@@ -439,15 +421,13 @@ impl<T: Entry> NodeBuilder<T> {
         // It ends when the replica thread drops its end, after the last answers.
         let completer = runtime.spawn(completer_task.instrument(span.clone()));
         let io = IoTasks {
-            inbound: Arc::new(InboundContext {
-                own_id: node_id,
-                cluster_id: config.cluster_id,
-                max_frame_bytes: limits.max_frame_bytes,
-                links: links.clone(),
-                inbound: inbound_tx.clone(),
-                shared: shared.clone(),
-                metrics: metrics.clone(),
-            }),
+            inbound: Arc::new(InboundContext::new(
+                &config,
+                links.clone(),
+                inbound_tx.clone(),
+                shared.clone(),
+                metrics.clone(),
+            )),
             connection_limit: limits.inbound_connection_limit,
             links: links.clone(),
             backoff: config.backoff,
@@ -482,6 +462,31 @@ impl<T: Entry> NodeBuilder<T> {
         let decided = DecidedStream { receiver: decided_rx, buffered: VecDeque::new() };
         Ok((Node { handle }, decided))
     }
+}
+
+/// The configured listener, or one bound to `listen_addr`; non-blocking, with its address.
+fn bind_listener(
+    config: &NodeConfig,
+    listener: Option<std::net::TcpListener>,
+) -> Result<(std::net::TcpListener, SocketAddr), StartError> {
+    let bind_error = |source| StartError::Bind { addr: config.listen_addr, source };
+    let listener = match listener {
+        Some(listener) => listener,
+        None => std::net::TcpListener::bind(config.listen_addr).map_err(bind_error)?,
+    };
+    listener.set_nonblocking(true).map_err(bind_error)?;
+    let listen_addr = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, listen_addr))
+}
+
+/// One link per peer, with its metrics registered.
+fn register_links(config: &NodeConfig) -> Vec<Arc<PeerLink>> {
+    let limit_bytes = config.limits.peer_queue_limit_bytes;
+    let link = |peer: &crate::config::PeerConfig| {
+        let metrics = PeerMetrics::register(config.node_id, peer.id);
+        Arc::new(PeerLink::new(peer.id, peer.addr, limit_bytes, metrics))
+    };
+    config.peers.iter().map(link).collect()
 }
 
 /// The transport tasks of one node, to be started on its I/O thread.

@@ -30,10 +30,11 @@ use tracing::{error, info, warn};
 
 use crate::{
     appends::{AppendRequest, Completions, PendingAppend, PendingAppends, ProposalReceiver},
-    config::Limits,
+    config::{Limits, NodeConfig},
     error::{AppendError, IndeterminateCause},
     metrics::NodeMetrics,
     node::{Decided, ReplicaView, Shared},
+    status::LinkState,
     transport::{
         filter::LinkFilter,
         frame::{encode_frame, FrameKind, Header, Progress},
@@ -68,6 +69,31 @@ pub(crate) struct ReplicaContext {
     pub runtime: tokio::runtime::Handle,
 }
 
+impl ReplicaContext {
+    pub fn new(
+        config: &NodeConfig,
+        links: Vec<Arc<PeerLink>>,
+        filter: Option<LinkFilter>,
+        shared: Arc<Shared>,
+        metrics: Arc<NodeMetrics>,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        ReplicaContext {
+            node_id: config.node_id,
+            cluster_id: config.cluster_id,
+            limits: config.limits,
+            progress_interval_ticks: config.progress_interval_ticks,
+            append_timeout: config.append_timeout,
+            resync_after_drop: config.resync_after_drop,
+            links,
+            filter,
+            shared,
+            metrics,
+            runtime,
+        }
+    }
+}
+
 /// The replica's view of one peer during a round.
 struct PeerOut {
     link: Arc<PeerLink>,
@@ -80,6 +106,71 @@ struct PeerOut {
     /// resynchronise this peer (`reconnected`), so the loss is repaired at once instead of at
     /// the next resend timeout.
     needs_resync: bool,
+}
+
+impl PeerOut {
+    /// Appends one core message to this round's buffer, or counts it dropped.
+    fn frame_message<T: Serialize>(
+        &mut self,
+        message: &Message<T, ()>,
+        cluster_id: u64,
+        own_id: NodeId,
+        max_frame_bytes: u32,
+    ) {
+        if !self.sendable {
+            self.link.count_dropped(1);
+            let counter = if self.link.state() == LinkState::Connected {
+                &self.link.metrics.dropped_filtered
+            } else {
+                &self.link.metrics.dropped_disconnected
+            };
+            counter.increment(1);
+            return;
+        }
+        let header =
+            Header { kind: FrameKind::CoreMessage, cluster_id, sender: own_id, receiver: self.link.id };
+        match encode_frame(&mut self.buffer, &header, message, max_frame_bytes) {
+            Ok(()) => match message {
+                Message::SequencePaxos(_) => self.counts.paxos += 1,
+                Message::BLE(_) => self.counts.ble += 1,
+            },
+            Err(error) => {
+                self.link.count_dropped(1);
+                self.link.metrics.dropped_oversized.increment(1);
+                warn!(to = self.link.id, %error, "message not sent");
+            }
+        }
+    }
+
+    /// Appends a progress frame to this round's buffer.
+    fn frame_progress(&mut self, progress: &Progress, cluster_id: u64, own_id: NodeId, max_frame_bytes: u32) {
+        let header = Header { kind: FrameKind::Progress, cluster_id, sender: own_id, receiver: self.link.id };
+        if encode_frame(&mut self.buffer, &header, progress, max_frame_bytes).is_ok() {
+            self.counts.progress += 1;
+        }
+    }
+
+    /// Hands this round's buffer to the link (written at once if `direct` and the link is
+    /// idle), or counts it dropped.
+    fn send_round(&mut self, direct: bool, resync_after_drop: bool) {
+        if self.buffer.is_empty() {
+            return;
+        }
+        let keep = self.buffer.len().min(ROUND_BUFFER_KEEP_BYTES);
+        let bytes = std::mem::replace(&mut self.buffer, Vec::with_capacity(keep));
+        let counts = std::mem::take(&mut self.counts);
+        let Err(refused) = self.link.enqueue(bytes, counts, direct) else {
+            return;
+        };
+        self.link.count_dropped(counts.total());
+        match refused {
+            EnqueueRefused::QueueFull => {
+                self.link.metrics.dropped_queue_full.increment(counts.total());
+                self.needs_resync = resync_after_drop;
+            }
+            EnqueueRefused::Disconnected => self.link.metrics.dropped_disconnected.increment(counts.total()),
+        }
+    }
 }
 
 /// What woke the replica thread.
@@ -331,48 +422,21 @@ where
         Ok(())
     }
 
-    /// Frames every released message into its peer's round buffer, then queues each buffer.
+    /// Frames every released message into its peer's round buffer, then sends each buffer.
     fn route_outgoing(&mut self) {
         let own_id = self.ctx.node_id;
         for peer in &mut self.peers {
-            let connected = peer.link.state() == crate::status::LinkState::Connected;
+            let connected = peer.link.state() == LinkState::Connected;
             let allowed = self.ctx.filter.as_ref().is_none_or(|filter| filter.allows(own_id, peer.link.id));
             peer.sendable = connected && allowed;
         }
         let max_frame_bytes = self.ctx.limits.max_frame_bytes;
+        let cluster_id = self.ctx.cluster_id;
         for message in self.outgoing.drain(..) {
             let to = message.get_receiver();
-            let Some(peer) = self.peers.iter_mut().find(|peer| peer.link.id == to) else {
-                warn!(to, "the core addressed a node that is not a peer; message dropped");
-                continue;
-            };
-            if !peer.sendable {
-                peer.link.count_dropped(1);
-                let connected = peer.link.state() == crate::status::LinkState::Connected;
-                let counter = if connected {
-                    &peer.link.metrics.dropped_filtered
-                } else {
-                    &peer.link.metrics.dropped_disconnected
-                };
-                counter.increment(1);
-                continue;
-            }
-            let header = Header {
-                kind: FrameKind::CoreMessage,
-                cluster_id: self.ctx.cluster_id,
-                sender: own_id,
-                receiver: to,
-            };
-            match encode_frame(&mut peer.buffer, &header, &message, max_frame_bytes) {
-                Ok(()) => match &message {
-                    Message::SequencePaxos(_) => peer.counts.paxos += 1,
-                    Message::BLE(_) => peer.counts.ble += 1,
-                },
-                Err(error) => {
-                    peer.link.count_dropped(1);
-                    peer.link.metrics.dropped_oversized.increment(1);
-                    warn!(to, %error, "message not sent");
-                }
+            match self.peers.iter_mut().find(|peer| peer.link.id == to) {
+                Some(peer) => peer.frame_message(&message, cluster_id, own_id, max_frame_bytes),
+                None => warn!(to, "the core addressed a node that is not a peer; message dropped"),
             }
         }
         if std::mem::take(&mut self.progress_due) {
@@ -381,38 +445,13 @@ where
                 accepted_idx: self.op.sequence_paxos().get_accepted_idx(),
             };
             for peer in self.peers.iter_mut().filter(|peer| peer.sendable) {
-                let header = Header {
-                    kind: FrameKind::Progress,
-                    cluster_id: self.ctx.cluster_id,
-                    sender: own_id,
-                    receiver: peer.link.id,
-                };
-                if encode_frame(&mut peer.buffer, &header, &progress, max_frame_bytes).is_ok() {
-                    peer.counts.progress += 1;
-                }
+                peer.frame_progress(&progress, cluster_id, own_id, max_frame_bytes);
             }
         }
         for peer in &mut self.peers {
-            if peer.buffer.is_empty() {
-                continue;
-            }
-            let keep = peer.buffer.len().min(ROUND_BUFFER_KEEP_BYTES);
-            let bytes = std::mem::replace(&mut peer.buffer, Vec::with_capacity(keep));
-            let counts = std::mem::take(&mut peer.counts);
-            let direct =
-                !self.ctx.filter.as_ref().is_some_and(|filter| filter.is_paused(own_id, peer.link.id));
-            if let Err(refused) = peer.link.enqueue(bytes, counts, direct) {
-                peer.link.count_dropped(counts.total());
-                match refused {
-                    EnqueueRefused::QueueFull => {
-                        peer.link.metrics.dropped_queue_full.increment(counts.total());
-                        peer.needs_resync = self.ctx.resync_after_drop;
-                    }
-                    EnqueueRefused::Disconnected => {
-                        peer.link.metrics.dropped_disconnected.increment(counts.total())
-                    }
-                }
-            }
+            let paused =
+                self.ctx.filter.as_ref().is_some_and(|filter| filter.is_paused(own_id, peer.link.id));
+            peer.send_round(!paused, self.ctx.resync_after_drop);
         }
     }
 

@@ -10,6 +10,9 @@
 //! `--piggyback-decide` (decisions ride on the next AcceptDecide), `--dir PATH` (where persistent data directories go, default `target/runtime_bench`; it must
 //! be on the disk you want to measure).
 //!
+//! Environment: `BENCH_LOG_ERRORS=1` prints every append that failed; `BENCH_HB_DELAY=N` sets
+//! the election's heartbeat round to `N` ticks instead of the runtime's default.
+//!
 //! Each cell starts three nodes (a fresh data directory each with `PersistentStorage`, fsync
 //! on), waits for a leader that stays, runs `P` proposer tasks that each `append` one entry at
 //! a time through the leader's handle, and consumes every node's decided stream. Reported:
@@ -270,27 +273,16 @@ async fn stable_leader(cluster: &Cluster) -> NodeHandle<Blob> {
     }
 }
 
-struct CellResult {
-    /// Flush latency over the three nodes in the window (fdatasync with persistent storage).
-    flush_p50_us: u32,
-    flush_p99_us: u32,
-    appends_per_second: f64,
-    decided_per_second: f64,
-    p50_us: u32,
-    p99_us: u32,
-    flushes_per_second: f64,
-    cpu_us_per_entry: f64,
-    errors: u64,
-}
-
-async fn run_cell(storage: StorageKind, size: usize, proposers: usize, options: &Options) -> CellResult {
-    let dir = options.dir.join(format!("cell-{}-{storage}-{size}-{proposers}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let cluster = start_cluster(storage, &dir, options.piggyback_decide).await;
-    let leader = stable_leader(&cluster).await;
-    let measuring = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let errors = Arc::new(AtomicU64::new(0));
+/// `proposers` tasks, each appending one entry of `size` bytes at a time through `leader`
+/// until `stop`; each returns the latencies of the appends that completed while `measuring`.
+fn spawn_proposers(
+    leader: &NodeHandle<Blob>,
+    proposers: usize,
+    size: usize,
+    measuring: &Arc<AtomicBool>,
+    stop: &Arc<AtomicBool>,
+    errors: &Arc<AtomicU64>,
+) -> Vec<tokio::task::JoinHandle<Vec<u32>>> {
     let mut tasks = Vec::new();
     for p in 0..proposers {
         let (leader, measuring, stop, errors) =
@@ -319,6 +311,31 @@ async fn run_cell(storage: StorageKind, size: usize, proposers: usize, options: 
             latencies_us
         }));
     }
+    tasks
+}
+
+struct CellResult {
+    /// Flush latency over the three nodes in the window (fdatasync with persistent storage).
+    flush_p50_us: u32,
+    flush_p99_us: u32,
+    appends_per_second: f64,
+    decided_per_second: f64,
+    p50_us: u32,
+    p99_us: u32,
+    flushes_per_second: f64,
+    cpu_us_per_entry: f64,
+    errors: u64,
+}
+
+async fn run_cell(storage: StorageKind, size: usize, proposers: usize, options: &Options) -> CellResult {
+    let dir = options.dir.join(format!("cell-{}-{storage}-{size}-{proposers}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cluster = start_cluster(storage, &dir, options.piggyback_decide).await;
+    let leader = stable_leader(&cluster).await;
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let tasks = spawn_proposers(&leader, proposers, size, &measuring, &stop, &errors);
     tokio::time::sleep(Duration::from_secs_f64(options.warmup)).await;
     let flushes = |cluster: &Cluster| {
         let statuses: Vec<_> = cluster.nodes.iter().map(|node| node.handle().status()).collect();

@@ -29,7 +29,7 @@ use super::{
     },
     link::PeerLink,
 };
-use crate::{metrics::NodeMetrics, node::Shared};
+use crate::{config::NodeConfig, metrics::NodeMetrics, node::Shared};
 
 /// Read buffer of one connection: large enough that a busy follower reads many frames per
 /// syscall.
@@ -49,6 +49,24 @@ pub(crate) struct InboundContext<T> {
 }
 
 impl<T> InboundContext<T> {
+    pub fn new(
+        config: &NodeConfig,
+        links: Vec<Arc<PeerLink>>,
+        inbound: mpsc::Sender<Message<T, ()>>,
+        shared: Arc<Shared>,
+        metrics: Arc<NodeMetrics>,
+    ) -> Self {
+        InboundContext {
+            own_id: config.node_id,
+            cluster_id: config.cluster_id,
+            max_frame_bytes: config.limits.max_frame_bytes,
+            links,
+            inbound,
+            shared,
+            metrics,
+        }
+    }
+
     fn link(&self, id: NodeId) -> Option<&Arc<PeerLink>> {
         self.links.iter().find(|link| link.id == id)
     }
