@@ -21,6 +21,7 @@ pub mod harness;
 pub mod machine;
 pub mod memory_policy;
 pub mod peers;
+pub mod reads;
 pub mod report;
 pub mod suite;
 pub mod thread_usage;

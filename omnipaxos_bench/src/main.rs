@@ -25,7 +25,8 @@ use omnipaxos_bench::{
         ours::{OurNode, OurPiggybackNode},
         raft_peer::RaftNode,
     },
-    report::{markdown_section, replace_section, text_report, Provenance},
+    reads::{read_section, run_read_suite, READS_SECTION_HEADING},
+    report::{markdown_section, replace_named_section, replace_section, text_report, Provenance},
     suite::{run_suite, SuiteOptions, SuiteResults},
 };
 
@@ -101,6 +102,9 @@ struct Args {
     /// Profiling mode: entries to decide in the measured run.
     #[arg(long, default_value_t = 1_000_000)]
     entries: u64,
+    /// Run the linearizable-read benchmark instead (its own section of `benchmarks.md`).
+    #[arg(long)]
+    reads: bool,
 }
 
 fn main() -> ExitCode {
@@ -116,6 +120,15 @@ fn main() -> ExitCode {
         }
         profile_run(library, &args);
         return ExitCode::SUCCESS;
+    }
+    if args.reads {
+        return match read_run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     match full_run(&args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -161,6 +174,30 @@ fn profile_run(library: LibraryArg, args: &Args) {
         sample.allocations_per_entry(),
         sample.page_faults_per_entry()
     );
+}
+
+/// The command that regenerates the read benchmark's section.
+const READS_COMMAND: &str = "cargo run --profile release-lto -p omnipaxos_bench -- --reads --out docs";
+
+fn read_run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let machine = MachineInfo::detect();
+    eprintln!("machine: {}", machine.summary());
+    let repetitions = if args.smoke { 1 } else { args.repetitions.max(1) };
+    let rows = run_read_suite(repetitions, Duration::from_secs_f64(args.run_seconds.max(0.001)), args.smoke);
+    let section = read_section(&rows, &machine.summary(), READS_COMMAND, args.smoke);
+    println!("{section}");
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(DOCUMENT_FILE_NAME);
+        let existing = match std::fs::read_to_string(&path) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
+        std::fs::write(&path, replace_named_section(existing.as_deref(), READS_SECTION_HEADING, &section))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 fn full_run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {

@@ -445,12 +445,18 @@ fn write_caveats(s: &mut String) {
 /// Replaces this benchmark's section in `existing` (from its heading to the next `## ` heading
 /// or the end), or appends it; with no existing document, a new one with a title.
 pub fn replace_section(existing: Option<&str>, section: &str) -> String {
+    replace_named_section(existing, SECTION_HEADING, section)
+}
+
+/// Replaces the section headed `heading` in `existing` (from the heading to the next `## `
+/// heading or the end), or appends it; with no existing document, a new one with a title.
+pub fn replace_named_section(existing: Option<&str>, heading: &str, section: &str) -> String {
     let section = section.trim_end_matches('\n');
     let Some(existing) = existing else {
         return format!("{DOCUMENT_TITLE}\n\n{section}\n");
     };
     let lines: Vec<&str> = existing.lines().collect();
-    let Some(start) = lines.iter().position(|l| l.trim_end() == SECTION_HEADING) else {
+    let Some(start) = lines.iter().position(|l| l.trim_end() == heading) else {
         let body = existing.trim_end_matches('\n');
         return format!("{body}\n\n{section}\n");
     };

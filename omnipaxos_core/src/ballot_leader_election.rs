@@ -132,6 +132,8 @@ pub struct HeartbeatReply {
     pub leader: Ballot,
     /// Whether the replier is happy with its leader (see the module docs).
     pub happy: bool,
+    /// Whether the replier's last completed round formed a read quorum: it could take over.
+    pub quorum_connected: bool,
 }
 
 /// One server's Ballot Leader Election. See the module docs for the algorithm.
@@ -186,8 +188,13 @@ pub struct BallotLeaderElection {
     suspect_after_ticks: u64,
     /// This round was started early because the leader fell silent.
     suspecting: bool,
+    /// A leader was adopted from Sequence Paxos's promise during this round: its replies this
+    /// round predate its leadership, so this round's end must not judge it (nor take over).
+    adopted_from_paxos: bool,
     /// The subscriber writing this server's log file, if `log_file_path` is set.
     dispatch: Option<tracing::Dispatch>,
+    #[cfg(feature = "mutations")]
+    mutation: Option<crate::mutation::Mutation>,
 }
 
 impl BallotLeaderElection {
@@ -243,9 +250,12 @@ impl BallotLeaderElection {
             reported_leader: None,
             now: 0,
             leader_heard_at: 0,
-            suspect_after_ticks: config.hb_delay() + (config.hb_delay() / 5).max(1),
+            suspect_after_ticks: config.hb_delay().saturating_add((config.hb_delay() / 5).max(1)),
             suspecting: false,
+            adopted_from_paxos: false,
             dispatch,
+            #[cfg(feature = "mutations")]
+            mutation: config.mutation(),
         };
         ble.logged(|ble| {
             ble.start_round();
@@ -348,8 +358,10 @@ impl BallotLeaderElection {
 
     /// Changes this server's priority.
     ///
-    /// The new priority goes into this server's ballot now if it does not lead (a leader keeps
-    /// its ballot, which Sequence Paxos is using, and uses the priority in its next ballot).
+    /// A higher priority goes into this server's ballot now if it does not lead; a leader, and a
+    /// server lowering its priority, keep their ballot and use the new priority in their next
+    /// one. A ballot once announced never decreases: peers may follow it, and a lower ballot
+    /// of the same server would leave them following a ballot nobody leads with (issue 8).
     /// If the new priority is higher than the current leader's, this server takes over at the
     /// next round end with ballot `n = leader.n + 1` (or above any higher round it has seen),
     /// provided it is quorum-connected then; otherwise the request lapses. This is a one-shot
@@ -364,7 +376,11 @@ impl BallotLeaderElection {
             self.priority_takeover_pending = false;
             return;
         }
-        self.current_ballot.priority = priority;
+        self.current_ballot.priority = if mutated!(self, LowerAnnouncedBallot) {
+            priority
+        } else {
+            self.current_ballot.priority.max(priority)
+        };
         self.priority_takeover_pending = self.leader.is_some_and(|l| priority > l.priority);
         self.check_invariants();
     }
@@ -396,6 +412,7 @@ impl BallotLeaderElection {
         self.reported_leader = self.leader;
         self.happy = true;
         self.leader_heard_at = self.now;
+        self.adopted_from_paxos = true;
         self.check_invariants();
     }
 
@@ -444,6 +461,7 @@ impl BallotLeaderElection {
             ballot: self.current_ballot,
             leader: self.leader.unwrap_or_default(),
             happy: self.happy,
+            quorum_connected: self.quorum_connected,
         };
         self.queue(BLEMessage {
             from: self.pid,
@@ -459,7 +477,10 @@ impl BallotLeaderElection {
             return;
         }
         let leader_ok = reply.leader.is_initial() || reply.leader.config_id == self.config_id;
-        if reply.ballot.pid != from || reply.ballot.config_id != self.config_id || !leader_ok {
+        // A round of u32::MAX could never be outbid: no correct server reaches it.
+        let rounds_ok = (reply.ballot.n < u32::MAX && reply.leader.n < u32::MAX)
+            || mutated!(self, AcceptUnbeatableRounds);
+        if reply.ballot.pid != from || reply.ballot.config_id != self.config_id || !leader_ok || !rounds_ok {
             debug!(from, ballot = %reply.ballot, leader = %reply.leader, "BLE: dropped a malformed reply");
             return;
         }
@@ -479,7 +500,10 @@ impl BallotLeaderElection {
     /// when a leader stops answering.
     fn maybe_suspect_leader(&mut self) {
         let follower = self.leader.is_some() && !self.is_leader();
-        if !follower || !self.happy || self.now < self.leader_heard_at + self.suspect_after_ticks {
+        if !follower
+            || !self.happy
+            || self.now < self.leader_heard_at.saturating_add(self.suspect_after_ticks)
+        {
             return;
         }
         debug!(pid = self.pid, leader = ?self.leader, "BLE: leader silent, starting a round early");
@@ -511,6 +535,7 @@ impl BallotLeaderElection {
             && quorum_connected
             && all_unhappy
             && !self.is_leader()
+            && !self.defers_to_a_better_candidate()
         {
             self.quorum_connected = true;
             self.take_over();
@@ -522,8 +547,11 @@ impl BallotLeaderElection {
     fn end_round(&mut self) {
         self.suspecting = false;
         self.quorum_connected = self.quorum.is_read_quorum(self.replies.len() + 1);
-        let leader_changed = self.maybe_learn_leader();
-        self.happy = self.judge_happiness();
+        let adopted_from_paxos = std::mem::take(&mut self.adopted_from_paxos);
+        let leader_changed = self.maybe_learn_leader() || adopted_from_paxos;
+        if !adopted_from_paxos {
+            self.happy = self.judge_happiness();
+        }
         if self.happy && leader_changed {
             // A leader learnt at this round end was heard happy during the round.
             self.leader_heard_at = self.now;
@@ -612,13 +640,34 @@ impl BallotLeaderElection {
         !self.happy && self.quorum_connected && self.replies.values().all(|r| !r.happy)
     }
 
+    /// True if a neighbour that answered this round could take over early as well (unhappy,
+    /// quorum-connected, not leading) and would win a simultaneous takeover (higher priority,
+    /// then pid): this server leaves the early takeover to it and follows its Prepare, so a
+    /// leader crash costs one leader change instead of two. Only the early path defers: at the
+    /// round end the paper's condition alone decides, so a wrong guess (the candidate's
+    /// connectivity changed since its last round) costs at most the rest of a round.
+    fn defers_to_a_better_candidate(&self) -> bool {
+        let own = (self.priority, self.pid);
+        self.replies.values().any(|r| {
+            let candidate = !r.happy && r.quorum_connected && r.ballot != r.leader;
+            candidate && (r.ballot.priority, r.ballot.pid) > own
+        })
+    }
+
     fn priority_takeover_allowed(&self) -> bool {
         self.quorum_connected && !self.is_leader() && self.leader.is_some_and(|l| self.priority > l.priority)
     }
 
     /// Becomes leader with a ballot above every round seen, so it beats the current leader.
     fn take_over(&mut self) {
-        let n = self.highest_round_seen.checked_add(1).expect("ballot rounds exhausted");
+        if mutated!(self, AcceptUnbeatableRounds) {
+            assert!(self.highest_round_seen < u32::MAX, "ballot rounds exhausted");
+        }
+        let Some(n) = self.highest_round_seen.checked_add(1) else {
+            // Only a promise of round u32::MAX from a faulty peer gets here: nothing can outbid it.
+            warn!(pid = self.pid, "BLE: cannot take over: ballot rounds exhausted");
+            return;
+        };
         let ballot = Ballot::with(self.config_id, n, self.priority, self.pid);
         assert!(Some(ballot) > self.leader, "a takeover ballot beats the current leader");
         info!(pid = self.pid, ballot = %ballot, previous = ?self.leader, "BLE: taking over");

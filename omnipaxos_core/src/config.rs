@@ -45,6 +45,15 @@ const DEFAULT_FLUSH_BATCH_TICK_TIMEOUT: u64 = 5;
 const DEFAULT_RESEND_MESSAGE_TICK_TIMEOUT: u64 = 20;
 /// Default ticks per heartbeat round, which is also the election timeout.
 const DEFAULT_HB_DELAY: u64 = 10;
+/// Default `read_timeout_ticks`.
+const DEFAULT_READ_TIMEOUT_TICKS: u64 = 40;
+/// Default `max_clock_drift_percent` when a lease is configured without it.
+const DEFAULT_MAX_CLOCK_DRIFT_PERCENT: u64 = 10;
+/// The largest allowed `max_clock_drift_percent`.
+pub const MAX_CLOCK_DRIFT_PERCENT: u64 = 50;
+/// The largest timeout in ticks any setting accepts (about 136 years at one tick per
+/// millisecond): deadlines are sums of timeouts and must not overflow.
+pub const MAX_TIMEOUT_TICKS: u64 = u32::MAX as u64;
 /// Default limit on outgoing Ballot Leader Election messages.
 const DEFAULT_BLE_BUFFER_SIZE: usize = 1000;
 
@@ -136,6 +145,24 @@ pub enum ConfigError {
         /// The configured buffer size.
         buffer_size: usize,
     },
+    /// A timeout in ticks is larger than [`MAX_TIMEOUT_TICKS`]: deadlines computed from it
+    /// could overflow.
+    #[error("`{key}` is {ticks} ticks; it must be at most {max} ticks", max = MAX_TIMEOUT_TICKS)]
+    TimeoutTooLarge {
+        /// The key of the timeout.
+        key: &'static str,
+        /// The configured value.
+        ticks: u64,
+    },
+    /// `read_timeout_ticks` is 0: every read would time out at once.
+    #[error("`read_timeout_ticks` is 0; it must be at least 1 tick")]
+    ZeroReadTimeout,
+    /// `read_lease_ticks` is 0: a lease would never let a leader answer a read.
+    #[error("`read_lease_ticks` is 0; it must be at least 1 tick (or leave leases off)")]
+    ZeroReadLease,
+    /// `max_clock_drift_percent` is above [`MAX_CLOCK_DRIFT_PERCENT`].
+    #[error("`max_clock_drift_percent` is {0}; it must be at most {max}", max = MAX_CLOCK_DRIFT_PERCENT)]
+    ClockDriftTooLarge(u64),
     /// `hb_delay` is 0 ticks: a heartbeat round would never end.
     #[error("`hb_delay` is 0; it must be at least 1 tick")]
     ZeroHeartbeatDelay,
@@ -174,7 +201,10 @@ pub enum ConfigError {
         nodes: usize,
     },
     /// The Sequence Paxos and Ballot Leader Election halves disagree on a field they share.
-    #[error("Sequence Paxos and Ballot Leader Election configurations disagree on `{field}`")]
+    #[error(
+        "Sequence Paxos and Ballot Leader Election configurations disagree on `{field}`; \
+         set shared fields with OmniPaxosConfig's setters, which set both halves"
+    )]
     SharedFieldMismatch {
         /// The shared field, by its Sequence Paxos name.
         field: &'static str,
@@ -212,6 +242,18 @@ pub struct SequencePaxosConfig {
     log_file_path: Option<PathBuf>,
     /// Send decided indices only on the next AcceptDecide or at the next tick.
     piggyback_decide: bool,
+    /// A user-chosen id of the cluster; persisted with the replica's identity in its storage.
+    cluster_id: u64,
+    /// Keep the outcome of every own proposal until `take_proposal_outcomes` takes it.
+    proposal_outcomes: bool,
+    /// A read that has no read index after this many ticks fails. Invariant: at least 1.
+    read_timeout_ticks: u64,
+    /// Leases for reads, if enabled.
+    read_lease: Option<crate::sequence_paxos::ReadLease>,
+    /// Start as a learner: this replica's storage lost acknowledged state.
+    learner: bool,
+    #[cfg(feature = "mutations")]
+    pub(crate) mutation: Option<crate::mutation::Mutation>,
 }
 
 impl Default for SequencePaxosConfig {
@@ -228,6 +270,13 @@ impl Default for SequencePaxosConfig {
             flexible_quorum: None,
             log_file_path: None,
             piggyback_decide: false,
+            cluster_id: 0,
+            proposal_outcomes: true,
+            read_timeout_ticks: DEFAULT_READ_TIMEOUT_TICKS,
+            read_lease: None,
+            learner: false,
+            #[cfg(feature = "mutations")]
+            mutation: None,
         }
     }
 }
@@ -331,6 +380,85 @@ impl SequencePaxosConfig {
         self.piggyback_decide
     }
 
+    /// Sets the id of the cluster (default 0). It is persisted with the replica's identity in
+    /// its storage, so storage of another cluster is refused at start.
+    pub fn set_cluster_id(&mut self, cluster_id: u64) {
+        self.cluster_id = cluster_id;
+    }
+
+    /// The cluster id.
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    /// Whether the replica keeps the outcome of each own proposal until
+    /// [`take_proposal_outcomes`](crate::sequence_paxos::SequencePaxos::take_proposal_outcomes)
+    /// takes it (default `true`). Outcomes are never dropped: they are kept as runs (a leader's
+    /// consecutive proposals decided at consecutive indices take one run, whatever their
+    /// number), and `append` refuses with `BufferFull` while `buffer_size` runs wait to be
+    /// taken. With `false`, nothing is kept or reported and nothing is refused for it.
+    pub fn set_proposal_outcomes(&mut self, keep: bool) {
+        self.proposal_outcomes = keep;
+    }
+
+    /// Whether proposal outcomes are kept; see [`set_proposal_outcomes`](Self::set_proposal_outcomes).
+    pub fn proposal_outcomes(&self) -> bool {
+        self.proposal_outcomes
+    }
+
+    /// Ticks after which a read still without a read index fails with `TimedOut` (default 40).
+    pub fn set_read_timeout_ticks(&mut self, ticks: u64) {
+        self.read_timeout_ticks = ticks;
+    }
+
+    /// The read timeout in ticks.
+    pub fn read_timeout_ticks(&self) -> u64 {
+        self.read_timeout_ticks
+    }
+
+    /// Turns on leases for reads (default off): a leader answers reads without messages while
+    /// it holds a lease of `lease.lease_ticks` ticks, provided every replica's tick rate stays
+    /// within `lease.max_clock_drift_percent` of real time. Every replica of a cluster must use
+    /// the same setting. With leases on, a new leader decides nothing until the lease of the
+    /// previous one has surely ended. See [`crate::sequence_paxos::ReadLease`] and
+    /// ARCHITECTURE.md for the safety argument and its clock assumption.
+    pub fn set_read_lease(&mut self, lease: Option<crate::sequence_paxos::ReadLease>) {
+        self.read_lease = lease;
+    }
+
+    /// The read lease, if leases are on.
+    pub fn read_lease(&self) -> Option<crate::sequence_paxos::ReadLease> {
+        self.read_lease
+    }
+
+    /// Starts the replica as a *learner*: for a replica whose storage lost state it may have
+    /// acknowledged (a wiped or damaged data directory). A learner never votes again in this
+    /// configuration — its storage durably records a promise above every ballot, so it refuses
+    /// all Prepares and accepts, also after later restarts — and it learns the decided log from
+    /// the leader. It serves linearizable reads but cannot propose; it joins the next
+    /// configuration through a reconfiguration (with fresh storage). See ARCHITECTURE.md for why
+    /// rejoining the same configuration as a voter is unsafe.
+    pub fn set_learner(&mut self, learner: bool) {
+        self.learner = learner;
+    }
+
+    /// Whether the replica starts as a learner.
+    pub fn learner(&self) -> bool {
+        self.learner
+    }
+
+    /// Reintroduces a fixed bug, for mutation testing of the checkers (feature `mutations`).
+    #[cfg(feature = "mutations")]
+    pub fn set_mutation(&mut self, mutation: Option<crate::mutation::Mutation>) {
+        self.mutation = mutation;
+    }
+
+    /// The mutation in force, if any.
+    #[cfg(feature = "mutations")]
+    pub fn mutation(&self) -> Option<crate::mutation::Mutation> {
+        self.mutation
+    }
+
     /// The priority to become leader.
     pub fn leader_priority(&self) -> u32 {
         self.leader_priority
@@ -374,6 +502,21 @@ impl SequencePaxosConfig {
         }
         if self.resend_message_tick_timeout == 0 {
             return Err(ConfigError::ZeroResendMessageTickTimeout);
+        }
+        check_timeout("flush_batch_tick_timeout", self.flush_batch_tick_timeout)?;
+        check_timeout("resend_message_tick_timeout", self.resend_message_tick_timeout)?;
+        check_timeout("read_timeout_ticks", self.read_timeout_ticks)?;
+        if self.read_timeout_ticks == 0 {
+            return Err(ConfigError::ZeroReadTimeout);
+        }
+        if let Some(lease) = self.read_lease {
+            check_timeout("read_lease_ticks", lease.lease_ticks)?;
+            if lease.lease_ticks == 0 {
+                return Err(ConfigError::ZeroReadLease);
+            }
+            if lease.max_clock_drift_percent > MAX_CLOCK_DRIFT_PERCENT {
+                return Err(ConfigError::ClockDriftTooLarge(lease.max_clock_drift_percent));
+            }
         }
         Ok(())
     }
@@ -431,6 +574,20 @@ impl SequencePaxosConfig {
             flexible_quorum: flexible_quorum(keys.read_quorum_size, keys.write_quorum_size)?,
             log_file_path: keys.log_file_path,
             piggyback_decide: keys.piggyback_decide.unwrap_or(defaults.piggyback_decide),
+            cluster_id: keys.cluster_id.unwrap_or(defaults.cluster_id),
+            proposal_outcomes: keys.proposal_outcomes.unwrap_or(defaults.proposal_outcomes),
+            read_timeout_ticks: keys.read_timeout_ticks.unwrap_or(defaults.read_timeout_ticks),
+            read_lease: match (keys.read_lease_ticks, keys.max_clock_drift_percent) {
+                (None, None) => None,
+                (Some(lease_ticks), drift) => Some(crate::sequence_paxos::ReadLease {
+                    lease_ticks,
+                    max_clock_drift_percent: drift.unwrap_or(DEFAULT_MAX_CLOCK_DRIFT_PERCENT),
+                }),
+                (None, Some(_)) => return Err(ConfigError::MissingKey("read_lease_ticks")),
+            },
+            learner: false,
+            #[cfg(feature = "mutations")]
+            mutation: None,
         })
     }
 }
@@ -454,6 +611,8 @@ pub struct BLEConfig {
     /// Invariant (checked by `validate`): at least 1.
     buffer_size: usize,
     log_file_path: Option<PathBuf>,
+    #[cfg(feature = "mutations")]
+    pub(crate) mutation: Option<crate::mutation::Mutation>,
 }
 
 impl Default for BLEConfig {
@@ -468,6 +627,8 @@ impl Default for BLEConfig {
             flexible_quorum: None,
             buffer_size: DEFAULT_BLE_BUFFER_SIZE,
             log_file_path: None,
+            #[cfg(feature = "mutations")]
+            mutation: None,
         }
     }
 }
@@ -493,9 +654,22 @@ impl BLEConfig {
         self.priority = priority;
     }
 
-    /// Sets the ticks per heartbeat round, which is the election timeout (default 10).
+    /// Sets the ticks per heartbeat round, which is the election timeout (default 10); the
+    /// seed's name for [`set_election_timeout_ticks`](Self::set_election_timeout_ticks).
     pub fn set_hb_delay(&mut self, ticks: u64) {
         self.hb_delay = ticks;
+    }
+
+    /// Sets the election timeout in ticks (default 10): the length of one heartbeat round. A
+    /// follower suspects a silent leader after about 1.2 timeouts; at most
+    /// [`MAX_TIMEOUT_TICKS`].
+    pub fn set_election_timeout_ticks(&mut self, ticks: u64) {
+        self.hb_delay = ticks;
+    }
+
+    /// The election timeout in ticks (the same as [`hb_delay`](Self::hb_delay)).
+    pub fn election_timeout_ticks(&self) -> u64 {
+        self.hb_delay
     }
 
     /// Sets the ticks before the first round ends; a short value elects a first leader
@@ -564,6 +738,18 @@ impl BLEConfig {
         self.log_file_path.as_deref()
     }
 
+    /// Reintroduces a fixed bug, for mutation testing of the checkers (feature `mutations`).
+    #[cfg(feature = "mutations")]
+    pub fn set_mutation(&mut self, mutation: Option<crate::mutation::Mutation>) {
+        self.mutation = mutation;
+    }
+
+    /// The mutation in force, if any.
+    #[cfg(feature = "mutations")]
+    pub fn mutation(&self) -> Option<crate::mutation::Mutation> {
+        self.mutation
+    }
+
     /// Every server of the cluster, this one included, in ascending order.
     pub fn nodes(&self) -> Vec<NodeId> {
         sorted_nodes(self.pid, &self.peers)
@@ -583,6 +769,8 @@ impl BLEConfig {
         if self.initial_delay == Some(0) {
             return Err(ConfigError::ZeroInitialDelay);
         }
+        check_timeout("hb_delay", self.hb_delay)?;
+        check_timeout("initial_delay", self.initial_delay())?;
         if self.buffer_size == 0 {
             return Err(ConfigError::ZeroBleBufferSize);
         }
@@ -630,11 +818,13 @@ impl BLEConfig {
             pid: required(keys.pid, "pid")?,
             peers: keys.peers.unwrap_or_default(),
             priority: keys.priority.or(keys.leader_priority).unwrap_or(defaults.priority),
-            hb_delay: keys.hb_delay.unwrap_or(defaults.hb_delay),
+            hb_delay: keys.election_timeout_ticks.or(keys.hb_delay).unwrap_or(defaults.hb_delay),
             initial_delay: keys.initial_delay,
             flexible_quorum: flexible_quorum(keys.read_quorum_size, keys.write_quorum_size)?,
             buffer_size: keys.ble_buffer_size.unwrap_or(defaults.buffer_size),
             log_file_path: keys.log_file_path,
+            #[cfg(feature = "mutations")]
+            mutation: None,
         })
     }
 }
@@ -667,9 +857,74 @@ impl OmniPaxosConfig {
         Self { sequence_paxos, ble }
     }
 
-    /// Sets the election's ticks per heartbeat round (the election timeout).
+    /// Sets the election's ticks per heartbeat round (the election timeout); the seed's name
+    /// for [`set_election_timeout_ticks`](Self::set_election_timeout_ticks).
     pub fn set_hb_delay(&mut self, ticks: u64) {
         self.ble.set_hb_delay(ticks);
+    }
+
+    /// Sets the election timeout in ticks (default 10): one heartbeat round of Ballot Leader
+    /// Election. A follower suspects a silent leader after about 1.2 timeouts.
+    pub fn set_election_timeout_ticks(&mut self, ticks: u64) {
+        self.ble.set_hb_delay(ticks);
+    }
+
+    /// Sets the configuration id in both halves.
+    pub fn set_configuration_id(&mut self, configuration_id: ConfigurationId) {
+        self.sequence_paxos.set_configuration_id(configuration_id);
+        self.ble.set_configuration_id(configuration_id);
+    }
+
+    /// Sets this server's id in both halves.
+    pub fn set_pid(&mut self, pid: NodeId) {
+        self.sequence_paxos.set_pid(pid);
+        self.ble.set_pid(pid);
+    }
+
+    /// Sets the other servers in both halves.
+    pub fn set_peers(&mut self, peers: Vec<NodeId>) {
+        self.sequence_paxos.set_peers(peers.clone());
+        self.ble.set_peers(peers);
+    }
+
+    /// Sets the leader priority in both halves.
+    pub fn set_leader_priority(&mut self, priority: u32) {
+        self.sequence_paxos.set_leader_priority(priority);
+        self.ble.set_priority(priority);
+    }
+
+    /// Sets flexible quorums in both halves.
+    pub fn set_flexible_quorum(&mut self, flexible_quorum: Option<FlexibleQuorum>) {
+        self.sequence_paxos.set_flexible_quorum(flexible_quorum);
+        self.ble.set_flexible_quorum(flexible_quorum);
+    }
+
+    /// Sets the per-replica log file in both halves.
+    pub fn set_log_file_path(&mut self, path: impl Into<PathBuf>) {
+        let path = path.into();
+        self.sequence_paxos.set_log_file_path(path.clone());
+        self.ble.set_log_file_path(path);
+    }
+
+    /// Builds the replica over `storage` in one call (validating first): the reference
+    /// design's `OmniPaxosConfig { .. }.build(storage)`.
+    pub fn build<T, S, B>(
+        self,
+        storage: B,
+    ) -> Result<crate::OmniPaxos<T, S, B>, crate::sequence_paxos::CreateError>
+    where
+        T: Clone + std::fmt::Debug,
+        S: crate::storage::Snapshot<T>,
+        B: crate::storage::Storage<T, S>,
+    {
+        crate::OmniPaxos::try_with(self, storage)
+    }
+
+    /// Reintroduces a fixed bug in both halves, for mutation testing (feature `mutations`).
+    #[cfg(feature = "mutations")]
+    pub fn set_mutation(&mut self, mutation: Option<crate::mutation::Mutation>) {
+        self.sequence_paxos.set_mutation(mutation);
+        self.ble.set_mutation(mutation);
     }
 
     /// Checks both halves, then that they agree on every shared field.
@@ -802,6 +1057,13 @@ fn validate_flexible_quorum(
 }
 
 /// The limits on proposals held in memory.
+fn check_timeout(key: &'static str, ticks: u64) -> Result<(), ConfigError> {
+    if ticks > MAX_TIMEOUT_TICKS {
+        return Err(ConfigError::TimeoutTooLarge { key, ticks });
+    }
+    Ok(())
+}
+
 fn validate_buffering(buffer_size: usize, batch_size: usize) -> Result<(), ConfigError> {
     if buffer_size == 0 {
         return Err(ConfigError::ZeroBufferSize);
@@ -872,6 +1134,11 @@ struct SequencePaxosKeys {
     read_quorum_size: Option<usize>,
     write_quorum_size: Option<usize>,
     piggyback_decide: Option<bool>,
+    cluster_id: Option<u64>,
+    proposal_outcomes: Option<bool>,
+    read_timeout_ticks: Option<u64>,
+    read_lease_ticks: Option<u64>,
+    max_clock_drift_percent: Option<u64>,
 }
 
 impl SequencePaxosKeys {
@@ -890,6 +1157,11 @@ impl SequencePaxosKeys {
             read_quorum_size: hocon_integer(cfg, "read_quorum_size", EXPECTED_U64)?,
             write_quorum_size: hocon_integer(cfg, "write_quorum_size", EXPECTED_U64)?,
             piggyback_decide: hocon_bool(cfg, "piggyback_decide")?,
+            cluster_id: hocon_integer(cfg, "cluster_id", EXPECTED_U64)?,
+            proposal_outcomes: hocon_bool(cfg, "proposal_outcomes")?,
+            read_timeout_ticks: hocon_integer(cfg, "read_timeout_ticks", EXPECTED_U64)?,
+            read_lease_ticks: hocon_integer(cfg, "read_lease_ticks", EXPECTED_U64)?,
+            max_clock_drift_percent: hocon_integer(cfg, "max_clock_drift_percent", EXPECTED_U64)?,
         })
     }
 }
@@ -905,6 +1177,7 @@ struct BleKeys {
     priority: Option<u32>,
     leader_priority: Option<u32>,
     hb_delay: Option<u64>,
+    election_timeout_ticks: Option<u64>,
     initial_delay: Option<u64>,
     ble_buffer_size: Option<usize>,
     read_quorum_size: Option<usize>,
@@ -922,6 +1195,7 @@ impl BleKeys {
             priority: hocon_integer(cfg, "priority", EXPECTED_U32)?,
             leader_priority: hocon_integer(cfg, "leader_priority", EXPECTED_U32)?,
             hb_delay: hocon_integer(cfg, "hb_delay", EXPECTED_U64)?,
+            election_timeout_ticks: hocon_integer(cfg, "election_timeout_ticks", EXPECTED_U64)?,
             initial_delay: hocon_integer(cfg, "initial_delay", EXPECTED_U64)?,
             ble_buffer_size: hocon_integer(cfg, "ble_buffer_size", EXPECTED_U64)?,
             read_quorum_size: hocon_integer(cfg, "read_quorum_size", EXPECTED_U64)?,
@@ -945,11 +1219,17 @@ struct OmniPaxosKeys {
     leader_priority: Option<u32>,
     priority: Option<u32>,
     hb_delay: Option<u64>,
+    election_timeout_ticks: Option<u64>,
     initial_delay: Option<u64>,
     ble_buffer_size: Option<usize>,
     read_quorum_size: Option<usize>,
     write_quorum_size: Option<usize>,
     piggyback_decide: Option<bool>,
+    cluster_id: Option<u64>,
+    proposal_outcomes: Option<bool>,
+    read_timeout_ticks: Option<u64>,
+    read_lease_ticks: Option<u64>,
+    max_clock_drift_percent: Option<u64>,
 }
 
 impl OmniPaxosKeys {
@@ -968,6 +1248,11 @@ impl OmniPaxosKeys {
             read_quorum_size: self.read_quorum_size,
             write_quorum_size: self.write_quorum_size,
             piggyback_decide: self.piggyback_decide,
+            cluster_id: self.cluster_id,
+            proposal_outcomes: self.proposal_outcomes,
+            read_timeout_ticks: self.read_timeout_ticks,
+            read_lease_ticks: self.read_lease_ticks,
+            max_clock_drift_percent: self.max_clock_drift_percent,
         };
         let ble = BleKeys {
             config_id: self.config_id,
@@ -977,6 +1262,7 @@ impl OmniPaxosKeys {
             priority: self.priority,
             leader_priority: self.leader_priority,
             hb_delay: self.hb_delay,
+            election_timeout_ticks: self.election_timeout_ticks,
             initial_delay: self.initial_delay,
             ble_buffer_size: self.ble_buffer_size,
             read_quorum_size: self.read_quorum_size,

@@ -28,9 +28,27 @@ pub enum ProposeErr<T> {
     /// The storage failed earlier; this replica accepts nothing until it is restarted.
     #[error("the replica stopped after a storage failure")]
     Stopped(T),
+    /// This replica is a learner (it lost its storage): it cannot propose; propose at another
+    /// replica.
+    #[error("a learner cannot propose; propose at a voting replica")]
+    Learner(T),
+    /// This replica is a learner and cannot propose a reconfiguration.
+    #[error("a learner cannot propose a reconfiguration")]
+    LearnerReconfig(ClusterConfig, Option<Vec<u8>>),
     /// Writing the proposal failed; the replica has stopped and the proposal is lost with it.
     #[error("storage failed: {0}")]
     Storage(#[source] StorageError),
+}
+
+/// Why `read_index` refused a read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReadErr {
+    /// Too many reads wait (`buffer_size`); take read outcomes and try again.
+    #[error("too many pending reads (limit {0})")]
+    BufferFull(usize),
+    /// The storage failed earlier; this replica serves nothing until it is restarted.
+    #[error("the replica stopped after a storage failure")]
+    Stopped,
 }
 
 /// Why `trim` or `snapshot` refused.

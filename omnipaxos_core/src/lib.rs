@@ -51,13 +51,36 @@
 //! sp.append(7).unwrap();
 //! sp.take_outgoing_messages(&mut outgoing).unwrap(); // the flush makes it durable: decided
 //! assert_eq!(sp.get_decided_idx(), 1);
+//!
+//! // A linearizable read, without writing to the log: the leader confirms that it still leads
+//! // (here a single node confirms itself) and names the index the read must see.
+//! use omnipaxos_core::sequence_paxos::ReadOutcome;
+//! let read = sp.read_index().unwrap();
+//! sp.take_outgoing_messages(&mut outgoing).unwrap();
+//! let mut reads = Vec::new();
+//! sp.take_read_outcomes(&mut reads);
+//! assert_eq!(reads, vec![(read, ReadOutcome::Ready(1))]); // apply up to index 1, then read
 //! ```
+
+/// True if the mutation `$name` (a [`mutation::Mutation`] variant) is in force in `$holder`
+/// (a struct with a `mutation` field); always false without the `mutations` feature.
+macro_rules! mutated {
+    ($holder:expr, $name:ident) => {{
+        #[cfg(feature = "mutations")]
+        let on = $holder.mutation == Some(crate::mutation::Mutation::$name);
+        #[cfg(not(feature = "mutations"))]
+        let on = false;
+        on
+    }};
+}
 
 mod ballot;
 pub mod ballot_leader_election;
 pub mod config;
 pub mod errors;
 pub mod messages;
+#[cfg(feature = "mutations")]
+pub mod mutation;
 pub mod omni_paxos;
 pub mod sequence_paxos;
 pub mod storage;

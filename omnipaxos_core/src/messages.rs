@@ -12,7 +12,7 @@ pub use crate::ballot_leader_election::{BLEMessage, HeartbeatMsg, HeartbeatReply
 use crate::{
     ballot::Ballot,
     storage::{SnapshotType, StopSign},
-    util::{ConfigurationId, LogIndex, NodeId, Proposal, SequenceNumber},
+    util::{ConfigurationId, LogIndex, NodeId, Proposal},
 };
 
 /// A message of the combined [`crate::OmniPaxos`] facade.
@@ -79,7 +79,7 @@ pub enum PaxosMsg<T, S> {
     Prepare(Prepare),
     /// Phase 1b: the follower's promise, with the part of its log the leader may lack.
     Promise(Promise<T, S>),
-    /// The leader's synchronisation of a promised follower's log; starts a new session.
+    /// The leader's synchronisation of a promised follower's log.
     AcceptSync(AcceptSync<T, S>),
     /// Phase 2a: new entries, and the leader's decided index.
     AcceptDecide(AcceptDecide<T>),
@@ -97,6 +97,57 @@ pub enum PaxosMsg<T, S> {
     AcceptStopSign(AcceptStopSign),
     /// A StopSign a non-leader forwards to the leader.
     ForwardStopSign(Box<StopSign>),
+    /// The leader asks whether the receiver still promises its ballot (a read round).
+    ReadConfirm(ReadRound),
+    /// The receiver still promised the ballot when it answered this read round.
+    ReadConfirmed(ReadRound),
+    /// A follower asks the leader for a read index for the reads it holds.
+    ReadRequest(ReadRound),
+    /// The leader's answer to a ReadRequest: a confirmed read index.
+    ReadReply(ReadReply),
+    /// A learner (a replica that lost its storage) asks for decided entries.
+    LearnerRequest(LearnerRequest),
+    /// Decided entries for a learner.
+    LearnerSync(Box<LearnerSync<T, S>>),
+}
+
+/// See [`PaxosMsg::LearnerRequest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearnerRequest {
+    /// The learner's decided index: it needs the decided entries from here on.
+    pub from_idx: LogIndex,
+}
+
+/// See [`PaxosMsg::LearnerSync`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LearnerSync<T, S> {
+    /// The leader's ballot.
+    pub n: Ballot,
+    /// The leader's decided index (the learner asks again while it is behind it).
+    pub decided_idx: LogIndex,
+    /// Decided entries (and a snapshot if the learner needs compacted ones), plus the StopSign
+    /// if it is decided and the entries reach it.
+    pub log_sync: LogSync<T, S>,
+}
+
+/// See [`PaxosMsg::ReadConfirm`], [`PaxosMsg::ReadConfirmed`] and [`PaxosMsg::ReadRequest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadRound {
+    /// The leader's ballot.
+    pub n: Ballot,
+    /// The round: the leader's confirmation round, or the follower's request number.
+    pub round: u64,
+}
+
+/// See [`PaxosMsg::ReadReply`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadReply {
+    /// The leader's ballot.
+    pub n: Ballot,
+    /// The follower's request this answers (and every earlier one).
+    pub round: u64,
+    /// Reads of that request are linearizable once the follower decided this far.
+    pub read_idx: LogIndex,
 }
 
 /// See [`PaxosMsg::PrepareReq`].
@@ -117,9 +168,6 @@ pub struct Prepare {
     pub n_accepted: Ballot,
     /// The leader's accepted index (log end, plus one for a StopSign).
     pub accepted_idx: LogIndex,
-    /// The session the leader opens with this peer: the AcceptSync answering this Prepare has a
-    /// session at least this high, so the peer can refuse any older (delayed) AcceptSync.
-    pub session: u64,
 }
 
 /// The part of a log a synchronisation transfers. The receiver truncates its log to
@@ -150,6 +198,9 @@ pub struct Promise<T, S> {
     pub accepted_idx: LogIndex,
     /// Entries the leader may lack, if the follower's log is more up to date.
     pub log_sync: Option<Box<LogSync<T, S>>>,
+    /// With read leases: ticks for which a lease this follower confirmed to an earlier leader
+    /// may still run; the new leader decides nothing before they passed (0 without leases).
+    pub lease_wait_ticks: u64,
 }
 
 /// See [`PaxosMsg::AcceptSync`].
@@ -157,8 +208,6 @@ pub struct Promise<T, S> {
 pub struct AcceptSync<T, S> {
     /// The leader's ballot.
     pub n: Ballot,
-    /// Starts a new session with this follower.
-    pub seq_num: SequenceNumber,
     /// The leader's decided index.
     pub decided_idx: LogIndex,
     /// What the follower must change to hold the leader's log.
@@ -170,11 +219,13 @@ pub struct AcceptSync<T, S> {
 pub struct AcceptDecide<T> {
     /// The leader's ballot.
     pub n: Ballot,
-    /// Position in the session.
-    pub seq_num: SequenceNumber,
+    /// The log index of the first entry: the leader's log end before it appended them. A
+    /// follower only ever extends a log of ballot `n` with these (never truncates it), so a
+    /// delayed, duplicated or replayed copy changes nothing it already holds.
+    pub start_idx: LogIndex,
     /// The leader's decided index.
     pub decided_idx: LogIndex,
-    /// Entries to append after the follower's log end.
+    /// The leader's entries `[start_idx, start_idx + entries.len())`.
     pub entries: Vec<Proposal<T>>,
 }
 
@@ -201,8 +252,6 @@ pub struct NotAccepted {
 pub struct Decide {
     /// The leader's ballot.
     pub n: Ballot,
-    /// Position in the session.
-    pub seq_num: SequenceNumber,
     /// The leader's decided index.
     pub decided_idx: LogIndex,
 }
@@ -235,10 +284,36 @@ pub enum Compaction {
 pub struct AcceptStopSign {
     /// The leader's ballot.
     pub n: Ballot,
-    /// Position in the session.
-    pub seq_num: SequenceNumber,
-    /// The StopSign, placed at the follower's log end.
+    /// The leader's log end: the StopSign follows the entry before it.
+    pub log_end: LogIndex,
+    /// The StopSign.
     pub ss: Box<StopSign>,
+}
+
+impl<T, S> PaxosMsg<T, S> {
+    /// The message's kind, e.g. `"AcceptDecide"` (for traces, metrics and tests).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PaxosMsg::PrepareReq(_) => "PrepareReq",
+            PaxosMsg::Prepare(_) => "Prepare",
+            PaxosMsg::Promise(_) => "Promise",
+            PaxosMsg::AcceptSync(_) => "AcceptSync",
+            PaxosMsg::AcceptDecide(_) => "AcceptDecide",
+            PaxosMsg::Accepted(_) => "Accepted",
+            PaxosMsg::NotAccepted(_) => "NotAccepted",
+            PaxosMsg::Decide(_) => "Decide",
+            PaxosMsg::ProposalForward(_) => "ProposalForward",
+            PaxosMsg::Compaction(_) => "Compaction",
+            PaxosMsg::AcceptStopSign(_) => "AcceptStopSign",
+            PaxosMsg::ForwardStopSign(_) => "ForwardStopSign",
+            PaxosMsg::ReadConfirm(_) => "ReadConfirm",
+            PaxosMsg::ReadConfirmed(_) => "ReadConfirmed",
+            PaxosMsg::ReadRequest(_) => "ReadRequest",
+            PaxosMsg::ReadReply(_) => "ReadReply",
+            PaxosMsg::LearnerRequest(_) => "LearnerRequest",
+            PaxosMsg::LearnerSync(_) => "LearnerSync",
+        }
+    }
 }
 
 impl<T, S> fmt::Display for PaxosMsg<T, S> {
@@ -256,13 +331,13 @@ impl<T, S> fmt::Display for PaxosMsg<T, S> {
                 Ok(())
             }
             PaxosMsg::AcceptSync(m) => {
-                write!(f, "AcceptSync n={} seq={} dec={} {}", m.n, m.seq_num, m.decided_idx, m.log_sync)
+                write!(f, "AcceptSync n={} dec={} {}", m.n, m.decided_idx, m.log_sync)
             }
             PaxosMsg::AcceptDecide(m) => write!(
                 f,
-                "AcceptDecide n={} seq={} dec={} entries={}",
+                "AcceptDecide n={} at={} dec={} entries={}",
                 m.n,
-                m.seq_num,
+                m.start_idx,
                 m.decided_idx,
                 m.entries.len()
             ),
@@ -270,7 +345,7 @@ impl<T, S> fmt::Display for PaxosMsg<T, S> {
                 write!(f, "Accepted n={} acc={} dec={}", m.n, m.accepted_idx, m.decided_idx)
             }
             PaxosMsg::NotAccepted(m) => write!(f, "NotAccepted n={}", m.n),
-            PaxosMsg::Decide(m) => write!(f, "Decide n={} seq={} dec={}", m.n, m.seq_num, m.decided_idx),
+            PaxosMsg::Decide(m) => write!(f, "Decide n={} dec={}", m.n, m.decided_idx),
             PaxosMsg::ProposalForward(m) => {
                 write!(f, "ProposalForward proposals={} settled_below={}", m.proposals.len(), m.settled_below)
             }
@@ -280,11 +355,19 @@ impl<T, S> fmt::Display for PaxosMsg<T, S> {
             }
             PaxosMsg::AcceptStopSign(m) => write!(
                 f,
-                "AcceptStopSign n={} seq={} next_config={}",
-                m.n, m.seq_num, m.ss.next_config.configuration_id
+                "AcceptStopSign n={} at={} next_config={}",
+                m.n, m.log_end, m.ss.next_config.configuration_id
             ),
             PaxosMsg::ForwardStopSign(ss) => {
                 write!(f, "ForwardStopSign next_config={}", ss.next_config.configuration_id)
+            }
+            PaxosMsg::ReadConfirm(m) => write!(f, "ReadConfirm n={} round={}", m.n, m.round),
+            PaxosMsg::ReadConfirmed(m) => write!(f, "ReadConfirmed n={} round={}", m.n, m.round),
+            PaxosMsg::ReadRequest(m) => write!(f, "ReadRequest n={} round={}", m.n, m.round),
+            PaxosMsg::ReadReply(m) => write!(f, "ReadReply n={} round={} idx={}", m.n, m.round, m.read_idx),
+            PaxosMsg::LearnerRequest(m) => write!(f, "LearnerRequest from={}", m.from_idx),
+            PaxosMsg::LearnerSync(m) => {
+                write!(f, "LearnerSync n={} dec={} {}", m.n, m.decided_idx, m.log_sync)
             }
         }
     }

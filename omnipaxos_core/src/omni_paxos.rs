@@ -14,9 +14,9 @@ use crate::{
     ballot::Ballot,
     ballot_leader_election::{BLEMessage, BallotLeaderElection},
     config::OmniPaxosConfig,
-    errors::{CompactionErr, ProposeErr, ReplicaError},
+    errors::{CompactionErr, ProposeErr, ReadErr, ReplicaError},
     messages::{Message, PaxosMessage},
-    sequence_paxos::{CreateError, ProposalOutcome, SequencePaxos},
+    sequence_paxos::{CreateError, ProposalOutcome, ReadId, ReadOutcome, SequencePaxos},
     storage::{ClusterConfig, Snapshot, StopSign, Storage},
     util::{LogEntry, LogIndex, NodeId, ProposalId},
 };
@@ -62,6 +62,10 @@ where
 
     /// Advances logical time by one tick for both components.
     pub fn tick(&mut self) -> Result<(), ReplicaError> {
+        if self.sequence_paxos.is_learner() {
+            // A learner takes no part in leader election (it could never lead).
+            return self.sequence_paxos.tick();
+        }
         let sp = &self.sequence_paxos;
         self.ble.set_paxos_state(sp.get_promise(), sp.is_accepting_leader());
         if let Some(leader) = self.ble.tick() {
@@ -75,7 +79,9 @@ where
         match message {
             Message::SequencePaxos(m) => self.sequence_paxos.handle(m),
             Message::BLE(m) => {
-                self.ble.handle(m);
+                if !self.sequence_paxos.is_learner() {
+                    self.ble.handle(m);
+                }
                 Ok(())
             }
         }
@@ -100,6 +106,22 @@ where
     /// Moves the outcomes of this replica's proposals into `buffer`.
     pub fn take_proposal_outcomes(&mut self, buffer: &mut Vec<(ProposalId, ProposalOutcome)>) {
         self.sequence_paxos.take_proposal_outcomes(buffer);
+    }
+
+    /// Requests a linearizable read without a log write; see [`SequencePaxos::read_index`].
+    pub fn read_index(&mut self) -> Result<ReadId, ReadErr> {
+        self.sequence_paxos.read_index()
+    }
+
+    /// Moves the outcomes of this replica's reads into `buffer`.
+    pub fn take_read_outcomes(&mut self, buffer: &mut Vec<(ReadId, ReadOutcome)>) {
+        self.sequence_paxos.take_read_outcomes(buffer);
+    }
+
+    /// True if this replica leads and is in its accept phase (it can decide entries); see
+    /// [`SequencePaxos::is_accepting_leader`].
+    pub fn is_accepting_leader(&self) -> bool {
+        self.sequence_paxos.is_accepting_leader()
     }
 
     /// Proposes the end of this configuration; see [`SequencePaxos::reconfigure`].
@@ -150,6 +172,12 @@ where
     /// leader itself, that it is in its accept phase and still reaches a quorum; for a follower,
     /// that it hears a leader that reaches its quorum. A leader that lost its quorum reports
     /// `false`, so clients go elsewhere.
+    ///
+    /// Unlike the reference design's `get_current_leader` (the leader's pid as Ballot Leader
+    /// Election last saw it, with no readiness), this is the owner of this replica's *promise*
+    /// (the leader Sequence Paxos follows), plus readiness; a replica that restarted holding
+    /// its own ballot knows no leader until one prepares it. Use
+    /// [`is_accepting_leader`](Self::is_accepting_leader) to ask whether this replica leads.
     pub fn get_current_leader(&self) -> Option<(NodeId, bool)> {
         let leader = self.sequence_paxos.get_current_leader()?;
         let ready = if leader == self.sequence_paxos.pid() {

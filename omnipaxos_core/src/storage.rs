@@ -56,6 +56,15 @@ pub enum StorageError {
         /// One past the last stored index.
         log_end: LogIndex,
     },
+    /// A write named an identity other than the one this storage records (see
+    /// [`StorageOp::SetIdentity`]).
+    #[error("storage identity mismatch: the storage is of {stored}, the write names {given}")]
+    IdentityMismatch {
+        /// The identity the storage records.
+        stored: ReplicaIdentity,
+        /// The identity the write named.
+        given: ReplicaIdentity,
+    },
     /// Any other failure of a user-supplied storage.
     #[error("storage failed: {0}")]
     Other(Box<dyn Error + Send + Sync>),
@@ -118,6 +127,25 @@ impl StopSign {
     }
 }
 
+/// Whose a storage is: the replica that wrote it. The core writes it with its first write and
+/// refuses, at every later start, a storage whose identity differs from its configuration's: a
+/// replica must never take another node's, configuration's or cluster's history as its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ReplicaIdentity {
+    /// The user-chosen cluster id (`SequencePaxosConfig::set_cluster_id`; 0 if unset).
+    pub cluster_id: u64,
+    /// The configuration the log belongs to.
+    pub configuration_id: ConfigurationId,
+    /// The replica's node id.
+    pub pid: NodeId,
+}
+
+impl std::fmt::Display for ReplicaIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cluster {} configuration {} node {}", self.cluster_id, self.configuration_id, self.pid)
+    }
+}
+
 /// One change to durable state. A `write_atomically` call applies a list of them as one unit.
 #[derive(Clone, Debug)]
 pub enum StorageOp<T, S> {
@@ -141,14 +169,21 @@ pub enum StorageOp<T, S> {
     SetSnapshot(Option<S>),
     /// This process's incarnation number, bumped at every start.
     SetIncarnation(u64),
+    /// Whose storage this is. Written once, with the replica's first write; a storage that
+    /// records its owner in another way (e.g. in file headers) refuses a different identity
+    /// with an error.
+    SetIdentity(ReplicaIdentity),
 }
 
 /// Durable state of one replica. See the module docs for the contract.
 ///
 /// Indices are absolute: entry `i` stays entry `i` after compaction.
 pub trait Storage<T, S> {
-    /// Applies `ops` in order as one atomic unit (all or nothing, also across crashes).
-    fn write_atomically(&mut self, ops: Vec<StorageOp<T, S>>) -> StorageResult<()>;
+    /// Applies `ops` in order as one atomic unit (all or nothing, also across crashes), taking
+    /// them out of the vector: on `Ok` it is left empty, its capacity kept for the caller's
+    /// next write (the core reuses one vector, so a write allocates nothing). After an error
+    /// its content is unspecified.
+    fn write_atomically(&mut self, ops: &mut Vec<StorageOp<T, S>>) -> StorageResult<()>;
     /// Makes every write that returned `Ok` durable. Returns only when they are.
     fn flush(&mut self) -> StorageResult<()>;
 
@@ -171,4 +206,6 @@ pub trait Storage<T, S> {
     fn get_snapshot(&self) -> StorageResult<Option<S>>;
     /// The incarnation number (0 if never stored).
     fn get_incarnation(&self) -> StorageResult<u64>;
+    /// Whose storage this is, if recorded (see [`ReplicaIdentity`]).
+    fn get_identity(&self) -> StorageResult<Option<ReplicaIdentity>>;
 }

@@ -69,22 +69,6 @@ pub struct SnapshottedEntry<S> {
     pub snapshot: S,
 }
 
-/// Per-session sequence numbers that detect lost leader-to-follower messages in the accept phase.
-/// A new session starts whenever the leader (re)synchronises a follower.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct SequenceNumber {
-    /// Incremented for each AcceptSync the leader sends to this follower.
-    pub session: u64,
-    /// Incremented for each message within one session.
-    pub counter: u64,
-}
-
-impl fmt::Display for SequenceNumber {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.session, self.counter)
-    }
-}
-
 /// Quorum sizes for the two phases. With majorities both are `n / 2 + 1`; flexible quorums
 /// trade one for the other as long as every read quorum meets every write quorum.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,7 +15,7 @@ use omnipaxos_core::{
     },
     sequence_paxos::{CreateError, SequencePaxos, SequencePaxosConfig},
     storage::ClusterConfig,
-    util::{FlexibleQuorum, LogEntry, LogIndex, NodeId, Proposal, ProposalId, SequenceNumber},
+    util::{FlexibleQuorum, LogEntry, LogIndex, NodeId, Proposal, ProposalId},
 };
 use omnipaxos_storage::crash_storage::CrashableStorage;
 
@@ -47,19 +47,13 @@ fn message(from: NodeId, to: NodeId, msg: PaxosMsg<u64, ()>) -> Message {
 }
 
 fn prepare(n: Ballot) -> PaxosMsg<u64, ()> {
-    PaxosMsg::Prepare(Prepare {
-        n,
-        decided_idx: 0,
-        n_accepted: Ballot::default(),
-        accepted_idx: 0,
-        session: 1,
-    })
+    PaxosMsg::Prepare(Prepare { n, decided_idx: 0, n_accepted: Ballot::default(), accepted_idx: 0 })
 }
 
-fn accept_decide(n: Ballot, counter: u64, entries: &[u64]) -> PaxosMsg<u64, ()> {
+fn accept_decide(n: Ballot, start_idx: LogIndex, entries: &[u64]) -> PaxosMsg<u64, ()> {
     PaxosMsg::AcceptDecide(AcceptDecide {
         n,
-        seq_num: SequenceNumber { session: 1, counter },
+        start_idx,
         decided_idx: 0,
         entries: entries
             .iter()
@@ -138,11 +132,7 @@ fn accept_decide_with_a_stale_ballot_gets_not_accepted() {
         other => panic!("expected NotAccepted, got {other}"),
     }
     // A stale Decide is refused the same way.
-    let stale_decide = PaxosMsg::Decide(Decide {
-        n: old,
-        seq_num: SequenceNumber { session: 9, counter: 9 },
-        decided_idx: 9,
-    });
+    let stale_decide = PaxosMsg::Decide(Decide { n: old, decided_idx: 9 });
     cluster.replica(2).handle(message(1, 2, stale_decide)).expect("handle");
     assert_eq!(observable(&cluster.replicas[&2]), before);
     assert!(matches!(&outgoing(cluster.replica(2))[..], [m] if matches!(m.msg, PaxosMsg::NotAccepted(_))));
@@ -363,8 +353,14 @@ fn leader_ballot() -> Ballot {
 /// Replica 1 becomes leader, gets a promise and an Accepted from 2, and decides.
 fn leader_steps() -> Vec<Step> {
     let n = leader_ballot();
-    let promise =
-        Promise { n, n_accepted: Ballot::default(), decided_idx: 0, accepted_idx: 0, log_sync: None };
+    let promise = Promise {
+        n,
+        n_accepted: Ballot::default(),
+        decided_idx: 0,
+        accepted_idx: 0,
+        log_sync: None,
+        lease_wait_ticks: 0,
+    };
     let mut steps = vec![
         Step::Leader(n),
         Step::Take,
@@ -386,7 +382,6 @@ fn follower_steps() -> Vec<Step> {
     let n = leader_ballot();
     let sync = AcceptSync {
         n,
-        seq_num: SequenceNumber { session: 1, counter: 0 },
         decided_idx: 0,
         log_sync: Box::new(LogSync {
             decided_snapshot: None,
@@ -395,13 +390,13 @@ fn follower_steps() -> Vec<Step> {
             stopsign: None,
         }),
     };
-    let decide = Decide { n, seq_num: SequenceNumber { session: 1, counter: 2 }, decided_idx: 1 };
+    let decide = Decide { n, decided_idx: 1 };
     let mut steps = vec![
         Step::Handle(message(1, 2, prepare(n))),
         Step::Take,
         Step::Handle(message(1, 2, PaxosMsg::AcceptSync(sync))),
         Step::Take,
-        Step::Handle(message(1, 2, accept_decide(n, 1, &[10, 11]))),
+        Step::Handle(message(1, 2, accept_decide(n, 0, &[10, 11]))),
         Step::Take,
         Step::Handle(message(1, 2, PaxosMsg::Decide(decide))),
         Step::Append(20),

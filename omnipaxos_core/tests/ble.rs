@@ -522,7 +522,13 @@ fn messages_from_unknown_servers_or_configurations_are_ignored() {
         from,
         to: 1,
         config_id,
-        msg: HeartbeatMsg::Reply(HeartbeatReply { round, ballot, leader: ballot, happy: true }),
+        msg: HeartbeatMsg::Reply(HeartbeatReply {
+            round,
+            ballot,
+            leader: ballot,
+            happy: true,
+            quorum_connected: true,
+        }),
     };
     node.handle(reply(9, CONFIG_ID, 1, expect_ballot(50, 0, 9)));
     node.handle(reply(2, CONFIG_ID + 1, 1, Ballot::with(CONFIG_ID + 1, 50, 0, 2)));
@@ -550,7 +556,8 @@ fn leaders_are_learnt_from_own_ballots_never_from_gossip() {
     let mut round = 1;
     let mut end_round_with_reply = |node: &mut BallotLeaderElection, leader: Ballot, happy| {
         let ballot = expect_ballot(1, 5, 2);
-        let msg = HeartbeatMsg::Reply(HeartbeatReply { round, ballot, leader, happy });
+        let msg =
+            HeartbeatMsg::Reply(HeartbeatReply { round, ballot, leader, happy, quorum_connected: true });
         node.handle(BLEMessage { from: 2, to: 1, config_id: CONFIG_ID, msg });
         round += 1;
         (0..HB_DELAY_TICKS).filter_map(|_| node.tick()).last()
@@ -615,7 +622,13 @@ fn messages_display_on_one_line() {
         from: 2,
         to: 1,
         config_id: CONFIG_ID,
-        msg: HeartbeatMsg::Reply(HeartbeatReply { round: 4, ballot: expect_ballot(1, 0, 2), leader, happy }),
+        msg: HeartbeatMsg::Reply(HeartbeatReply {
+            round: 4,
+            ballot: expect_ballot(1, 0, 2),
+            leader,
+            happy,
+            quorum_connected: true,
+        }),
     };
     assert_eq!(reply(expect_ballot(3, 0, 3), true).to_string(), "2->1 HbReply r=4 b=1.0.2 l=3.0.3 happy");
     assert_eq!(reply(Ballot::default(), false).to_string(), "2->1 HbReply r=4 b=1.0.2 l=- unhappy");

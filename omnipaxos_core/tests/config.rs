@@ -7,7 +7,7 @@ use hocon::{Hocon, HoconLoader};
 use omnipaxos_core::{
     ballot_leader_election::BLEConfig,
     config::{validate_cluster_config, ConfigError},
-    sequence_paxos::SequencePaxosConfig,
+    sequence_paxos::{ReadLease, SequencePaxosConfig},
     storage::ClusterConfig,
     util::{FlexibleQuorum, Quorum},
     OmniPaxosConfig,
@@ -333,6 +333,10 @@ fn variant_name(error: &ConfigError) -> &'static str {
         ConfigError::ZeroFlushBatchTickTimeout => "ZeroFlushBatchTickTimeout",
         ConfigError::ZeroResendMessageTickTimeout => "ZeroResendMessageTickTimeout",
         ConfigError::BatchLargerThanBuffer { .. } => "BatchLargerThanBuffer",
+        ConfigError::TimeoutTooLarge { .. } => "TimeoutTooLarge",
+        ConfigError::ZeroReadTimeout => "ZeroReadTimeout",
+        ConfigError::ZeroReadLease => "ZeroReadLease",
+        ConfigError::ClockDriftTooLarge(_) => "ClockDriftTooLarge",
         ConfigError::ZeroHeartbeatDelay => "ZeroHeartbeatDelay",
         ConfigError::ZeroInitialDelay => "ZeroInitialDelay",
         ConfigError::ZeroBleBufferSize => "ZeroBleBufferSize",
@@ -344,7 +348,7 @@ fn variant_name(error: &ConfigError) -> &'static str {
 }
 
 /// Every variant, for the coverage test.
-const ALL_VARIANTS: [&str; 24] = [
+const ALL_VARIANTS: [&str; 28] = [
     "MissingKey",
     "WrongType",
     "IncompleteFlexibleQuorum",
@@ -362,6 +366,10 @@ const ALL_VARIANTS: [&str; 24] = [
     "ZeroFlushBatchTickTimeout",
     "ZeroResendMessageTickTimeout",
     "BatchLargerThanBuffer",
+    "TimeoutTooLarge",
+    "ZeroReadTimeout",
+    "ZeroReadLease",
+    "ClockDriftTooLarge",
     "ZeroHeartbeatDelay",
     "ZeroInitialDelay",
     "ZeroBleBufferSize",
@@ -425,6 +433,23 @@ fn sequence_paxos_errors() -> Vec<(ConfigError, &'static str)> {
             sequence_paxos_error(|c| c.set_resend_message_tick_timeout(0)),
             "`resend_message_tick_timeout` is 0",
         ),
+        (sequence_paxos_error(|c| c.set_read_timeout_ticks(0)), "`read_timeout_ticks` is 0"),
+        (
+            sequence_paxos_error(|c| {
+                c.set_read_lease(Some(ReadLease { lease_ticks: 0, max_clock_drift_percent: 5 }))
+            }),
+            "`read_lease_ticks` is 0",
+        ),
+        (
+            sequence_paxos_error(|c| {
+                c.set_read_lease(Some(ReadLease { lease_ticks: 10, max_clock_drift_percent: 51 }))
+            }),
+            "`max_clock_drift_percent` is 51",
+        ),
+        (
+            sequence_paxos_error(|c| c.set_resend_message_tick_timeout(u64::MAX)),
+            "`resend_message_tick_timeout` is 18446744073709551615 ticks; it must be at most 4294967295",
+        ),
         (
             sequence_paxos_error(|c| {
                 c.set_buffer_size(4);
@@ -447,6 +472,8 @@ fn ble_and_combined_errors() -> Vec<(ConfigError, &'static str)> {
     vec![
         (ble_error(|c| c.set_hb_delay(0)), "`hb_delay` is 0"),
         (ble_error(|c| c.set_initial_delay(0)), "`initial_delay` is 0"),
+        (ble_error(|c| c.set_hb_delay(u64::MAX)), "`hb_delay` is 18446744073709551615 ticks"),
+        (ble_error(|c| c.set_initial_delay(1 << 40)), "`initial_delay` is 1099511627776 ticks"),
         (ble_error(|c| c.set_buffer_size(0)), "`ble_buffer_size` is 0"),
         (ble_error(|c| c.set_configuration_id(0)), "configuration id is 0"),
         (ble_error(|c| c.set_peers(vec![1, 1])), "node 1 is listed twice"),

@@ -350,3 +350,23 @@ fn leader_crash_failover_in_election_timeouts() {
     eprintln!("leader crash, 3 replicas: failover in ET: median {median:.2}, max {max:.2}, all {results:?}");
     assert!(max <= 2.0, "failover took {max} election timeouts");
 }
+
+/// The one-call builder, with shared fields set through `OmniPaxosConfig`'s setters (which set
+/// both halves), and the typed error when one half is edited alone.
+#[test]
+fn the_builder_makes_a_replica_and_shared_fields_are_set_in_both_halves() {
+    let mut config = OmniPaxosConfig::new(SequencePaxosConfig::default());
+    config.set_configuration_id(1);
+    config.set_pid(2);
+    config.set_peers(vec![1, 3]);
+    config.set_election_timeout_ticks(7);
+    config.set_leader_priority(4);
+    let replica: Replica = config.clone().build(CrashableStorage::default()).expect("valid configuration");
+    assert_eq!(replica.ballot_leader_election().get_ballot().priority, 4);
+    assert_eq!(config.ble.election_timeout_ticks(), 7);
+
+    let mut edited_alone = config;
+    edited_alone.sequence_paxos.set_peers(vec![1, 3, 4]);
+    let error = edited_alone.build::<u64, (), _>(CrashableStorage::default()).err().expect("mismatch");
+    assert!(error.to_string().contains("disagree on `peers`"), "{error}");
+}

@@ -382,7 +382,7 @@ fn random_losses_of_every_kind_recover_after_ticks() {
     }
 }
 
-/// A delayed copy of the first AcceptSync of a session arrives while the follower is being
+/// A delayed copy of the leader's first AcceptSync arrives while the follower is being
 /// prepared again by the same leader (same ballot). The follower must not apply it: it would
 /// truncate its log back to what the stale sync described and lower its decided index.
 #[test]
@@ -429,10 +429,10 @@ fn delayed_duplicate_accept_sync_does_not_undo_decided_entries() {
 }
 
 /// The same hazard through two delayed copies: the leader answered a duplicated Promise with a
-/// second AcceptSync, so follower 2 applied sessions 2 and 3. Later a delayed copy of the
-/// leader's first Prepare (session 1) puts it back into the Prepare phase, and then a delayed
-/// copy of the session-2 AcceptSync arrives. The follower must not apply it: it already applied
-/// a newer session, and the entries it acknowledged since are decided.
+/// second AcceptSync, so follower 2 applied two syncs. Later a delayed copy of the leader's
+/// first Prepare puts it back into the Prepare phase, and then a delayed copy of the second
+/// AcceptSync arrives. It must not truncate anything: the entries the follower acknowledged
+/// since are decided.
 #[test]
 
 fn delayed_prepare_and_accept_sync_copies_do_not_undo_decided_entries() {

@@ -4,7 +4,7 @@ mod common;
 
 use common::{is_kind, Cluster};
 use omnipaxos_core::util::LogEntry;
-use omnipaxos_storage::crash_storage::CrashKeep;
+use omnipaxos_storage::crash_storage::{CrashKeep, CrashableStorage};
 
 #[test]
 fn a_follower_that_lost_all_unflushed_writes_recovers_and_catches_up() {
@@ -111,4 +111,79 @@ fn crashes_of_every_replica_in_turn_lose_no_decided_entry() {
         assert_eq!(cluster.decided(pid), expected, "replica {pid}:\n{}", cluster.trace_tail(30));
     }
     let _ = is_kind::<()>;
+}
+
+/// A replica whose storage was wiped, restarted as a voter with empty storage, can break
+/// agreement: it promises a new leader without the entry it accepted before, and that leader
+/// decides something else at the same index. Started as a learner instead, it refuses to vote,
+/// and nothing is decided until a replica that holds the entry is back.
+fn wiped_replica_rejoins(as_learner: bool) -> (Vec<u64>, Vec<u64>) {
+    let mut cluster = Cluster::<()>::with_configs(&[1, 2, 3], move |mut c| {
+        c.set_learner(as_learner && c.pid() == 3);
+        c
+    });
+    // Built as a learner would only start later: rebuild 3 as a voter first.
+    if as_learner {
+        cluster.replace_storage(3, CrashableStorage::default(), false);
+    }
+    cluster.elect(1);
+    cluster.isolate(2);
+    cluster.append(1, 10);
+    cluster.stabilize();
+    assert_eq!(cluster.decided(1), vec![10], "decided by 1 and 3");
+    // 3 loses its disk and comes back; 1 is gone; 2 is back.
+    cluster.heal();
+    cluster.isolate(1);
+    cluster.replace_storage(3, CrashableStorage::default(), as_learner);
+    cluster.elect(2);
+    cluster.append(2, 20);
+    cluster.stabilize();
+    cluster.tick(30);
+    (cluster.decided(1), cluster.decided(2))
+}
+
+#[test]
+fn a_wiped_replica_that_rejoins_as_a_voter_breaks_agreement() {
+    let outcome = std::panic::catch_unwind(|| wiped_replica_rejoins(false));
+    let message = outcome.err().and_then(|e| e.downcast::<String>().ok()).expect("the safety check fires");
+    assert!(message.contains("decided different entries at 0"), "{message}");
+}
+
+#[test]
+fn a_wiped_replica_that_rejoins_as_a_learner_votes_for_nobody() {
+    let (at_1, at_2) = wiped_replica_rejoins(true);
+    assert_eq!(at_1, vec![10]);
+    assert!(at_2.is_empty(), "2 cannot form a quorum without 3's vote: {at_2:?}");
+}
+
+#[test]
+fn a_learner_learns_the_decided_log_reads_but_never_proposes_and_stays_a_learner() {
+    let mut cluster = Cluster::<()>::new(&[1, 2, 3]);
+    cluster.elect(1);
+    for v in 1..=10 {
+        cluster.append(1, v);
+    }
+    cluster.stabilize();
+    cluster.replace_storage(3, CrashableStorage::default(), true);
+    assert!(cluster.replicas[&3].is_learner());
+    cluster.tick(25);
+    assert_eq!(cluster.decided(3), (1..=10).collect::<Vec<_>>(), "caught up from the leader");
+    cluster.append(2, 11);
+    cluster.stabilize();
+    cluster.tick(25);
+    assert_eq!(cluster.decided(3).len(), 11);
+    assert!(matches!(cluster.replica(3).append(99), Err(omnipaxos_core::errors::ProposeErr::Learner(99))));
+    let read = cluster.replica(3).read_index().expect("read");
+    cluster.tick(25);
+    let mut outcomes = Vec::new();
+    cluster.replica(3).take_read_outcomes(&mut outcomes);
+    assert_eq!(outcomes, vec![(read, omnipaxos_core::sequence_paxos::ReadOutcome::Ready(11))]);
+    // A restart without the learner setting keeps it a learner: the promise is durable.
+    cluster.crash(3, CrashKeep::All);
+    cluster.restart(3);
+    assert!(cluster.replicas[&3].is_learner());
+    // 1 and 2 still decide without it.
+    cluster.append(1, 12);
+    cluster.stabilize();
+    assert_eq!(cluster.decided(1).len(), 12);
 }

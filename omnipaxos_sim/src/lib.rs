@@ -5,7 +5,8 @@
 //!
 //! ```text
 //!   seed ──► SmallRng ──┬─► Nemesis ──(cuts, link quality, crashes, disk failures,
-//!                       │              reconfigurations, trims, snapshots)
+//!                       │              reconfigurations, trims, snapshots, replays of archived
+//!                       │              messages, set_priority)
 //!                       ▼
 //!   Clients ─requests─► Network ─► Node { OmniPaxos replica per configuration,
 //!      ▲                   ▲            SimStorage (CrashableStorage, or PersistentStorage
@@ -23,7 +24,12 @@
 //!
 //! Two phases per seed: faults (safety), then healing and a bounded wait for new client
 //! operations to complete and replicas to converge (liveness). See `docs/simulator.md`.
+//!
+//! A second mode, [`adversary`], drives bare `SequencePaxos` replicas instead: the scheduler
+//! chooses every input, leader ballots and replays of any earlier message included, to check
+//! that Sequence Paxos is safe for any message delay and any sequence of leaders.
 
+pub mod adversary;
 pub mod clients;
 #[cfg(feature = "raft-comparison")]
 pub mod comparison;

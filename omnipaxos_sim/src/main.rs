@@ -3,6 +3,8 @@
 //! ```text
 //!   omnipaxos_sim --seeds 0..10000 [--nodes 3,5] [--ops 500] [--threads 2]   many seeds, a summary
 //!   omnipaxos_sim --seed 42 [--nodes 3]                                        one seed, its trace
+//!   omnipaxos_sim adversarial --seeds 0..1000 [--nodes 3,5] [--storage persistent]  bare
+//!                 SequencePaxos, adversarial leaders and replays, a summary (--seed N: a trace)
 //!   omnipaxos_sim scenarios [--seeds 20]                                       our library alone
 //!   omnipaxos_sim compare [--seeds 20] [--out docs]                            (feature raft-comparison)
 //! ```
@@ -12,6 +14,7 @@ use std::{io::Write as _, ops::Range, process::ExitCode, time::Instant};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use omnipaxos_sim::{
+    adversary::{self, batch::AdversaryBatch, AdversaryConfig},
     runner::{self, Batch},
     sim::SimConfig,
     storage::StorageKind,
@@ -43,6 +46,11 @@ struct Cli {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Only the fault model from before issue 8: messages to a crashed node are dropped, no
+    /// archive replays, no runtime priority changes, no small `buffer_size`. Seeds then run
+    /// exactly as they did before those faults existed.
+    #[arg(long)]
+    classic_faults: bool,
     /// Properties whose violations are reported but do not fail the run (known open bugs),
     /// e.g. `replicas_converge_after_healing`. Safety properties should never be listed.
     #[arg(long, value_delimiter = ',')]
@@ -53,6 +61,35 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Bare SequencePaxos under an adversarial scheduler: any leader ballots, replays of any
+    /// earlier message (also across restarts), crashes, hostile peers (docs/simulator.md).
+    Adversarial {
+        /// Seeds to run: `A..B` (B excluded), `A..=B`, or `N` for `0..N`.
+        #[arg(long, default_value = "0..1000", value_parser = parse_seeds)]
+        seeds: Range<u64>,
+        /// Replay one seed and print its trace, one line per event.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Replica counts, each run for every seed.
+        #[arg(long, value_delimiter = ',', default_value = "3,5")]
+        nodes: Vec<usize>,
+        /// The replicas' disks: `crashable` or `persistent` (see the top-level option).
+        #[arg(long, default_value = "crashable")]
+        storage: StorageKind,
+        /// Adversarial steps per seed, before the calm phase.
+        #[arg(long, default_value_t = 1000)]
+        steps: u64,
+        /// Worker threads.
+        #[arg(long, default_value_t = std::thread::available_parallelism().map_or(1, |n| n.get()))]
+        threads: usize,
+        /// No progress bar, and no line per failing run.
+        #[arg(long)]
+        quiet: bool,
+        /// Properties whose violations are recorded without ending the run (e.g.
+        /// `outcome_not_lost,no_panic_on_input`, so that rarer violations behind them show).
+        #[arg(long, value_delimiter = ',')]
+        tolerate: Vec<String>,
+    },
     /// The partial-connectivity scenarios on our library alone (no raft-rs build needed).
     Scenarios {
         /// Seeds per scenario.
@@ -86,6 +123,20 @@ fn main() -> ExitCode {
     match &cli.command {
         Some(Command::Compare { seeds, out }) => compare(*seeds, out),
         Some(Command::Scenarios { seeds }) => scenarios(*seeds),
+        Some(Command::Adversarial { seeds, seed, nodes, storage, steps, threads, quiet, tolerate }) => {
+            let batch = AdversaryBatch {
+                seeds: seeds.clone(),
+                node_counts: nodes.clone(),
+                storage: *storage,
+                steps: *steps,
+                threads: *threads,
+                tolerate: tolerate.clone(),
+            };
+            match seed {
+                Some(seed) => adversarial_replay(*seed, &batch),
+                None => adversarial_batch(&batch, *quiet),
+            }
+        }
         None => match cli.seed {
             Some(seed) => replay(seed, &cli),
             None => batch(&cli),
@@ -139,6 +190,7 @@ fn replay(seed: u64, cli: &Cli) -> ExitCode {
         let mut config = SimConfig::new(seed, nodes);
         config.ops = cli.ops;
         config.storage = cli.storage;
+        config.extended_faults = !cli.classic_faults;
         config.trace = true;
         config.trace_print = true;
         println!("=== seed {seed}, {nodes} replicas");
@@ -192,6 +244,7 @@ fn batch(cli: &Cli) -> ExitCode {
         ops: cli.ops,
         threads: cli.threads,
         storage: cli.storage,
+        extended_faults: !cli.classic_faults,
     };
     let jobs = (batch.seeds.end.saturating_sub(batch.seeds.start)) * batch.node_counts.len() as u64;
     let progress = if cli.quiet { ProgressBar::hidden() } else { ProgressBar::new(jobs) };
@@ -206,16 +259,24 @@ fn batch(cli: &Cli) -> ExitCode {
             progress.suspend(|| {
                 eprintln!("violation: seed {} N={}: {v}", report.seed, report.nodes);
                 eprintln!(
-                    "  replay: cargo run --release -p omnipaxos_sim -- --seed {} --nodes {} --storage {}",
-                    report.seed, report.nodes, cli.storage
+                    "  replay: cargo run --release -p omnipaxos_sim -- --seed {} --nodes {} --storage {}{}",
+                    report.seed,
+                    report.nodes,
+                    cli.storage,
+                    if cli.classic_faults { " --classic-faults" } else { "" }
                 );
             });
         }
     });
     progress.finish_and_clear();
     println!(
-        "seeds {}..{} ({} runs), {} ops per seed, {} storage\n",
-        batch.seeds.start, batch.seeds.end, jobs, batch.ops, batch.storage
+        "seeds {}..{} ({} runs), {} ops per seed, {} storage, {} faults\n",
+        batch.seeds.start,
+        batch.seeds.end,
+        jobs,
+        batch.ops,
+        batch.storage,
+        if batch.extended_faults { "extended" } else { "classic" }
     );
     println!("{}", summary.render(started.elapsed().as_secs_f64()));
     let (tolerated, failing): (Vec<_>, Vec<_>) =
@@ -228,6 +289,87 @@ fn batch(cli: &Cli) -> ExitCode {
     }
     println!("{} failing, {} tolerated", failing.len(), tolerated.len());
     if failing.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn adversarial_replay(seed: u64, batch: &AdversaryBatch) -> ExitCode {
+    let mut failed = false;
+    for &nodes in &batch.node_counts {
+        let mut config = AdversaryConfig::new(seed, nodes);
+        config.storage = batch.storage;
+        config.steps = batch.steps;
+        config.tolerate = batch.tolerate.clone();
+        config.trace = true;
+        config.trace_print = true;
+        println!("=== adversarial seed {seed}, {nodes} replicas, {} storage", batch.storage);
+        let report = adversary::run(config);
+        let actions: Vec<String> = report.actions.iter().map(|(name, n)| format!("{name}={n}")).collect();
+        println!(
+            "=== seed {seed} N={nodes}: {} steps, {} positions decided, liveness {:?}\n=== actions: {}",
+            report.steps,
+            report.decided,
+            report.liveness,
+            actions.join(" ")
+        );
+        for v in &report.tolerated {
+            println!("=== TOLERATED step {}: {}: {}", v.tick, v.property, v.detail);
+        }
+        match &report.violation {
+            Some(v) => {
+                failed = true;
+                println!("=== VIOLATION step {}: {}: {}", v.tick, v.property, v.detail);
+            }
+            None => println!("=== no violation"),
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn adversarial_batch(batch: &AdversaryBatch, quiet: bool) -> ExitCode {
+    adversary::install_panic_capture();
+    let jobs = batch.seeds.end.saturating_sub(batch.seeds.start) * batch.node_counts.len() as u64;
+    let progress = if quiet { ProgressBar::hidden() } else { ProgressBar::new(jobs) };
+    progress.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} runs, {elapsed} elapsed, eta {eta} {msg}")
+            .expect("a valid template"),
+    );
+    let started = Instant::now();
+    let summary = adversary::batch::run_batch(batch, |report| {
+        progress.inc(1);
+        if let (Some(v), false) = (&report.violation, quiet) {
+            progress.suspend(|| {
+                eprintln!(
+                    "violation: seed {} N={}: {}",
+                    report.seed,
+                    report.nodes,
+                    first_line(&v.to_string())
+                );
+            });
+        }
+    });
+    progress.finish_and_clear();
+    println!(
+        "adversarial: seeds {}..{} ({jobs} runs), {} steps per seed, {} storage\n",
+        batch.seeds.start, batch.seeds.end, batch.steps, batch.storage
+    );
+    println!("{}", summary.render(started.elapsed().as_secs_f64(), batch.threads));
+    let violations = summary.violations();
+    for (nodes, seed, v) in violations.iter().take(20) {
+        println!("FAIL seed {seed} N={nodes}: {}", first_line(&v.to_string()));
+        println!(
+            "  replay: cargo run --release -p omnipaxos_sim -- adversarial --seed {seed} --nodes {nodes} --storage {} --steps {}",
+            batch.storage, batch.steps
+        );
+    }
+    println!("{} failing runs", violations.len());
+    if violations.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

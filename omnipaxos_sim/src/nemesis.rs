@@ -7,6 +7,9 @@
 //!              the paper's quorum-loss / constrained-election / chained) for a few timeouts
 //!     process: scheduled restarts; maybe crash a node (losing all, a prefix or none of its
 //!              unflushed writes), arm a disk failure, reconfigure, trim, snapshot
+//!     extended (issue 8, `SimConfig::extended_faults`): maybe replay archived messages to
+//!              their original receivers (often into the node that restarted last); maybe
+//!              change a node's leader priority (`set_priority`)
 //! ```
 //!
 //! Network faults are stored as effects with a start and an end tick; every tick the network's
@@ -58,11 +61,15 @@ pub enum FaultKind {
     Trim,
     /// A replica snapshots its log.
     Snapshot,
+    /// Archived messages are delivered again to their original receivers (extended faults).
+    Replay,
+    /// A node's leader priority changes at runtime (`set_priority`; extended faults).
+    Priority,
 }
 
 impl FaultKind {
     /// Every kind, in summary order.
-    pub const ALL: [FaultKind; 15] = [
+    pub const ALL: [FaultKind; 17] = [
         FaultKind::Loss,
         FaultKind::Duplication,
         FaultKind::Delay,
@@ -78,6 +85,8 @@ impl FaultKind {
         FaultKind::Reconfiguration,
         FaultKind::Trim,
         FaultKind::Snapshot,
+        FaultKind::Replay,
+        FaultKind::Priority,
     ];
 
     /// A short name for tables.
@@ -98,6 +107,8 @@ impl FaultKind {
             FaultKind::Reconfiguration => "reconfig",
             FaultKind::Trim => "trim",
             FaultKind::Snapshot => "snapshot",
+            FaultKind::Replay => "replay",
+            FaultKind::Priority => "priority",
         }
     }
 }
@@ -160,6 +171,19 @@ struct FaultProfile {
     base_link: LinkConfig,
     /// The client links' quality.
     client_link: LinkConfig,
+    /// The faults added for issue 8, if the run has them.
+    extended: Option<ExtendedProfile>,
+}
+
+/// The seed's choices for the extended faults ([`crate::sim::SimConfig::extended_faults`]).
+#[derive(Clone, Copy, Debug)]
+struct ExtendedProfile {
+    /// Chance per tick that archived messages are replayed.
+    replay_per_tick: f64,
+    /// Chance per tick that a node's leader priority changes.
+    priority_per_tick: f64,
+    /// A small `buffer_size` for every replica, in some seeds.
+    small_buffer_size: Option<usize>,
 }
 
 /// The fault injector's state.
@@ -171,11 +195,14 @@ pub struct Nemesis {
     restarts: BTreeMap<NodeId, u64>,
     counts: BTreeMap<FaultKind, u64>,
     reconfigurations_proposed: u32,
+    /// The tick each node last restarted at: replays go to restarted nodes more often.
+    restarted: BTreeMap<NodeId, u64>,
 }
 
 impl Nemesis {
-    /// Draws the seed's fault profile.
-    pub fn new(rng: &mut SmallRng, enabled: bool, hb_delay_ticks: u64) -> Nemesis {
+    /// Draws the seed's fault profile; with `extended`, also that of the extended faults
+    /// (drawn after everything else, so a seed's other choices do not depend on it).
+    pub fn new(rng: &mut SmallRng, enabled: bool, extended: bool, hb_delay_ticks: u64) -> Nemesis {
         let delay_max_ticks = rng.gen_range(1..=3);
         let base_link = if enabled {
             LinkConfig {
@@ -196,12 +223,20 @@ impl Nemesis {
             delay_min_ticks: 1,
             ..LinkConfig::reliable(2)
         };
-        let profile = FaultProfile {
+        let mut profile = FaultProfile {
             network_fault_per_tick: rng.gen_range(0.005..0.04),
             process_fault_per_tick: rng.gen_range(0.003..0.03),
             base_link,
             client_link,
+            extended: None,
         };
+        if enabled && extended {
+            profile.extended = Some(ExtendedProfile {
+                replay_per_tick: rng.gen_range(0.002..0.03),
+                priority_per_tick: rng.gen_range(0.0..0.01),
+                small_buffer_size: rng.gen_bool(0.3).then(|| rng.gen_range(1..=8)),
+            });
+        }
         Nemesis {
             enabled,
             profile,
@@ -210,7 +245,18 @@ impl Nemesis {
             restarts: BTreeMap::new(),
             counts: BTreeMap::new(),
             reconfigurations_proposed: 0,
+            restarted: BTreeMap::new(),
         }
+    }
+
+    /// The small `buffer_size` this seed gives every replica, if it does.
+    pub fn small_buffer_size(&self) -> Option<usize> {
+        self.profile.extended.and_then(|e| e.small_buffer_size)
+    }
+
+    /// Notes that `pid` restarted at tick `now`.
+    pub fn note_restarted(&mut self, pid: NodeId, now: u64) {
+        self.restarted.insert(pid, now);
     }
 
     /// The replica links' quality outside faults.
@@ -446,7 +492,18 @@ impl Simulation {
                 self.restart(pid)?;
             }
         }
-        if !self.nemesis.enabled || !self.rng.gen_bool(self.nemesis.profile.process_fault_per_tick) {
+        if !self.nemesis.enabled {
+            return Ok(());
+        }
+        if let Some(extended) = self.nemesis.profile.extended {
+            if self.rng.gen_bool(extended.replay_per_tick) {
+                self.replay_archived();
+            }
+            if extended.priority_per_tick > 0.0 && self.rng.gen_bool(extended.priority_per_tick) {
+                self.change_priority();
+            }
+        }
+        if !self.rng.gen_bool(self.nemesis.profile.process_fault_per_tick) {
             return Ok(());
         }
         match self.rng.gen_range(0..100) {
@@ -487,11 +544,43 @@ impl Simulation {
             loss
         });
         self.nemesis.count(FaultKind::Crash);
+        self.network.set_down(victim, true, self.now);
         let restart_at = self.now + self.nemesis.restart_delay(&mut self.rng);
         self.nemesis.schedule_restart(victim, restart_at);
         self.trace(|| {
             format!("FAULT crash node {victim} keeping {}; restart at t={restart_at}", kept.join(", "))
         });
+    }
+
+    /// Replays archived messages: 60 % of the time into the node that restarted last (a
+    /// message queued for it before its crash), otherwise into any node.
+    fn replay_archived(&mut self) {
+        let last_restarted = self
+            .nemesis
+            .restarted
+            .iter()
+            .filter(|(pid, _)| self.nodes.get(pid).is_some_and(|n| n.is_up()))
+            .max_by_key(|(_, &at)| at)
+            .map(|(&pid, _)| pid);
+        let receiver = last_restarted.filter(|_| self.rng.gen_bool(0.6));
+        let replayed = self.network.replay(receiver, self.now, &mut self.rng);
+        if replayed.is_empty() {
+            return;
+        }
+        self.nemesis.count(FaultKind::Replay);
+        for ((_, _, message), at) in replayed {
+            self.trace(|| format!("FAULT replay due t={at}: {}", crate::sim::show_message(&message)));
+        }
+    }
+
+    /// Changes the leader priority of a live node at runtime.
+    fn change_priority(&mut self) {
+        let up: Vec<NodeId> = self.nodes.values().filter(|n| n.is_up()).map(|n| n.pid()).collect();
+        let Some(&pid) = up.choose(&mut self.rng) else { return };
+        let priority = self.rng.gen_range(0..=3);
+        let Some(config_id) = self.nodes.get_mut(&pid).expect("up").set_priority(priority) else { return };
+        self.nemesis.count(FaultKind::Priority);
+        self.trace(|| format!("FAULT node {pid} set_priority({priority}) in configuration {config_id}"));
     }
 
     fn arm_disk_failure(&mut self) {

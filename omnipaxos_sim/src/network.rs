@@ -10,8 +10,18 @@
 //!
 //! Reordering comes from the per-message delay and from the random rank among messages due in
 //! the same tick. All randomness comes from the caller's seeded generator.
+//!
+//! Two extensions, both off unless the simulation turns them on (so a run without them draws
+//! the same random numbers as before they existed):
+//! - **parking** ([`Network::set_down`]): a message due at a node that is down waits, in its
+//!   order, until the node is up again, like a message a peer queued for a connection and sent
+//!   after the restart; without parking it is dropped.
+//! - **the archive** ([`Network::keep_archive`]): the last [`ARCHIVE_PER_LINK`] messages of
+//!   every directed link and a uniform sample of [`ARCHIVE_OLD_MAX`] older ones;
+//!   [`Network::replay`] delivers archived messages again to their original receivers, a burst
+//!   of consecutive ones of one link (a stale Prepare and its AcceptSync) or one old message.
 
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 
 use omnipaxos_core::util::NodeId;
 use rand::{rngs::SmallRng, Rng};
@@ -61,6 +71,64 @@ impl LinkConfig {
 
 /// A message taken off the network: (from, to, message).
 pub type Delivery<M> = (NodeId, NodeId, M);
+
+/// Recent messages kept per directed link for replays.
+pub const ARCHIVE_PER_LINK: usize = 64;
+/// Older messages kept for replays (a uniform sample of everything sent).
+pub const ARCHIVE_OLD_MAX: usize = 512;
+/// Most messages one replay delivers again.
+const REPLAY_BURST_MAX: usize = 4;
+
+/// Messages kept for replays.
+struct Archive<M> {
+    recent: BTreeMap<(NodeId, NodeId), VecDeque<M>>,
+    old: Vec<Delivery<M>>,
+    /// Messages archived so far (for the uniform sample).
+    seen: u64,
+}
+
+impl<M: Clone> Archive<M> {
+    fn record(&mut self, from: NodeId, to: NodeId, message: &M, rng: &mut SmallRng) {
+        self.seen += 1;
+        let link = self.recent.entry((from, to)).or_default();
+        if link.len() == ARCHIVE_PER_LINK {
+            let evicted = link.pop_front().expect("full");
+            // Reservoir sampling over the evicted messages: every one is kept with equal chance.
+            if self.old.len() < ARCHIVE_OLD_MAX {
+                self.old.push((from, to, evicted));
+            } else {
+                let slot = rng.gen_range(0..self.seen) as usize;
+                if slot < ARCHIVE_OLD_MAX {
+                    self.old[slot] = (from, to, evicted);
+                }
+            }
+        }
+        link.push_back(message.clone());
+    }
+
+    /// Consecutive recent messages of one link into `receiver` (any link if `None`), or one
+    /// old message.
+    fn pick(&self, receiver: Option<NodeId>, rng: &mut SmallRng) -> Vec<Delivery<M>> {
+        if !self.old.is_empty() && rng.gen_bool(0.3) {
+            let (from, to, m) = &self.old[rng.gen_range(0..self.old.len())];
+            if receiver.is_none_or(|r| r == *to) {
+                return vec![(*from, *to, m.clone())];
+            }
+        }
+        let links: Vec<(&(NodeId, NodeId), &VecDeque<M>)> = self
+            .recent
+            .iter()
+            .filter(|((_, to), ms)| receiver.is_none_or(|r| r == *to) && !ms.is_empty())
+            .collect();
+        if links.is_empty() {
+            return Vec::new();
+        }
+        let (&(from, to), messages) = links[rng.gen_range(0..links.len())];
+        let start = rng.gen_range(0..messages.len());
+        let end = (start + rng.gen_range(1..=REPLAY_BURST_MAX)).min(messages.len());
+        messages.range(start..end).map(|m| (from, to, m.clone())).collect()
+    }
+}
 
 /// What happened to a message handed to [`Network::send`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,6 +183,10 @@ pub struct NetworkStats {
     pub cut: u64,
     /// Extra copies created.
     pub duplicated: u64,
+    /// Archived messages delivered again.
+    pub replayed: u64,
+    /// Messages that waited for their receiver to restart.
+    pub parked: u64,
 }
 
 /// Directed links between nodes, and the messages in flight.
@@ -130,6 +202,10 @@ pub struct Network<M> {
     /// Breaks ties between equal ranks so the order never depends on the heap's layout.
     sequence: u64,
     stats: NetworkStats,
+    /// Nodes that are down, with the messages waiting for them (`None`: no parking; messages
+    /// to down nodes reach the caller, which drops them).
+    parked: Option<BTreeMap<NodeId, Vec<InFlight<M>>>>,
+    archive: Option<Archive<M>>,
 }
 
 impl<M: Clone> Network<M> {
@@ -143,12 +219,67 @@ impl<M: Clone> Network<M> {
             last_queued: BTreeMap::new(),
             sequence: 0,
             stats: NetworkStats::default(),
+            parked: None,
+            archive: None,
         }
+    }
+
+    /// From now on, messages due at a node marked down wait for it (see the module docs).
+    pub fn park_for_down_nodes(&mut self) {
+        self.parked.get_or_insert_with(BTreeMap::new);
+    }
+
+    /// From now on, keeps an archive of sent messages for [`Network::replay`].
+    pub fn keep_archive(&mut self) {
+        self.archive.get_or_insert_with(|| Archive { recent: BTreeMap::new(), old: Vec::new(), seen: 0 });
+    }
+
+    /// Marks `node` down (messages due at it are parked) or up again (its parked messages are
+    /// due at `now + 1`, in the order they would have been delivered). No effect without parking.
+    pub fn set_down(&mut self, node: NodeId, down: bool, now: u64) {
+        let Some(parked) = &mut self.parked else { return };
+        if down {
+            parked.entry(node).or_default();
+            return;
+        }
+        let Some(mut waiting) = parked.remove(&node) else { return };
+        waiting.sort_by_key(|m| (m.deliver_at, m.rank));
+        for (i, mut message) in waiting.into_iter().enumerate() {
+            message.deliver_at = now + 1;
+            message.rank = i as u64;
+            self.in_flight.push(message);
+        }
+    }
+
+    /// Delivers archived messages again to their original receivers, due within 2 ticks: a
+    /// burst of consecutive messages of one link into `receiver` (any link if `None`), or one
+    /// old message. Returns them for the trace. No effect without an archive.
+    pub fn replay(
+        &mut self,
+        receiver: Option<NodeId>,
+        now: u64,
+        rng: &mut SmallRng,
+    ) -> Vec<(Delivery<M>, u64)> {
+        let Some(archive) = &self.archive else { return Vec::new() };
+        let picked = archive.pick(receiver, rng);
+        let deliver_at = now + rng.gen_range(0..=2);
+        let mut replayed = Vec::with_capacity(picked.len());
+        for (i, (from, to, message)) in picked.into_iter().enumerate() {
+            self.sequence += 1;
+            let rank = (self.sequence & 0x7F_FFFF) | ((i as u64) << 56);
+            self.in_flight.push(InFlight { deliver_at, rank, from, to, message: message.clone() });
+            self.stats.replayed += 1;
+            replayed.push(((from, to, message), deliver_at));
+        }
+        replayed
     }
 
     /// Hands a message to the network at tick `now`.
     pub fn send(&mut self, from: NodeId, to: NodeId, message: M, now: u64, rng: &mut SmallRng) -> SendFate {
         self.stats.sent += 1;
+        if let Some(archive) = &mut self.archive {
+            archive.record(from, to, &message, rng);
+        }
         if self.cut.contains(&(from, to)) {
             self.stats.cut += 1;
             return SendFate::Cut;
@@ -199,16 +330,29 @@ impl<M: Clone> Network<M> {
     /// The next message due at or before `now` whose link is up; messages whose link was cut
     /// while in flight are dropped on the way (returned as `Err` for the trace).
     pub fn pop_due(&mut self, now: u64) -> Option<Result<Delivery<M>, Delivery<M>>> {
-        if self.in_flight.peek()?.deliver_at > now {
-            return None;
+        loop {
+            if self.in_flight.peek()?.deliver_at > now {
+                return None;
+            }
+            let due = self.in_flight.pop().expect("peeked");
+            match self.parked.as_mut().and_then(|p| p.get_mut(&due.to)) {
+                Some(waiting) => {
+                    self.stats.parked += 1;
+                    waiting.push(due);
+                }
+                None => return Some(self.take_due(due)),
+            }
         }
-        let InFlight { from, to, message, .. } = self.in_flight.pop().expect("peeked");
+    }
+
+    fn take_due(&mut self, due: InFlight<M>) -> Result<Delivery<M>, Delivery<M>> {
+        let InFlight { from, to, message, .. } = due;
         if self.cut.contains(&(from, to)) {
             self.stats.cut += 1;
-            return Some(Err((from, to, message)));
+            return Err((from, to, message));
         }
         self.stats.delivered += 1;
-        Some(Ok((from, to, message)))
+        Ok((from, to, message))
     }
 
     /// Messages in flight.
@@ -322,5 +466,56 @@ mod tests {
             net.send(1, 2, i, 1000 + i as u64 / 4, &mut rng);
         }
         assert_ne!(order(&mut net), (0..200).collect::<Vec<_>>(), "a non-FIFO link reorders");
+    }
+
+    #[test]
+    fn messages_for_a_down_node_wait_for_it_in_order() {
+        let mut rng = SmallRng::seed_from_u64(5);
+        let mut net: Network<u32> = Network::new(LinkConfig::reliable(1));
+        net.set_down(2, true, 0);
+        assert_eq!(net.send(1, 2, 1, 0, &mut rng), SendFate::Queued(1), "without parking nothing changes");
+        assert_eq!(net.pop_due(1), Some(Ok((1, 2, 1))));
+        net.park_for_down_nodes();
+        net.set_down(2, true, 1);
+        for (i, m) in (10..20).enumerate() {
+            net.send(1, 2, m, i as u64, &mut rng);
+        }
+        net.send(1, 3, 99, 0, &mut rng);
+        assert_eq!(net.pop_due(100), Some(Ok((1, 3, 99))), "other nodes are not held up");
+        assert_eq!(net.pop_due(100), None, "everything for node 2 waits");
+        assert_eq!(net.stats().parked, 10);
+        net.set_down(2, false, 100);
+        assert_eq!(net.pop_due(100), None, "due after the restart");
+        let delivered: Vec<u32> = std::iter::from_fn(|| net.pop_due(101).map(|m| m.expect("up").2)).collect();
+        assert_eq!(delivered, (10..20).collect::<Vec<_>>(), "in their order");
+    }
+
+    #[test]
+    fn replays_deliver_archived_messages_to_their_original_receivers() {
+        let mut rng = SmallRng::seed_from_u64(9);
+        let mut net: Network<u32> = Network::new(LinkConfig::reliable(1));
+        assert!(net.replay(None, 0, &mut rng).is_empty(), "no archive, no replays");
+        net.keep_archive();
+        for m in 0..(ARCHIVE_PER_LINK as u32 + 100) {
+            net.send(1, 2, m, 0, &mut rng);
+            net.send(3, 2, 1000 + m, 0, &mut rng);
+            net.send(2, 1, 2000 + m, 0, &mut rng);
+        }
+        while net.pop_due(u64::MAX).is_some() {}
+        let mut old = false;
+        for _ in 0..200 {
+            let replayed = net.replay(Some(2), 50, &mut rng);
+            assert!(!replayed.is_empty() && replayed.len() <= REPLAY_BURST_MAX);
+            let first = replayed[0].0 .2;
+            for (i, ((from, to, m), at)) in replayed.into_iter().enumerate() {
+                assert_eq!(to, 2, "only into the receiver asked for");
+                assert!((50..=52).contains(&at));
+                assert_eq!(m, first + i as u32, "a burst is consecutive on one link");
+                assert_eq!(from, if m >= 1000 { 3 } else { 1 });
+                old |= m % 1000 < 100;
+            }
+        }
+        assert!(old, "messages evicted from the recent window are replayed too");
+        assert_eq!(net.stats().replayed, std::iter::from_fn(|| net.pop_due(u64::MAX)).count() as u64);
     }
 }

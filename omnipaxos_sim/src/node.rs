@@ -40,7 +40,12 @@ pub struct ReplicaSettings {
     pub resend_ticks: u64,
     /// Proposals per leader batch.
     pub batch_size: usize,
+    /// Proposals that may wait in memory (`buffer_size`), which also bounds the outcomes kept.
+    pub buffer_size: usize,
 }
+
+/// The core's default `buffer_size`.
+pub const DEFAULT_BUFFER_SIZE: usize = 100_000;
 
 /// The configuration of `pid`'s replica in `cluster`.
 pub fn replica_config(pid: NodeId, cluster: &ClusterConfig, settings: ReplicaSettings) -> OmniPaxosConfig {
@@ -50,6 +55,7 @@ pub fn replica_config(pid: NodeId, cluster: &ClusterConfig, settings: ReplicaSet
     sp.set_peers(cluster.nodes.iter().copied().filter(|&p| p != pid).collect());
     sp.set_resend_message_tick_timeout(settings.resend_ticks);
     sp.set_batch_size(settings.batch_size);
+    sp.set_buffer_size(settings.buffer_size);
     sp.set_flush_batch_tick_timeout(2);
     sp.set_flexible_quorum(cluster.flexible_quorum);
     let mut config = OmniPaxosConfig::new(sp);
@@ -473,6 +479,14 @@ impl Node {
     /// The state machine as `config_id` started at this node, if it did.
     pub fn initial_state(&self, config_id: ConfigurationId) -> Option<&KvState> {
         self.initial_states.get(&config_id)
+    }
+
+    /// Changes the leader priority of the newest replica's Ballot Leader Election (lost at a
+    /// restart, like any runtime setting). Returns the configuration, if the node runs one.
+    pub fn set_priority(&mut self, priority: u32) -> Option<ConfigurationId> {
+        let (&config_id, replica) = self.replicas.iter_mut().next_back()?;
+        replica.set_priority(priority);
+        Some(config_id)
     }
 
     /// Arms a disk failure on the newest replica's storage.

@@ -223,6 +223,8 @@ pub struct Batch {
     pub threads: usize,
     /// The replicas' disks.
     pub storage: StorageKind,
+    /// The faults added for issue 8 ([`SimConfig::extended_faults`]).
+    pub extended_faults: bool,
 }
 
 /// Runs every (seed, node count) of the batch; `on_report` sees each report as it finishes
@@ -240,6 +242,7 @@ pub fn run_batch(batch: &Batch, on_report: impl Fn(&Report) + Sync) -> Summary {
                 let mut config = SimConfig::new(seed, nodes);
                 config.ops = batch.ops;
                 config.storage = batch.storage;
+                config.extended_faults = batch.extended_faults;
                 let report = run_one(config);
                 let mut summary = summary.lock().expect("no worker panics while holding the lock");
                 summary.by_nodes.entry(nodes).or_default().add(&report);

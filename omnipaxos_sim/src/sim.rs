@@ -41,7 +41,7 @@ use crate::{
 pub type NodeMessage = Message<Command, KvSnapshot>;
 
 /// A message for the trace; messages of later configurations name theirs (`[c2] 1->2 ...`).
-fn show_message(message: &NodeMessage) -> String {
+pub(crate) fn show_message(message: &NodeMessage) -> String {
     match crate::node::message_config(message) {
         1 => message.to_string(),
         config_id => format!("[c{config_id}] {message}"),
@@ -85,6 +85,11 @@ pub struct SimConfig {
     pub trace_print: bool,
     /// Testing the checkers: replicas answer reads from their local state, bypassing the log.
     pub read_locally: bool,
+    /// The faults added for issue 8: messages due at a crashed node wait for its restart
+    /// instead of being dropped; archived messages are replayed to their original receivers
+    /// (also after either end restarted); leader priorities change at runtime (`set_priority`);
+    /// some seeds run with a small `buffer_size`. Off, a seed runs exactly as before them.
+    pub extended_faults: bool,
 }
 
 impl SimConfig {
@@ -97,7 +102,12 @@ impl SimConfig {
             ops: 500,
             clients: 5,
             keys: 4,
-            settings: ReplicaSettings { hb_delay_ticks, resend_ticks: 2 * hb_delay_ticks, batch_size: 1 },
+            settings: ReplicaSettings {
+                hb_delay_ticks,
+                resend_ticks: 2 * hb_delay_ticks,
+                batch_size: 1,
+                buffer_size: crate::node::DEFAULT_BUFFER_SIZE,
+            },
             storage: StorageKind::Crashable,
             client_timeout_ticks: 8 * hb_delay_ticks,
             safety_max_ticks: 60_000,
@@ -107,6 +117,7 @@ impl SimConfig {
             trace: false,
             trace_print: false,
             read_locally: false,
+            extended_faults: true,
         }
     }
 }
@@ -196,14 +207,18 @@ pub fn run(config: SimConfig) -> Report {
 
 impl Simulation {
     /// Builds the first configuration, the networks and the clients.
-    pub fn new(config: SimConfig) -> Simulation {
+    pub fn new(mut config: SimConfig) -> Simulation {
         let mut rng = SmallRng::seed_from_u64(config.seed);
         let first = ClusterConfig {
             configuration_id: 1,
             nodes: (1..=config.nodes as NodeId).collect(),
             flexible_quorum: None,
         };
-        let nemesis = Nemesis::new(&mut rng, config.faults, config.settings.hb_delay_ticks);
+        let nemesis =
+            Nemesis::new(&mut rng, config.faults, config.extended_faults, config.settings.hb_delay_ticks);
+        if let Some(buffer_size) = nemesis.small_buffer_size() {
+            config.settings.buffer_size = buffer_size;
+        }
         let nodes = first
             .nodes
             .iter()
@@ -221,11 +236,16 @@ impl Simulation {
                 (pid, node)
             })
             .collect();
-        let network = Network::new(nemesis.base_link());
+        let mut network = Network::new(nemesis.base_link());
+        if config.faults && config.extended_faults {
+            network.park_for_down_nodes();
+            network.keep_archive();
+        }
         let client_network = Network::new(nemesis.client_link());
         let clients = Clients::new(config.clients, config.keys, config.client_timeout_ticks);
         let trace = config.trace.then(Vec::new);
-        Simulation {
+        let small_buffer = nemesis.small_buffer_size();
+        let mut sim = Simulation {
             rng,
             now: 0,
             phase: Phase::Safety,
@@ -240,7 +260,11 @@ impl Simulation {
             recovered_ticks: None,
             disk_losses: BTreeMap::new(),
             config,
+        };
+        if let Some(buffer_size) = small_buffer {
+            sim.trace(|| format!("PROFILE buffer_size {buffer_size}"));
         }
+        sim
     }
 
     /// Adds a line to the trace, if one is kept; `line` is only built then.
@@ -386,6 +410,7 @@ impl Simulation {
                 }
             };
             if !self.nodes.get(&to).is_some_and(|n| n.is_up()) {
+                // Classic faults only: with the extended faults the network parks it.
                 self.trace(|| format!("to a down node {}", show_message(&message)));
                 continue;
             }
@@ -515,6 +540,7 @@ impl Simulation {
             *losses.entry(loss.name()).or_default() += 1;
             loss
         });
+        self.network.set_down(pid, true, self.now);
         let restart_at = self.now + self.nemesis.restart_delay(&mut self.rng);
         self.nemesis.schedule_restart(pid, restart_at);
         let kept = kept.join(", ");
@@ -619,6 +645,8 @@ impl Simulation {
             property: "crashed_replicas_restart",
             detail,
         })?;
+        self.network.set_down(pid, false, self.now);
+        self.nemesis.note_restarted(pid, self.now);
         for (name, _) in &findings {
             *self.disk_losses.entry(name).or_default() += 1;
         }

@@ -44,7 +44,7 @@ use omnipaxos_storage::{
     persistent_storage::{
         recovery::Tail,
         sim_fs::{CrashVariant, SimFs, SimOpKind},
-        PersistentStorage, PersistentStorageConfig,
+        OpenMode, PersistentStorage, PersistentStorageConfig,
     },
 };
 use rand::{Rng, SeedableRng};
@@ -221,7 +221,7 @@ pub enum CrashedDisk {
     Persistent {
         /// The disk after the crash.
         fs: SimFs,
-        /// The log's configuration (with `create_if_missing` off: a restart never re-creates).
+        /// The log's configuration (in `OpenMode::Restart`: a restart never re-creates).
         config: PersistentStorageConfig,
     },
 }
@@ -261,10 +261,10 @@ impl SimStorage {
             StorageKind::Persistent => {
                 let config = PersistentStorageConfig::new(format!("/omnipaxos/c{config_id}"), config_id, pid)
                     .segment_size_bytes(SEGMENT_SIZE_BYTES)
-                    .create_if_missing(true);
+                    .mode(OpenMode::Bootstrap);
                 let storage = Persistent::open_with_fs(&config, SimFs::new()).expect("an empty SimFs opens");
                 assert!(storage.open_report().created);
-                let config = config.create_if_missing(false);
+                let config = config.mode(OpenMode::Restart);
                 SimStorage::over(Backend::Persistent { storage: Box::new(storage), config })
             }
         }
@@ -287,8 +287,10 @@ impl SimStorage {
     }
 
     /// What the write-ahead log's recovery repaired when this disk was opened, as
-    /// `(summary name, trace detail)`: a torn tail dropped, stray files removed. Empty for the
-    /// crashable backend and for a clean open.
+    /// `(summary name, trace detail)`: a torn tail dropped, a complete bad frame dropped and
+    /// reported as a possible loss of acknowledged data (the storage cannot tell a flipped bit
+    /// of an unsynced write from damage), stray files removed. Empty for the crashable backend
+    /// and for a clean open.
     pub fn recovery_findings(&self) -> Vec<(&'static str, String)> {
         let Backend::Persistent { storage, .. } = &self.inner else { return Vec::new() };
         let report = storage.open_report();
@@ -297,6 +299,13 @@ impl SimStorage {
             let detail =
                 format!("torn tail of {} at {offset}: {bytes} bytes dropped ({reason})", file.display());
             findings.push(("recovered-torn-tail", detail));
+        }
+        if let Tail::PossibleLoss { file, offset, bytes, lsn, reason } = &report.tail {
+            let detail = format!(
+                "possible loss at {} {offset} (lsn {lsn}): {bytes} bytes dropped ({reason})",
+                file.display()
+            );
+            findings.push(("recovered-possible-loss", detail));
         }
         if !report.removed_strays.is_empty() {
             findings
@@ -408,7 +417,7 @@ impl SimStorage {
 
     fn write_persistent(
         &mut self,
-        ops: Vec<StorageOp<Command, KvSnapshot>>,
+        ops: &mut Vec<StorageOp<Command, KvSnapshot>>,
         fail: Option<ArmedFailure>,
     ) -> StorageResult<()> {
         if self.injected_poison {
@@ -466,9 +475,9 @@ impl SimStorage {
 }
 
 impl Storage<Command, KvSnapshot> for SimStorage {
-    fn write_atomically(&mut self, ops: Vec<StorageOp<Command, KvSnapshot>>) -> StorageResult<()> {
+    fn write_atomically(&mut self, ops: &mut Vec<StorageOp<Command, KvSnapshot>>) -> StorageResult<()> {
         let fail = self.count_down(true);
-        self.note_rewrites(&ops);
+        self.note_rewrites(ops);
         match &mut self.inner {
             Backend::Crashable(inner) => {
                 if fail.is_some() {
@@ -527,5 +536,9 @@ impl Storage<Command, KvSnapshot> for SimStorage {
 
     fn get_incarnation(&self) -> StorageResult<u64> {
         self.port().get_incarnation()
+    }
+
+    fn get_identity(&self) -> StorageResult<Option<omnipaxos_core::storage::ReplicaIdentity>> {
+        self.port().get_identity()
     }
 }

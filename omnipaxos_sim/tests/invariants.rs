@@ -4,11 +4,12 @@ use omnipaxos_core::{storage::ClusterConfig, OmniPaxos};
 use omnipaxos_sim::{
     invariants::{Checker, Replica},
     kv::{Command, Op, RequestId},
-    node::{replica_config, ReplicaSettings},
+    node::{replica_config, ReplicaSettings, DEFAULT_BUFFER_SIZE},
     storage::SimStorage,
 };
 
-const SETTINGS: ReplicaSettings = ReplicaSettings { hb_delay_ticks: 10, resend_ticks: 20, batch_size: 1 };
+const SETTINGS: ReplicaSettings =
+    ReplicaSettings { hb_delay_ticks: 10, resend_ticks: 20, batch_size: 1, buffer_size: DEFAULT_BUFFER_SIZE };
 
 /// A single-node cluster `pid` (configuration 1) that decided one put of `value`.
 fn single_node_that_decided(pid: u64, value: u64) -> Replica {

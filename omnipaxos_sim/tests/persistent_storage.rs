@@ -12,7 +12,7 @@ use omnipaxos_sim::{
     sim::{LinearizabilityResult, SimConfig},
     storage::{CrashedDisk, DiskLoss, SimStorage, StorageKind},
 };
-use omnipaxos_storage::persistent_storage::{fs::FileSystem, sim_fs::CrashVariant};
+use omnipaxos_storage::persistent_storage::{format::segment_frames, fs::FileSystem, sim_fs::CrashVariant};
 
 fn config(seed: u64, nodes: usize) -> SimConfig {
     let mut config = SimConfig::new(seed, nodes);
@@ -75,7 +75,7 @@ fn corrupt_synced_data_is_a_recovery_error_not_an_empty_disk() {
         .zip(entries)
         .map(|(seq, entry)| Proposal { id: ProposalId { node: 1, seq, incarnation: 0 }, entry })
         .collect();
-    storage.write_atomically(vec![StorageOp::AppendEntries(proposals)]).expect("write");
+    storage.write_atomically(&mut vec![StorageOp::AppendEntries(proposals)]).expect("write");
     storage.flush().expect("flush");
     let clean = storage.crash_disk(DiskLoss::Bytes { variant: CrashVariant::LoseUnsynced, seed: 1 });
     let reopened = clean.recover().expect("a clean crash reopens");
@@ -86,10 +86,12 @@ fn corrupt_synced_data_is_a_recovery_error_not_an_empty_disk() {
     let mut segments = fs.list_files(&config.path).expect("the data directory");
     segments.retain(|name| name.ends_with(".log"));
     let segment = config.path.join(&segments[0]);
-    let length = fs.read(&segment).expect("segment").len();
-    assert!(length > 100);
-    // A byte inside the first frames, which were synced.
-    fs.corrupt_byte(&segment, 90, 0x40);
+    let bytes = fs.read(&segment).expect("segment");
+    let frames = segment_frames(&bytes);
+    assert!(frames.len() >= 2, "a checkpoint and the synced write");
+    // A byte inside the checkpoint, which was synced before the segment got its name.
+    let (checkpoint_offset, _) = frames[0];
+    fs.corrupt_byte(&segment, checkpoint_offset + 40, 0x40);
     let error = crashed.recover().expect_err("synced data that fails its checksum is refused");
     assert!(error.contains("refuses to open"), "{error}");
 }

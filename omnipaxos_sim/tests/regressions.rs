@@ -5,13 +5,17 @@
 //! each core bug is also reduced to a scripted schedule in `tests/core_bugs.rs` (ignored until
 //! fixed); here the seeds must simply pass. A seed that fails here again is a regression, or
 //! one of those open bugs reached another way: replay it with its trace,
-//! `cargo run --release -p omnipaxos_sim -- --seed S --nodes N`.
+//! `cargo run --release -p omnipaxos_sim -- --seed S --nodes N --classic-faults`.
 
 use omnipaxos_sim::{runner, sim::SimConfig};
 
+/// The seeds were found under the fault model from before issue 8, which only the classic
+/// faults reproduce (the extended faults draw more random numbers, so every schedule changes).
 fn assert_passes(runs: &[(u64, usize)]) {
     for &(seed, nodes) in runs {
-        let report = runner::run_one(SimConfig::new(seed, nodes));
+        let mut config = SimConfig::new(seed, nodes);
+        config.extended_faults = false;
+        let report = runner::run_one(config);
         assert_eq!(report.violation, None, "seed {seed} N={nodes}");
     }
 }

@@ -72,3 +72,42 @@ fn without_faults_every_operation_completes() {
     assert_eq!(report.ops.invoked, report.ops.ok + report.ops.indeterminate);
     assert!(report.faults.is_empty());
 }
+
+/// The faults added for issue 8 happen: archived messages are replayed, messages wait for
+/// crashed nodes, leader priorities change; with the classic faults none of them does.
+#[test]
+fn extended_faults_replay_park_and_change_priorities_and_classic_faults_do_not() {
+    use omnipaxos_sim::nemesis::FaultKind;
+    let (mut replays, mut priorities, mut replayed, mut parked) = (0, 0, 0, 0);
+    for seed in 0..8 {
+        let report = runner::run_one(config(seed, 3));
+        assert_eq!(report.violation, None, "seed {seed}");
+        replays += report.faults.get(&FaultKind::Replay).copied().unwrap_or(0);
+        priorities += report.faults.get(&FaultKind::Priority).copied().unwrap_or(0);
+        replayed += report.messages.replayed;
+        parked += report.messages.parked;
+
+        let mut classic = config(seed, 3);
+        classic.extended_faults = false;
+        let report = runner::run_one(classic);
+        assert!(
+            !report.faults.contains_key(&FaultKind::Replay)
+                && !report.faults.contains_key(&FaultKind::Priority)
+        );
+        assert_eq!((report.messages.replayed, report.messages.parked), (0, 0));
+    }
+    assert!(replays > 0 && replayed >= replays, "replays {replays}, messages replayed {replayed}");
+    assert!(priorities > 0, "no set_priority in 8 seeds");
+    assert!(parked > 0, "no message waited for a crashed node in 8 seeds");
+}
+
+/// Seeds that found, with the extended faults, a replica's decided prefix truncated by a
+/// stale Prepare + AcceptSync replayed to it after its restart (issue 8, finding 1):
+/// `decided_prefix_never_shrinks_or_changes`, at the core of the issue.
+#[test]
+fn seeds_that_found_stale_log_synchronisations_pass() {
+    for (seed, nodes) in [(454, 5), (303, 5), (665, 3), (737, 3), (753, 3)] {
+        let report = runner::run_one(config(seed, nodes));
+        assert_eq!(report.violation, None, "seed {seed} N={nodes}");
+    }
+}

@@ -4,7 +4,7 @@
 //! ```text
 //! cargo bench -p omnipaxos_storage --bench durable_append            # full run, ~2 min
 //! BENCH_SECONDS=5 BENCH_DIR=/path/on/disk cargo bench -p omnipaxos_storage --bench durable_append
-//! BENCH_PARTS=append (or recovery) cargo bench -p omnipaxos_storage --bench durable_append
+//! BENCH_PARTS=append (or recovery, or open) cargo bench -p omnipaxos_storage --bench durable_append
 //! cargo test -p omnipaxos_storage --benches                          # smoke run (CI), ~1 s
 //! ```
 //!
@@ -17,6 +17,10 @@
 //! same disk conditions (this disk's latency jumps between ~0.1 ms and ~4 ms phases); a rate
 //! is batches divided by the time spent in that loop's own batches. Syncs (fdatasync + directory fsync) are counted
 //! through the storage's file system. Prints markdown tables for `docs/benchmarks.md`.
+//!
+//! `open` times a restart of an empty log (one preallocated 64 MiB segment) and reports the
+//! bytes it read and the growth of the process's peak resident memory during the open
+//! (`VmHWM`, reset through `/proc/self/clear_refs`).
 
 use std::{
     fs::{File, OpenOptions},
@@ -33,11 +37,20 @@ use omnipaxos_core::{
 use serde::{de::Visitor, Deserialize, Deserializer, Serialize, Serializer};
 
 use omnipaxos_storage::persistent_storage::{
-    format::{read_frame, FrameRead, SEGMENT_HEADER_BYTES},
-    PersistentStorage, PersistentStorageConfig,
+    format::{segment_frames, FrameKind},
+    fs::{FileSystem, StdFs},
+    OpenMode, PersistentStorage, PersistentStorageConfig,
 };
 
 type Wal = PersistentStorage<Entry, ()>;
+
+/// A field of `/proc/self/status` in bytes (`VmRSS`, `VmHWM`).
+fn proc_status_bytes(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let line = status.lines().find(|line| line.starts_with(field)).expect("the field is there");
+    let kib: u64 = line.split_whitespace().nth(1).and_then(|number| number.parse().ok()).expect("a number");
+    kib * 1024
+}
 
 /// The benchmark's entry: a byte blob serialized as bytes (`serialize_bytes`: a length and one
 /// copy), as a byte payload is stored in practice (`serde_bytes`, `bytes::Bytes`). A plain
@@ -113,8 +126,8 @@ fn batch(start: u64, count: usize, entry_bytes: usize) -> Vec<Proposal<Entry>> {
         .collect()
 }
 
-fn wal_config(dir: &Path, settings: &Settings) -> PersistentStorageConfig {
-    PersistentStorageConfig::new(dir, 1, 1).create_if_missing(true).segment_size_bytes(settings.segment_bytes)
+fn wal_config(dir: &Path, settings: &Settings, mode: OpenMode) -> PersistentStorageConfig {
+    PersistentStorageConfig::new(dir, 1, 1).mode(mode).segment_size_bytes(settings.segment_bytes)
 }
 
 /// A raw `pwrite` + `fdatasync` loop's file: preallocated (zero-filled, wrapping around) or
@@ -165,7 +178,8 @@ impl Drop for RawFile {
 fn run_cell(base: &Path, entries_per_batch: usize, entry_bytes: usize, settings: &Settings) -> [Measured; 3] {
     let dir = base.join("wal");
     let _ = std::fs::remove_dir_all(&dir);
-    let mut wal = Wal::open(&wal_config(&dir, settings)).expect("open the benchmark WAL");
+    let mut wal =
+        Wal::open(&wal_config(&dir, settings, OpenMode::Bootstrap)).expect("open the benchmark WAL");
     let bytes_per_batch = probe_frame_bytes(entries_per_batch, entry_bytes);
     let buffer = vec![0x5au8; bytes_per_batch as usize];
     let mut raw = RawFile::create(&base.join("raw.dat"), Some(settings.segment_bytes));
@@ -186,12 +200,12 @@ fn run_cell(base: &Path, entries_per_batch: usize, entry_bytes: usize, settings:
                     let entries = batch(log_end, entries_per_batch, entry_bytes);
                     let before = wal.sync_counts();
                     let began = Instant::now();
-                    let ops = vec![
+                    let mut ops = vec![
                         StorageOp::AppendEntries(entries),
                         StorageOp::SetAcceptedRound(ballot),
                         StorageOp::SetDecidedIdx(log_end),
                     ];
-                    wal.write_atomically(ops).expect("write");
+                    wal.write_atomically(&mut ops).expect("write");
                     wal.flush().expect("flush");
                     measured[0].latencies_us.push(began.elapsed().as_secs_f64() * 1e6);
                     let after = wal.sync_counts();
@@ -228,16 +242,16 @@ fn probe_frame_bytes(entries_per_batch: usize, entry_bytes: usize) -> u64 {
     let root = std::env::temp_dir().join(format!("durable_append_probe_{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let config = PersistentStorageConfig::new(&root, 1, 1)
-        .create_if_missing(true)
+        .mode(OpenMode::Bootstrap)
         .segment_size_bytes(64 << 20)
         .preallocate_segments(false);
     let mut wal = Wal::open(&config).expect("open the probe WAL");
-    let ops = vec![
+    let mut ops = vec![
         StorageOp::AppendEntries(batch(0, entries_per_batch, entry_bytes)),
         StorageOp::SetAcceptedRound(Ballot::with(1, 1, 0, 1)),
         StorageOp::SetDecidedIdx(0),
     ];
-    wal.write_atomically(ops).expect("write");
+    wal.write_atomically(&mut ops).expect("write");
     wal.flush().expect("flush");
     drop(wal);
     let bytes = frame_bytes(&root);
@@ -245,20 +259,17 @@ fn probe_frame_bytes(entries_per_batch: usize, entry_bytes: usize) -> u64 {
     bytes
 }
 
-/// Bytes of write frames in a WAL directory (checkpoints excluded).
+/// Bytes of write frames in a WAL directory (checkpoints and seals excluded).
 fn frame_bytes(dir: &Path) -> u64 {
     let mut total = 0;
     for path in segment_paths(dir) {
         let bytes = std::fs::read(&path).expect("read segment");
-        let mut offset = SEGMENT_HEADER_BYTES;
-        let mut first = true;
-        while let FrameRead::Valid(frame) = read_frame(&bytes, offset) {
-            if !first {
-                total += frame.len as u64;
-            }
-            first = false;
-            offset += frame.len;
-        }
+        let frames = segment_frames(&bytes);
+        total += frames
+            .iter()
+            .filter(|(_, frame)| frame.kind == FrameKind::Write)
+            .map(|(_, frame)| frame.len as u64)
+            .sum::<u64>();
     }
     total
 }
@@ -302,13 +313,13 @@ fn print_append_table(rows: &[(usize, usize, Measured, Measured, Measured)]) {
 /// read-only recovery into raw bytes, and a full open (decode into typed entries).
 fn recovery_scan(dir: &Path, settings: &Settings) {
     let _ = std::fs::remove_dir_all(dir);
-    let mut wal = Wal::open(&wal_config(dir, settings)).expect("open");
+    let mut wal = Wal::open(&wal_config(dir, settings, OpenMode::Bootstrap)).expect("open");
     let mut log_end = 0u64;
     let entries_per_batch = 1024;
     while log_end * 300 < settings.recovery_bytes {
         let entries = batch(log_end, entries_per_batch, 256);
-        wal.write_atomically(vec![StorageOp::AppendEntries(entries)]).expect("write");
-        if log_end % (entries_per_batch as u64 * 64) == 0 {
+        wal.write_atomically(&mut vec![StorageOp::AppendEntries(entries)]).expect("write");
+        if log_end.is_multiple_of(entries_per_batch as u64 * 64) {
             wal.flush().expect("flush");
         }
         log_end += entries_per_batch as u64;
@@ -326,16 +337,11 @@ fn recovery_scan(dir: &Path, settings: &Settings) {
     let mut scanned = 0u64;
     for path in segment_paths(dir) {
         let content = std::fs::read(&path).expect("read");
-        let mut offset = SEGMENT_HEADER_BYTES;
-        while let FrameRead::Valid(frame) = read_frame(&content, offset) {
-            scanned += frame.len as u64;
-            offset += frame.len;
-        }
-        assert!(content[offset..].iter().all(|byte| *byte == 0), "clean tail");
+        scanned += segment_frames(&content).iter().map(|(_, frame)| frame.len as u64).sum::<u64>();
     }
     let scan = started.elapsed();
     let started = Instant::now();
-    let opened = Wal::open(&wal_config(dir, settings)).expect("reopen");
+    let opened = Wal::open(&wal_config(dir, settings, OpenMode::Restart)).expect("reopen");
     let open = started.elapsed();
     assert_eq!(opened.get_log_end().expect("read"), log_end);
     drop(opened);
@@ -343,7 +349,7 @@ fn recovery_scan(dir: &Path, settings: &Settings) {
     println!("| what | log bytes | segment file bytes | time | speed |");
     println!("|---|---|---|---|---|");
     println!(
-        "| verify scan: read files + check every frame's two CRC32C + zero tail | {bytes} | {file_bytes} | {:.1} ms | {:.2} GB/s |",
+        "| verify scan: read whole files + check every frame's two CRC32C | {bytes} | {file_bytes} | {:.1} ms | {:.2} GB/s |",
         scan.as_secs_f64() * 1e3,
         gb(scan)
     );
@@ -377,13 +383,61 @@ fn main() {
         .join("durable_append");
     std::fs::create_dir_all(&base).expect("benchmark directory");
     println!("benchmark directory: {} (smoke: {})", base.display(), settings.smoke);
-    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "append,recovery".to_string());
+    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "append,recovery,open".to_string());
     if parts.contains("append") {
         append_tables(&base, &settings);
     }
     if parts.contains("recovery") {
         recovery_scan(&base.join("recovery"), &settings);
     }
+    if parts.contains("open") {
+        open_empty_log(&base.join("empty"), &settings);
+    }
+}
+
+/// Restarts an empty log (one preallocated segment of `settings.segment_bytes`) several times;
+/// prints the median open time, the bytes read and the growth of peak resident memory.
+fn open_empty_log(dir: &Path, settings: &Settings) {
+    let _ = std::fs::remove_dir_all(dir);
+    let wal = Wal::open(&wal_config(dir, settings, OpenMode::Bootstrap)).expect("bootstrap");
+    drop(wal);
+    let mut times_ms = Vec::new();
+    let mut bytes_read = 0;
+    let mut peak_growth = Vec::new();
+    for _ in 0..if settings.smoke { 2 } else { 20 } {
+        let fs = StdFs::default();
+        // "5" resets the peak resident set size (VmHWM) to the current one.
+        let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+        let resident_before = proc_status_bytes("VmRSS:");
+        let started = Instant::now();
+        let wal =
+            Wal::open_with_fs(&wal_config(dir, settings, OpenMode::Restart), fs.clone()).expect("restart");
+        let elapsed = started.elapsed();
+        if reset {
+            peak_growth.push(proc_status_bytes("VmHWM:").saturating_sub(resident_before));
+        }
+        times_ms.push(elapsed.as_secs_f64() * 1e3);
+        bytes_read = fs.bytes_read();
+        assert_eq!(wal.get_log_end().expect("read"), 0);
+        // Dropping waits for the next segment's background preallocation (not part of the open).
+        drop(wal);
+    }
+    times_ms.sort_by(f64::total_cmp);
+    peak_growth.sort_unstable();
+    let growth = peak_growth.get(peak_growth.len() / 2).map_or("n/a".to_string(), |bytes| bytes.to_string());
+    println!(
+        "| what | segment bytes | median time | bytes read | median growth of peak RSS during the open |"
+    );
+    println!("|---|---|---|---|---|");
+    println!(
+        "| restart of an empty log ({} opens) | {} | {:.2} ms | {} | {} |",
+        times_ms.len(),
+        settings.segment_bytes,
+        times_ms[times_ms.len() / 2],
+        bytes_read,
+        growth
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 fn append_tables(base: &Path, settings: &Settings) {

@@ -93,7 +93,7 @@ pub fn observe<St: Storage<u64, SumSnapshot>>(storage: &St) -> ObservedState {
 pub struct FlushAfterEveryWrite<St>(pub St);
 
 impl<T, S, St: Storage<T, S>> Storage<T, S> for FlushAfterEveryWrite<St> {
-    fn write_atomically(&mut self, ops: Vec<StorageOp<T, S>>) -> Result<(), StorageError> {
+    fn write_atomically(&mut self, ops: &mut Vec<StorageOp<T, S>>) -> Result<(), StorageError> {
         self.0.write_atomically(ops)?;
         self.0.flush()
     }
@@ -136,6 +136,10 @@ impl<T, S, St: Storage<T, S>> Storage<T, S> for FlushAfterEveryWrite<St> {
 
     fn get_incarnation(&self) -> Result<u64, StorageError> {
         self.0.get_incarnation()
+    }
+
+    fn get_identity(&self) -> Result<Option<omnipaxos_core::storage::ReplicaIdentity>, StorageError> {
+        self.0.get_identity()
     }
 }
 
@@ -182,10 +186,10 @@ pub fn proposals(from: LogIndex, to: LogIndex, generation: u64) -> Vec<Proposal<
 
 fn write<St: Storage<u64, SumSnapshot>>(
     storage: &mut St,
-    ops: Vec<StorageOp<u64, SumSnapshot>>,
+    mut ops: Vec<StorageOp<u64, SumSnapshot>>,
     check: &str,
 ) {
-    if let Err(error) = storage.write_atomically(ops) {
+    if let Err(error) = storage.write_atomically(&mut ops) {
         panic!("{check}: a valid write_atomically failed: {error}");
     }
 }
@@ -340,8 +344,8 @@ where
     for from_idx in [0, 1, 7, 100, LogIndex::MAX] {
         let mut storage = populated(make_empty);
         let before = observe(&storage);
-        let ops = vec![StorageOp::AppendOnPrefix(from_idx, proposals(0, 2, 9))];
-        assert_out_of_range(storage.write_atomically(ops), check);
+        let mut ops = vec![StorageOp::AppendOnPrefix(from_idx, proposals(0, 2, 9))];
+        assert_out_of_range(storage.write_atomically(&mut ops), check);
         assert_eq!(observe(&storage), before, "{check}: from_idx {from_idx} changed state");
     }
 }
@@ -414,7 +418,7 @@ where
     for idx in [0, 1] {
         let mut storage = populated(make_empty);
         let before = observe(&storage);
-        assert_out_of_range(storage.write_atomically(vec![StorageOp::Trim(idx)]), check);
+        assert_out_of_range(storage.write_atomically(&mut vec![StorageOp::Trim(idx)]), check);
         assert_eq!(observe(&storage), before, "{check}: Trim({idx}) changed state");
     }
 }
@@ -428,15 +432,15 @@ where
     let check = "check_failed_write_changes_nothing";
     let mut storage = populated(make_empty);
     let before = observe(&storage);
-    let ops = vec![
+    let mut ops = vec![
         StorageOp::SetPromise(Ballot::with(1, 9, 0, 3)),
         StorageOp::AppendOnPrefix(9, proposals(9, 10, 2)),
     ];
-    assert_out_of_range(storage.write_atomically(ops), check);
+    assert_out_of_range(storage.write_atomically(&mut ops), check);
     assert_eq!(observe(&storage), before, "{check}: promise must not be set");
 
     let mut storage = populated(make_empty);
-    let ops = vec![
+    let mut ops = vec![
         StorageOp::AppendEntries(proposals(6, 8, 2)),
         StorageOp::SetAcceptedRound(Ballot::with(1, 9, 0, 3)),
         StorageOp::SetDecidedIdx(7),
@@ -446,7 +450,7 @@ where
         StorageOp::Trim(5),
         StorageOp::Trim(3),
     ];
-    assert_out_of_range(storage.write_atomically(ops), check);
+    assert_out_of_range(storage.write_atomically(&mut ops), check);
     assert_eq!(observe(&storage), before, "{check}: no op of the call may apply");
 }
 
@@ -459,10 +463,10 @@ where
     let check = "check_failed_write_poisons_storage";
     let mut storage = populated(make_empty);
     let before = observe(&storage);
-    assert_out_of_range(storage.write_atomically(vec![StorageOp::Trim(0)]), check);
-    let valid = vec![StorageOp::SetIncarnation(9), StorageOp::AppendEntries(proposals(6, 7, 2))];
-    assert!(storage.write_atomically(valid).is_err(), "{check}: later write must fail");
-    assert!(storage.write_atomically(Vec::new()).is_err(), "{check}: even an empty write");
+    assert_out_of_range(storage.write_atomically(&mut vec![StorageOp::Trim(0)]), check);
+    let mut valid = vec![StorageOp::SetIncarnation(9), StorageOp::AppendEntries(proposals(6, 7, 2))];
+    assert!(storage.write_atomically(&mut valid).is_err(), "{check}: later write must fail");
+    assert!(storage.write_atomically(&mut Vec::new()).is_err(), "{check}: even an empty write");
     assert!(storage.flush().is_err(), "{check}: later flush must fail");
     assert_eq!(observe(&storage), before, "{check}: reads still work, state unchanged");
 }
@@ -526,9 +530,9 @@ where
     let mut storage = make_empty();
     write(&mut storage, vec![StorageOp::AppendEntries(proposals(0, 6, 1))], check);
     let before = observe(&storage);
-    let trims_then_truncates_below =
+    let mut trims_then_truncates_below =
         vec![StorageOp::Trim(4), StorageOp::AppendOnPrefix(2, proposals(2, 3, 2))];
-    assert_out_of_range(storage.write_atomically(trims_then_truncates_below), check);
+    assert_out_of_range(storage.write_atomically(&mut trims_then_truncates_below), check);
     assert_eq!(observe(&storage), before, "{check}: invalid after trim, nothing applied");
 }
 
@@ -672,7 +676,7 @@ where
         assert_eq!(storage.get_log_end().expect("get_log_end"), max, "{check}: log_end");
         assert!(read(&storage, max, max, check).is_empty(), "{check}: empty at the top");
         let before = observe(&storage);
-        assert_out_of_range(storage.write_atomically(vec![op]), check);
+        assert_out_of_range(storage.write_atomically(&mut vec![op]), check);
         assert_eq!(observe(&storage), before, "{check}: state changed");
     }
 }

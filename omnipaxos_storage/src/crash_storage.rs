@@ -19,7 +19,7 @@
 
 use omnipaxos_core::{
     ballot_leader_election::Ballot,
-    storage::{StopSign, Storage, StorageError, StorageOp, StorageResult},
+    storage::{ReplicaIdentity, StopSign, Storage, StorageError, StorageOp, StorageResult},
     util::{LogIndex, Proposal},
 };
 
@@ -155,14 +155,17 @@ impl<T: Clone, S: Clone> CrashableStorage<T, S> {
 
 /// Replays a call that already succeeded on the live state from the same starting state; it
 /// cannot fail unless this file is wrong.
-fn apply_replayed_call<T: Clone, S: Clone>(storage: &mut MemoryStorage<T, S>, call: Vec<StorageOp<T, S>>) {
-    storage.write_atomically(call).expect("a call that succeeded on the live state succeeds on replay");
+fn apply_replayed_call<T: Clone, S: Clone>(
+    storage: &mut MemoryStorage<T, S>,
+    mut call: Vec<StorageOp<T, S>>,
+) {
+    storage.write_atomically(&mut call).expect("a call that succeeded on the live state succeeds on replay");
 }
 
 impl<T: Clone, S: Clone> Storage<T, S> for CrashableStorage<T, S> {
     /// Applies the call to the live state and queues it for the next flush. A failed call
     /// (injected or invalid) changes nothing and poisons the storage.
-    fn write_atomically(&mut self, ops: Vec<StorageOp<T, S>>) -> StorageResult<()> {
+    fn write_atomically(&mut self, ops: &mut Vec<StorageOp<T, S>>) -> StorageResult<()> {
         self.write_count = self.write_count.saturating_add(1);
         if self.poisoned {
             return Err(StorageError::Poisoned);
@@ -172,11 +175,12 @@ impl<T: Clone, S: Clone> Storage<T, S> for CrashableStorage<T, S> {
             return Err(injected_io_error("injected write failure"));
         }
         assert!(self.unflushed.len() < UNFLUSHED_CALLS_MAX, "caller never flushes");
-        if let Err(error) = self.live.write_atomically(ops.clone()) {
+        let call = ops.clone();
+        if let Err(error) = self.live.write_atomically(ops) {
             self.poisoned = true;
             return Err(error);
         }
-        self.unflushed.push(ops);
+        self.unflushed.push(call);
         Ok(())
     }
 
@@ -232,5 +236,9 @@ impl<T: Clone, S: Clone> Storage<T, S> for CrashableStorage<T, S> {
 
     fn get_incarnation(&self) -> StorageResult<u64> {
         self.live.get_incarnation()
+    }
+
+    fn get_identity(&self) -> StorageResult<Option<ReplicaIdentity>> {
+        self.live.get_identity()
     }
 }

@@ -8,10 +8,12 @@
 //! - [`crash_storage::CrashableStorage`]: a simulated disk with a volatile cache, whose unflushed
 //!   writes a simulated crash can lose, and whose writes and flushes can be made to fail.
 //! - [`persistent_storage::PersistentStorage`]: the durable storage: a segmented, checksummed
-//!   write-ahead log with group commit (one `fdatasync` per flush), crash recovery that drops a
-//!   torn tail and refuses corruption, and a simulated file system
-//!   ([`persistent_storage::sim_fs::SimFs`]) to crash it at every system call. `DESIGN.md` in
-//!   this crate gives the byte layout, every fsync point and the durability argument.
+//!   write-ahead log with group commit (one `fdatasync` per flush), one writer per directory
+//!   (a lock), explicit bootstrap and restart, crash recovery that drops a torn tail, refuses
+//!   corruption and deleted segments, and reports a possible loss where it cannot tell, and a
+//!   simulated file system ([`persistent_storage::sim_fs::SimFs`]) to crash it at every system
+//!   call. `DESIGN.md` in this crate gives the byte layout, every fsync point, the durability
+//!   argument and the failure table.
 //! - [`conformance`]: the contract as executable checks, run against every implementation.
 //!
 //! How the core uses storage:
@@ -34,6 +36,7 @@
 
 pub mod conformance;
 pub mod crash_storage;
+pub mod id_runs;
 mod log_bounds;
 pub mod memory_storage;
 pub mod persistent_storage;

@@ -27,7 +27,8 @@ impl LogBounds {
             | StorageOp::SetDecidedIdx(_)
             | StorageOp::SetStopSign(_)
             | StorageOp::SetSnapshot(_)
-            | StorageOp::SetIncarnation(_) => self,
+            | StorageOp::SetIncarnation(_)
+            | StorageOp::SetIdentity(_) => self,
         };
         debug_assert!(next.compacted_idx <= next.log_end);
         Ok(next)

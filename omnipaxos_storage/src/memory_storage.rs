@@ -4,21 +4,27 @@
 //! model-based tests are written against it first, and [`crate::crash_storage`] uses it for both
 //! its durable and its live state. Memory counts as "durable" here, so `flush` does nothing.
 
-use crate::log_bounds::{index_as_position, length_as_index, LogBounds};
+use crate::{
+    id_runs::IdRuns,
+    log_bounds::{index_as_position, length_as_index, LogBounds},
+};
 use omnipaxos_core::{
     ballot_leader_election::Ballot,
-    storage::{StopSign, Storage, StorageError, StorageOp, StorageResult},
+    storage::{ReplicaIdentity, StopSign, Storage, StorageError, StorageOp, StorageResult},
     util::{LogIndex, Proposal},
 };
 
 /// The log and the replica's persistent fields, held in memory.
 ///
-/// Indices are absolute: entry `i` sits at position `i - compacted_idx` of `log`.
+/// Indices are absolute: entry `i` sits at position `i - compacted_idx` of `log`. Proposal ids
+/// are kept apart as runs ([`IdRuns`]): a `u64` entry costs 8 bytes, not 32.
 #[derive(Clone, Debug)]
 pub struct MemoryStorage<T, S> {
     /// The stored entries `[compacted_idx, log_end)`.
     /// Invariant: `compacted_idx + log.len()` fits in a `LogIndex` (so `log_end` never overflows).
-    log: Vec<Proposal<T>>,
+    log: Vec<T>,
+    /// The entries' proposal ids. Invariant: cover `[compacted_idx, log_end)` exactly.
+    ids: IdRuns,
     /// The first stored index; every index below it was trimmed or snapshotted.
     compacted_idx: LogIndex,
     promise: Option<Ballot>,
@@ -27,6 +33,7 @@ pub struct MemoryStorage<T, S> {
     stopsign: Option<StopSign>,
     snapshot: Option<S>,
     incarnation: u64,
+    identity: Option<ReplicaIdentity>,
     /// Set by the first failed write; from then on every write and flush is refused, because
     /// the storage contract is fail-stop (see `omnipaxos_core::storage`).
     poisoned: bool,
@@ -42,6 +49,7 @@ impl<T, S> Default for MemoryStorage<T, S> {
     fn default() -> Self {
         MemoryStorage {
             log: Vec::new(),
+            ids: IdRuns::default(),
             compacted_idx: 0,
             promise: None,
             accepted_round: None,
@@ -49,6 +57,7 @@ impl<T, S> Default for MemoryStorage<T, S> {
             stopsign: None,
             snapshot: None,
             incarnation: 0,
+            identity: None,
             poisoned: false,
             write_count: 0,
             flush_count: 0,
@@ -85,6 +94,22 @@ impl<T, S> MemoryStorage<T, S> {
     pub fn check_invariants(&self) {
         let length = length_as_index(self.log.len());
         assert!(self.compacted_idx.checked_add(length).is_some(), "log_end must not overflow");
+        if cfg!(debug_assertions) {
+            self.ids.check_covers(self.compacted_idx, self.log_end());
+        }
+    }
+
+    /// Runs of proposal ids held (the ids cost about 40 bytes per run, not 24 per entry).
+    pub fn id_run_count(&self) -> usize {
+        self.ids.run_count()
+    }
+
+    fn append(&mut self, entries: Vec<Proposal<T>>) {
+        self.log.reserve(entries.len());
+        for (idx, Proposal { id, entry }) in (self.log_end()..).zip(entries) {
+            self.ids.push(idx, id);
+            self.log.push(entry);
+        }
     }
 
     /// Checks every op of a call against the bounds left by the ops before it.
@@ -95,10 +120,10 @@ impl<T, S> MemoryStorage<T, S> {
     /// Applies one op that `validate` accepted; cannot fail.
     fn apply(&mut self, op: StorageOp<T, S>) {
         match op {
-            StorageOp::AppendEntries(entries) => self.log.extend(entries),
+            StorageOp::AppendEntries(entries) => self.append(entries),
             StorageOp::AppendOnPrefix(from_idx, entries) => {
                 self.truncate_to(from_idx);
-                self.log.extend(entries);
+                self.append(entries);
             }
             StorageOp::Trim(idx) => self.trim_to(idx),
             StorageOp::SetPromise(ballot) => self.promise = Some(ballot),
@@ -107,6 +132,7 @@ impl<T, S> MemoryStorage<T, S> {
             StorageOp::SetStopSign(stopsign) => self.stopsign = stopsign,
             StorageOp::SetSnapshot(snapshot) => self.snapshot = snapshot,
             StorageOp::SetIncarnation(incarnation) => self.incarnation = incarnation,
+            StorageOp::SetIdentity(identity) => self.identity = Some(identity),
         }
     }
 
@@ -115,6 +141,7 @@ impl<T, S> MemoryStorage<T, S> {
         assert!(from_idx >= self.compacted_idx, "validated: truncation point is stored");
         assert!(from_idx <= self.log_end(), "validated: truncation point is stored");
         self.log.truncate(index_as_position(from_idx - self.compacted_idx));
+        self.ids.truncate(from_idx);
     }
 
     /// Drops the entries `[compacted_idx, idx)`; past `log_end` the log empties and restarts at
@@ -123,8 +150,10 @@ impl<T, S> MemoryStorage<T, S> {
         assert!(idx >= self.compacted_idx, "validated: trim never moves backwards");
         if idx >= self.log_end() {
             self.log.clear();
+            self.ids.clear();
         } else {
             self.log.drain(..index_as_position(idx - self.compacted_idx));
+            self.ids.trim(idx);
         }
         self.compacted_idx = idx;
     }
@@ -133,19 +162,19 @@ impl<T, S> MemoryStorage<T, S> {
 impl<T: Clone, S: Clone> Storage<T, S> for MemoryStorage<T, S> {
     /// Validates the whole call first, then applies it: a failing call changes nothing but
     /// poisons the storage (fail-stop, as the trait requires of every failed write).
-    fn write_atomically(&mut self, ops: Vec<StorageOp<T, S>>) -> StorageResult<()> {
+    fn write_atomically(&mut self, ops: &mut Vec<StorageOp<T, S>>) -> StorageResult<()> {
         self.write_count = self.write_count.saturating_add(1);
         if self.poisoned {
             return Err(StorageError::Poisoned);
         }
-        let expected_bounds = match self.validate(&ops) {
+        let expected_bounds = match self.validate(ops) {
             Ok(bounds) => bounds,
             Err(error) => {
                 self.poisoned = true;
                 return Err(error);
             }
         };
-        for op in ops {
+        for op in ops.drain(..) {
             self.apply(op);
         }
         assert_eq!(self.bounds(), expected_bounds, "applying must match validation");
@@ -169,7 +198,11 @@ impl<T: Clone, S: Clone> Storage<T, S> for MemoryStorage<T, S> {
         }
         let start = index_as_position(from - self.compacted_idx);
         let end = index_as_position(to - self.compacted_idx);
-        let entries = self.log[start..end].to_vec();
+        let entries: Vec<Proposal<T>> = self.log[start..end]
+            .iter()
+            .zip(self.ids.ids(from, to))
+            .map(|(entry, id)| Proposal { id, entry: entry.clone() })
+            .collect();
         debug_assert_eq!(length_as_index(entries.len()), to - from);
         Ok(entries)
     }
@@ -204,5 +237,9 @@ impl<T: Clone, S: Clone> Storage<T, S> for MemoryStorage<T, S> {
 
     fn get_incarnation(&self) -> StorageResult<u64> {
         Ok(self.incarnation)
+    }
+
+    fn get_identity(&self) -> StorageResult<Option<ReplicaIdentity>> {
+        Ok(self.identity)
     }
 }

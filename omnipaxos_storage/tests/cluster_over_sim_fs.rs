@@ -14,21 +14,20 @@ use omnipaxos_core::{
 };
 use omnipaxos_storage::persistent_storage::{
     sim_fs::{CrashVariant, SimFs},
-    PersistentStorage, PersistentStorageConfig,
+    OpenMode, PersistentStorage, PersistentStorageConfig,
 };
 
 type Replica = SequencePaxos<u64, (), PersistentStorage<u64, (), SimFs>>;
 
 const NODES: [NodeId; 3] = [1, 2, 3];
 
-fn storage_config(pid: NodeId) -> PersistentStorageConfig {
-    PersistentStorageConfig::new(format!("/node{pid}"), 1, pid)
-        .create_if_missing(true)
-        .segment_size_bytes(2048)
+fn storage_config(pid: NodeId, mode: OpenMode) -> PersistentStorageConfig {
+    PersistentStorageConfig::new(format!("/node{pid}"), 1, pid).mode(mode).segment_size_bytes(2048)
 }
 
-fn replica(pid: NodeId, fs: SimFs) -> Replica {
-    let storage = PersistentStorage::open_with_fs(&storage_config(pid), fs).expect("open the replica's disk");
+fn replica(pid: NodeId, fs: SimFs, mode: OpenMode) -> Replica {
+    let storage =
+        PersistentStorage::open_with_fs(&storage_config(pid, mode), fs).expect("open the replica's disk");
     let mut config = SequencePaxosConfig::default();
     config.set_configuration_id(1);
     config.set_pid(pid);
@@ -93,7 +92,7 @@ impl Cluster {
         let crashed = self.replicas.remove(&pid).expect("up");
         let disk = crashed.storage().fs().crash(variant, seed);
         drop(crashed);
-        let mut restarted = replica(pid, disk);
+        let mut restarted = replica(pid, disk, OpenMode::Restart);
         restarted.fail_recovery();
         self.replicas.insert(pid, restarted);
     }
@@ -114,7 +113,7 @@ impl Cluster {
 #[test]
 fn replicas_crashed_with_every_variant_keep_every_acknowledged_value() {
     let mut cluster = Cluster {
-        replicas: NODES.iter().map(|&pid| (pid, replica(pid, SimFs::new()))).collect(),
+        replicas: NODES.iter().map(|&pid| (pid, replica(pid, SimFs::new(), OpenMode::Bootstrap))).collect(),
         network: VecDeque::new(),
         acked: BTreeMap::new(),
         proposed: BTreeMap::new(),

@@ -14,19 +14,20 @@ use omnipaxos_storage::{
     memory_storage::MemoryStorage,
     persistent_storage::{
         sim_fs::{CrashVariant, SimFs},
-        PersistentStorage, PersistentStorageConfig,
+        OpenMode, PersistentStorage, PersistentStorageConfig,
     },
 };
 
 type SimStorage = PersistentStorage<u64, SumSnapshot, SimFs>;
 
 /// Small segments, so the suite's writes also roll and delete segments.
-fn sim_config() -> PersistentStorageConfig {
-    PersistentStorageConfig::new("/data/node1", 1, 1).create_if_missing(true).segment_size_bytes(512)
+fn sim_config(mode: OpenMode) -> PersistentStorageConfig {
+    PersistentStorageConfig::new("/data/node1", 1, 1).mode(mode).segment_size_bytes(512)
 }
 
 fn fresh_sim_storage() -> SimStorage {
-    PersistentStorage::open_with_fs(&sim_config(), SimFs::new()).expect("open a fresh directory")
+    PersistentStorage::open_with_fs(&sim_config(OpenMode::Bootstrap), SimFs::new())
+        .expect("open a fresh directory")
 }
 
 #[test]
@@ -54,7 +55,7 @@ fn crashable_storage_flushing_after_every_write_conforms() {
 fn crashable_storage_recovered_from_crash_conforms() {
     conformance::run_all(|| {
         let mut storage = CrashableStorage::<u64, SumSnapshot>::default();
-        storage.write_atomically(vec![StorageOp::SetIncarnation(5)]).expect("write");
+        storage.write_atomically(&mut vec![StorageOp::SetIncarnation(5)]).expect("write");
         storage.crash(CrashKeep::Nothing)
     });
 }
@@ -80,7 +81,7 @@ impl ReopenAfterEveryWrite {
 }
 
 impl Storage<u64, SumSnapshot> for ReopenAfterEveryWrite {
-    fn write_atomically(&mut self, ops: Vec<StorageOp<u64, SumSnapshot>>) -> StorageResult<()> {
+    fn write_atomically(&mut self, ops: &mut Vec<StorageOp<u64, SumSnapshot>>) -> StorageResult<()> {
         let mut storage = self.0.take().expect("storage is open");
         let written = storage.write_atomically(ops).and_then(|()| storage.flush());
         if written.is_err() {
@@ -88,7 +89,8 @@ impl Storage<u64, SumSnapshot> for ReopenAfterEveryWrite {
             return written;
         }
         let crashed = storage.fs().crash(CrashVariant::LoseUnsynced, 0);
-        self.0 = Some(PersistentStorage::open_with_fs(&sim_config(), crashed).expect("reopen"));
+        self.0 =
+            Some(PersistentStorage::open_with_fs(&sim_config(OpenMode::Restart), crashed).expect("reopen"));
         Ok(())
     }
     fn flush(&mut self) -> StorageResult<()> {
@@ -121,6 +123,10 @@ impl Storage<u64, SumSnapshot> for ReopenAfterEveryWrite {
     fn get_incarnation(&self) -> StorageResult<u64> {
         self.inner().get_incarnation()
     }
+
+    fn get_identity(&self) -> StorageResult<Option<omnipaxos_core::storage::ReplicaIdentity>> {
+        self.inner().get_identity()
+    }
 }
 
 #[test]
@@ -136,7 +142,7 @@ fn persistent_storage_on_disk_conforms() {
     conformance::run_all(|| {
         next += 1;
         let config = PersistentStorageConfig::new(root.path().join(format!("node{next}")), 1, 1)
-            .create_if_missing(true)
+            .mode(OpenMode::Bootstrap)
             .segment_size_bytes(4096);
         PersistentStorage::<u64, SumSnapshot>::open(&config).expect("open a fresh directory")
     });
@@ -148,9 +154,9 @@ fn persistent_storage_on_disk_conforms() {
 struct NonAtomicStorage(MemoryStorage<u64, SumSnapshot>);
 
 impl Storage<u64, SumSnapshot> for NonAtomicStorage {
-    fn write_atomically(&mut self, ops: Vec<StorageOp<u64, SumSnapshot>>) -> StorageResult<()> {
-        for op in ops {
-            self.0.write_atomically(vec![op])?;
+    fn write_atomically(&mut self, ops: &mut Vec<StorageOp<u64, SumSnapshot>>) -> StorageResult<()> {
+        for op in ops.drain(..) {
+            self.0.write_atomically(&mut vec![op])?;
         }
         Ok(())
     }
@@ -183,6 +189,10 @@ impl Storage<u64, SumSnapshot> for NonAtomicStorage {
     }
     fn get_incarnation(&self) -> StorageResult<u64> {
         self.0.get_incarnation()
+    }
+
+    fn get_identity(&self) -> StorageResult<Option<omnipaxos_core::storage::ReplicaIdentity>> {
+        self.0.get_identity()
     }
 }
 

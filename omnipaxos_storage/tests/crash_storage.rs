@@ -36,14 +36,14 @@ fn three_calls() -> Vec<Call> {
 fn state_after(calls: &[Call], count: usize) -> ObservedState {
     let mut reference = MemoryStorage::<u64, SumSnapshot>::default();
     for call in &calls[..count] {
-        reference.write_atomically(call.clone()).expect("reference write");
+        reference.write_atomically(&mut call.clone()).expect("reference write");
     }
     observe(&reference)
 }
 
 fn write_all(storage: &mut CrashableStorage<u64, SumSnapshot>, calls: &[Call]) {
     for call in calls {
-        storage.write_atomically(call.clone()).expect("write");
+        storage.write_atomically(&mut call.clone()).expect("write");
     }
 }
 
@@ -125,14 +125,14 @@ fn recovered_storage_starts_healthy_and_flushed() {
     let mut storage = CrashableStorage::default();
     write_all(&mut storage, &calls[..2]);
     storage.fail_write_after(0);
-    assert_io_error(storage.write_atomically(calls[2].clone()));
+    assert_io_error(storage.write_atomically(&mut calls[2].clone()));
     let mut recovered = storage.crash(CrashKeep::All);
     assert!(!recovered.is_poisoned());
     assert_eq!(recovered.unflushed_calls(), 0);
     assert_eq!(recovered.write_count(), 0);
     assert_eq!(recovered.flush_count(), 0);
     assert_eq!(observe(&recovered.crash(CrashKeep::Nothing)), state_after(&calls, 2));
-    recovered.write_atomically(calls[2].clone()).expect("write after recovery");
+    recovered.write_atomically(&mut calls[2].clone()).expect("write after recovery");
     assert_eq!(observe(&recovered), state_after(&calls, 3));
 }
 
@@ -141,14 +141,14 @@ fn injected_write_failure_changes_nothing_and_poisons() {
     let calls = three_calls();
     let mut storage = CrashableStorage::default();
     storage.fail_write_after(1);
-    storage.write_atomically(calls[0].clone()).expect("first write succeeds");
-    assert_io_error(storage.write_atomically(calls[1].clone()));
+    storage.write_atomically(&mut calls[0].clone()).expect("first write succeeds");
+    assert_io_error(storage.write_atomically(&mut calls[1].clone()));
     assert!(storage.is_poisoned());
     assert_eq!(observe(&storage), state_after(&calls, 1), "failed write changed state");
     assert_eq!(storage.unflushed_calls(), 1, "failed write must not be queued");
     assert_eq!(observe(&storage.crash(CrashKeep::All)), state_after(&calls, 1));
-    assert_poisoned(storage.write_atomically(calls[1].clone()));
-    assert_poisoned(storage.write_atomically(Vec::new()));
+    assert_poisoned(storage.write_atomically(&mut calls[1].clone()));
+    assert_poisoned(storage.write_atomically(&mut Vec::new()));
     assert_poisoned(storage.flush());
     assert_eq!(observe(&storage), state_after(&calls, 1), "reads still work");
 }
@@ -157,7 +157,7 @@ fn injected_write_failure_changes_nothing_and_poisons() {
 fn fail_write_after_zero_fails_the_next_write() {
     let mut storage = CrashableStorage::<u64, SumSnapshot>::default();
     storage.fail_write_after(0);
-    assert_io_error(storage.write_atomically(Vec::new()));
+    assert_io_error(storage.write_atomically(&mut Vec::new()));
     assert_eq!(observe(&storage), state_after(&three_calls(), 0));
 }
 
@@ -172,7 +172,7 @@ fn injected_flush_failure_poisons_and_keeps_writes_unflushed() {
     assert_io_error(storage.flush());
     assert!(storage.is_poisoned());
     assert_eq!(storage.unflushed_calls(), 2, "a failed fsync makes nothing durable for sure");
-    assert_poisoned(storage.write_atomically(Vec::new()));
+    assert_poisoned(storage.write_atomically(&mut Vec::new()));
     assert_poisoned(storage.flush());
     assert_eq!(observe(&storage), state_after(&calls, 3), "reads still see every write");
     assert_eq!(observe(&storage.crash(CrashKeep::Nothing)), state_after(&calls, 1));
@@ -185,8 +185,8 @@ fn invalid_write_changes_nothing_poisons_and_is_not_queued() {
     let calls = three_calls();
     let mut storage = CrashableStorage::default();
     write_all(&mut storage, &calls[..1]);
-    let invalid = vec![StorageOp::SetIncarnation(9), StorageOp::AppendOnPrefix(7, Vec::new())];
-    let result = storage.write_atomically(invalid);
+    let mut invalid = vec![StorageOp::SetIncarnation(9), StorageOp::AppendOnPrefix(7, Vec::new())];
+    let result = storage.write_atomically(&mut invalid);
     assert!(matches!(result, Err(StorageError::OutOfRange { .. })), "got {result:?}");
     assert!(storage.is_poisoned());
     assert_eq!(storage.unflushed_calls(), 1);
@@ -202,7 +202,7 @@ fn counters_count_every_call_failed_ones_included() {
     storage.flush().expect("flush");
     storage.fail_flush_after(0);
     assert_io_error(storage.flush());
-    assert_poisoned(storage.write_atomically(calls[2].clone()));
+    assert_poisoned(storage.write_atomically(&mut calls[2].clone()));
     assert_eq!(storage.write_count(), 3);
     assert_eq!(storage.flush_count(), 2);
 }

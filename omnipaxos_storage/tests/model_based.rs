@@ -139,6 +139,7 @@ impl Model {
             StorageOp::SetStopSign(stopsign) => self.stopsign = stopsign.clone(),
             StorageOp::SetSnapshot(snapshot) => self.snapshot = *snapshot,
             StorageOp::SetIncarnation(incarnation) => self.incarnation = *incarnation,
+            StorageOp::SetIdentity(_) => {}
         }
         Ok(())
     }
@@ -263,10 +264,10 @@ proptest! {
         let mut model = Model::default();
         let mut poisoned = false;
         for (call_number, call) in calls.iter().enumerate() {
-            let ops = concretize(&model, call, call_number as u64);
+            let mut ops = concretize(&model, call, call_number as u64);
             let expected = if poisoned { Err(Failure::Poisoned) } else { model.write(&ops) };
             poisoned |= expected.is_err();
-            let actual = storage.write_atomically(ops).map_err(classify);
+            let actual = storage.write_atomically(&mut ops).map_err(classify);
             prop_assert_eq!(actual, expected, "call {}", call_number);
             prop_assert_eq!(storage.is_poisoned(), poisoned);
             assert_reads_agree(&storage, &model, &ranges)?;
@@ -369,9 +370,9 @@ fn run_step(
 ) -> Result<CrashableStorage<u64, SumSnapshot>, TestCaseError> {
     match step {
         Step::Write(call) => {
-            let ops = concretize(&disk.live, call, generation);
+            let mut ops = concretize(&disk.live, call, generation);
             let expected = disk.write(&ops);
-            prop_assert_eq!(storage.write_atomically(ops).map_err(classify), expected);
+            prop_assert_eq!(storage.write_atomically(&mut ops).map_err(classify), expected);
         }
         Step::Flush => prop_assert_eq!(storage.flush().map_err(classify), disk.flush()),
         Step::Crash(choice) => {

@@ -1,10 +1,15 @@
 //! `omnipaxos_wal_tool`: verifies and dumps a `PersistentStorage` data directory, like etcd's
-//! `etcd-dump-logs`. It never writes: a torn tail is reported (with what opening the storage
-//! would drop), not repaired.
+//! `etcd-dump-logs`. It never writes and takes no lock, so it works beside a live writer (it
+//! says so: the result is then a snapshot of a log being written). A dropped tail is reported
+//! with what opening the storage would do, not repaired: a torn frame (incomplete: never
+//! acknowledged) or a possible loss (a complete frame that fails verification: acknowledged
+//! data may be lost; the storage cannot tell).
 //!
 //! ```text
-//!   omnipaxos_wal_tool verify <DIR>                        exit 0: the log recovers; 1: it does not
-//!   omnipaxos_wal_tool dump <DIR> [--entries hex|u64|string|none] [--frames]
+//!   omnipaxos_wal_tool verify <DIR>
+//!       exit 0: the log recovers; 1: it does not; 2: it recovers, but acknowledged data may
+//!       be lost (a possible loss found now, or recorded earlier and not resolved)
+//!   omnipaxos_wal_tool dump <DIR> [--entries hex|u64|string|none] [--frames]   (same codes)
 //! ```
 //!
 //! The tool does not know the entry type of the cluster that wrote the directory, so entries
@@ -25,10 +30,11 @@ use omnipaxos_core::{
     util::{LogIndex, Proposal},
 };
 use omnipaxos_storage::persistent_storage::{
-    format::{decode_bincode, decode_checkpoint, decode_ops, FrameKind, RawValues},
-    fs::StdFs,
-    recovery::{recover, FrameView, Mode, Recovered, Tail},
-    OpenError,
+    format::{decode_bincode, decode_checkpoint, decode_loss, decode_ops, decode_seal, FrameKind, RawValues},
+    fs::{FileSystem, LockState, StdFs},
+    open_read_only_with,
+    recovery::{Expected, FrameView, Tail},
+    OpenError, ReadOnlyLog,
 };
 
 /// Verify or dump a PersistentStorage data directory (read-only).
@@ -72,6 +78,9 @@ enum EntryFormat {
     None,
 }
 
+/// Exit code of a log that recovers but may have lost acknowledged data.
+const EXIT_POSSIBLE_LOSS: u8 = 2;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
@@ -79,7 +88,8 @@ fn main() -> ExitCode {
         Command::Dump { dir, entries, frames } => dump(dir, *entries, *frames),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(log) if log.acknowledged_state_may_be_lost() => ExitCode::from(EXIT_POSSIBLE_LOSS),
+        Ok(_) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
             ExitCode::FAILURE
@@ -87,66 +97,124 @@ fn main() -> ExitCode {
     }
 }
 
-type RawRecovered = Recovered<Vec<u8>, Vec<u8>, omnipaxos_storage::persistent_storage::fs::StdFile>;
+type RawLog = ReadOnlyLog<Vec<u8>, Vec<u8>>;
 
 /// Read-only recovery; `observe` sees every verified frame.
-fn recover_read_only(dir: &Path, observe: &mut dyn FnMut(FrameView<'_>)) -> Result<RawRecovered, OpenError> {
-    match recover::<RawValues, StdFs>(&StdFs::default(), dir, None, Mode::ReadOnly, observe)? {
-        Some(recovered) => Ok(recovered),
-        None => Err(OpenError::NotInitialized { path: dir.to_path_buf() }),
+fn read_log(dir: &Path, observe: &mut dyn FnMut(FrameView<'_>)) -> Result<RawLog, OpenError> {
+    let result =
+        open_read_only_with::<RawValues, StdFs>(&StdFs::default(), dir, Expected::default(), observe);
+    if result.is_err() {
+        // Say whether a writer was changing the directory while it was read.
+        if let Ok(LockState::Held { holder_pid }) = StdFs::default().probe_lock(dir) {
+            eprintln!(
+                "note: a live writer ({}) holds the directory: run again, or stop it first",
+                pid(holder_pid)
+            );
+        }
     }
+    result
 }
 
-fn verify(dir: &Path) -> Result<(), OpenError> {
+fn pid(holder_pid: Option<u32>) -> String {
+    holder_pid.map_or_else(|| "pid unknown".to_string(), |pid| format!("pid {pid}"))
+}
+
+fn verify(dir: &Path) -> Result<RawLog, OpenError> {
     let mut frames = 0u64;
     let mut frame_bytes = 0u64;
-    let recovered = recover_read_only(dir, &mut |view| {
+    let log = read_log(dir, &mut |view| {
         frames += 1;
         frame_bytes += view.frame.len as u64;
     })?;
-    print_summary(dir, &recovered, frames, frame_bytes);
-    println!("OK: every frame verified; the log recovers");
-    Ok(())
+    print_summary(dir, &log, frames, frame_bytes);
+    if log.acknowledged_state_may_be_lost() {
+        println!("POSSIBLE LOSS: the log recovers, but acknowledged data may be lost (see above)");
+    } else {
+        println!("OK: every frame verified; the log recovers");
+    }
+    Ok(log)
 }
 
-fn dump(dir: &Path, format: EntryFormat, show_frames: bool) -> Result<(), OpenError> {
+fn dump(dir: &Path, format: EntryFormat, show_frames: bool) -> Result<RawLog, OpenError> {
     let mut frames = 0u64;
     let mut frame_bytes = 0u64;
-    let recovered = recover_read_only(dir, &mut |view| {
+    let log = read_log(dir, &mut |view| {
         frames += 1;
         frame_bytes += view.frame.len as u64;
         if show_frames {
             println!("{}", describe_frame(view, format));
         }
     })?;
-    print_summary(dir, &recovered, frames, frame_bytes);
-    print_state(&recovered, format);
-    Ok(())
+    print_summary(dir, &log, frames, frame_bytes);
+    print_state(&log, format);
+    Ok(log)
 }
 
-fn print_summary(dir: &Path, recovered: &RawRecovered, frames: u64, frame_bytes: u64) {
+fn print_summary(dir: &Path, log: &RawLog, frames: u64, frame_bytes: u64) {
     println!("directory: {}", dir.display());
-    println!("owner: {}", recovered.identity);
-    let first = recovered.segments.first().expect("recovery found a segment");
+    let live = match log.writer {
+        LockState::Free => {
+            println!("writer: none (the directory is not locked)");
+            false
+        }
+        LockState::Held { holder_pid } => {
+            println!(
+                "writer: live ({}): this is a snapshot of a log being written; a torn tail may be \
+                 a write in flight",
+                pid(holder_pid)
+            );
+            true
+        }
+    };
+    println!("owner: {}", log.identity);
+    println!("value types: {}", log.type_tag);
+    let first = log.segments.first().expect("recovery found a segment");
     println!(
         "segments: {} (ids {}..={}), {} frames, {} bytes of frames, lsn {}..={}",
-        recovered.segments.len(),
+        log.segments.len(),
         first.id,
-        recovered.segments.last().map_or(first.id, |last| last.id),
+        log.segments.last().map_or(first.id, |last| last.id),
         frames,
         frame_bytes,
         first.first_lsn,
-        recovered.last_lsn
+        log.last_lsn
     );
-    match &recovered.tail {
+    println!(
+        "last session: {}",
+        match log.last_session_closed {
+            true => "closed cleanly",
+            false => "ended without a close (crash, kill, or still running)",
+        }
+    );
+    print_tail(&log.tail, live);
+    if let Some(loss) = log.state.possible_loss() {
+        println!(
+            "recorded possible loss: from lsn {} ({:?}), unresolved: acknowledged data may be lost",
+            loss.lsn, loss.cause
+        );
+    }
+    for stray in &log.strays {
+        println!("stray: {} (unused; opening removes it)", stray.display());
+    }
+}
+
+fn print_tail(tail: &Tail, live_writer: bool) {
+    match tail {
         Tail::Clean => println!("tail: clean"),
         Tail::Torn { file, offset, bytes, reason } => println!(
-            "tail: torn at {}:{offset} ({bytes} bytes, {reason}); never acknowledged, opening drops it",
-            file.display()
+            "tail: torn at {}:{offset} ({bytes} bytes, {reason}); the frame is incomplete, so its \
+             write never returned: never acknowledged{}; opening drops it",
+            file.display(),
+            if live_writer { " (or a write in flight)" } else { "" }
         ),
-    }
-    for stray in &recovered.strays {
-        println!("stray: {} (unused; opening removes it)", stray.display());
+        Tail::PossibleLoss { file, offset, bytes, lsn, reason } => println!(
+            "tail: POSSIBLY ACKNOWLEDGED DATA LOST at {}:{offset} (lsn {lsn}, {bytes} bytes, {reason}): \
+             the frame is complete but fails verification, and nothing after it shows whether it \
+             was synced: a crash during its write, or damage to acknowledged data{}; opening \
+             drops it and records the possible loss",
+            file.display(),
+            if live_writer { ", or a write in flight" } else { "" }
+        ),
     }
 }
 
@@ -157,8 +225,8 @@ fn ballot(ballot: &Option<Ballot>) -> String {
     }
 }
 
-fn print_state(recovered: &RawRecovered, format: EntryFormat) {
-    let state = &recovered.state;
+fn print_state(log: &RawLog, format: EntryFormat) {
+    let state = &log.state;
     let (compacted_idx, log_end) = (state.compacted_idx(), state.log_end());
     println!("compacted_idx: {compacted_idx}");
     println!("log_end: {log_end}");
@@ -237,6 +305,24 @@ fn describe_frame(view: FrameView<'_>, format: EntryFormat) -> String {
             }
             Err(reason) => line.push_str(&format!(" write (does not decode: {reason})")),
         },
+        FrameKind::Seal => match decode_seal(frame.payload) {
+            Ok(next) => {
+                let _ = write!(line, " seal: the next segment is {next}");
+            }
+            Err(reason) => line.push_str(&format!(" seal (does not decode: {reason})")),
+        },
+        FrameKind::Close => line.push_str(" close: the session ended cleanly"),
+        FrameKind::Loss => match decode_loss(frame.payload) {
+            Ok(cause) => {
+                let _ = write!(
+                    line,
+                    " loss: acknowledged data from lsn {} on may be lost ({cause:?})",
+                    frame.lsn
+                );
+            }
+            Err(reason) => line.push_str(&format!(" loss (does not decode: {reason})")),
+        },
+        FrameKind::LossResolved => line.push_str(" loss resolved"),
     }
     line
 }
@@ -262,5 +348,6 @@ fn describe_op(op: &StorageOp<Vec<u8>, Vec<u8>>, format: EntryFormat) -> String 
         StorageOp::SetSnapshot(Some(bytes)) => format!("SetSnapshot {} bytes", bytes.len()),
         StorageOp::SetSnapshot(None) => "SetSnapshot none".to_string(),
         StorageOp::SetIncarnation(incarnation) => format!("SetIncarnation {incarnation}"),
+        StorageOp::SetIdentity(identity) => format!("SetIdentity {identity}"),
     }
 }

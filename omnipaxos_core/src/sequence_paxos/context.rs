@@ -1,8 +1,8 @@
 //! The state every role shares: durable state (cached), storage, outgoing messages, proposals.
 //!
-//! Durable state is changed only through [`Context::write`], which writes to storage first and
-//! updates the in-memory cache only after the write returned `Ok`: memory never runs ahead of
-//! storage. Messages queued here leave only through
+//! Durable state is changed only through [`Context::write`], which updates the in-memory cache
+//! with the storage write; a failed write stops the replica for good, so the cache of a running
+//! replica always equals its storage. Messages queued here leave only through
 //! [`super::SequencePaxos::take_outgoing_messages`], after the storage flush: persist before send.
 
 use std::marker::PhantomData;
@@ -64,6 +64,7 @@ impl DurableState {
             }
             StorageOp::SetSnapshot(_) => {}
             StorageOp::SetIncarnation(i) => self.incarnation = *i,
+            StorageOp::SetIdentity(_) => {}
         }
     }
 
@@ -103,6 +104,16 @@ pub(crate) struct Context<T, S, B> {
     pub(crate) ledger: ProposalLedger<T>,
     /// Ticks since start; used to pace retries.
     pub(crate) now: u64,
+    /// The ops of the write in progress; kept between writes for its capacity.
+    write_batch: Vec<StorageOp<T, S>>,
+    /// This replica's reads.
+    pub(crate) reads: super::reads::ReadBook,
+    pub(crate) read_timeout_ticks: u64,
+    pub(crate) lease: Option<super::reads::ReadLease>,
+    /// With leases: the tick at which this replica last confirmed a read round of a leader.
+    pub(crate) lease_confirmed_at: Option<u64>,
+    #[cfg(feature = "mutations")]
+    pub(crate) mutation: Option<crate::mutation::Mutation>,
     _snapshot: PhantomData<S>,
 }
 
@@ -124,7 +135,7 @@ where
         storage: B,
         state: DurableState,
     ) -> Self {
-        let ledger = ProposalLedger::new(pid, state.incarnation, buffer_size);
+        let ledger = ProposalLedger::new(pid, state.incarnation, buffer_size, true);
         Context {
             pid,
             peers,
@@ -142,59 +153,73 @@ where
             stopped: false,
             ledger,
             now: 0,
+            write_batch: Vec::with_capacity(8),
+            reads: super::reads::ReadBook::default(),
+            read_timeout_ticks: 1,
+            lease: None,
+            lease_confirmed_at: None,
+            #[cfg(feature = "mutations")]
+            mutation: None,
             _snapshot: PhantomData,
         }
     }
 
     /// Writes `ops` atomically, then updates the cache. On failure the replica stops and every
     /// queued message is discarded: nothing that depends on the failed write may leave.
-    pub(crate) fn write(&mut self, mut ops: Vec<StorageOp<T, S>>) -> Result<(), StorageError> {
+    pub(crate) fn write(
+        &mut self,
+        ops: impl IntoIterator<Item = StorageOp<T, S>>,
+    ) -> Result<(), StorageError> {
         if self.stopped {
             return Err(StorageError::Poisoned);
         }
+        // One vector serves every write: `write_atomically` empties it and leaves its capacity.
+        let mut batch = std::mem::take(&mut self.write_batch);
+        batch.clear();
+        batch.extend(ops);
+        let result = self.write_batch_now(&mut batch);
+        batch.clear();
+        self.write_batch = batch;
+        result
+    }
+
+    fn write_batch_now(&mut self, ops: &mut Vec<StorageOp<T, S>>) -> Result<(), StorageError> {
         if std::mem::take(&mut self.decided_unpersisted)
             && !ops.iter().any(|op| matches!(op, StorageOp::SetDecidedIdx(_)))
         {
             ops.push(StorageOp::SetDecidedIdx(self.state.decided_idx));
         }
-        // The effects are computed before the ops move into storage, and applied only after the
-        // write succeeded. The StopSign is moved, not cloned, unless an op replaces it.
-        let mut next = self.state_without_stopsign();
-        let mut stopsign_change = None;
-        for op in &ops {
+        // The cache follows the ops before they move into storage (no copy of the state per
+        // write). If the write fails, the storage applied none of them: the cache is loaded
+        // again from it, and the replica stops for good (fail-stop).
+        for op in ops.iter() {
             match op {
-                StorageOp::SetStopSign(ss) => stopsign_change = Some(ss.clone()),
-                _ => next.apply(op),
+                StorageOp::SetStopSign(ss) => self.state.stopsign = ss.clone(),
+                _ => self.state.apply(op),
             }
         }
+        self.state.check_invariants();
         match self.storage.write_atomically(ops) {
             Ok(()) => {
-                next.stopsign = match stopsign_change {
-                    Some(ss) => ss,
-                    None => self.state.stopsign.take(),
-                };
-                next.check_invariants();
-                self.state = next;
                 self.unflushed = true;
                 Ok(())
             }
             Err(e) => {
+                if let Ok(stored) = super::load_state(&self.storage) {
+                    self.state = stored;
+                }
                 self.fail(&e);
                 Err(e)
             }
         }
     }
 
-    fn state_without_stopsign(&self) -> DurableState {
-        let s = &self.state;
-        DurableState {
-            promise: s.promise,
-            accepted_round: s.accepted_round,
-            decided_idx: s.decided_idx,
-            log_end: s.log_end,
-            compacted_idx: s.compacted_idx,
-            stopsign: None,
-            incarnation: s.incarnation,
+    /// With leases: how long a lease this replica confirmed may still run, in ticks of any
+    /// clock (what a Promise tells a new leader to wait).
+    pub(crate) fn lease_wait_ticks(&self) -> u64 {
+        match (self.lease, self.lease_confirmed_at) {
+            (Some(lease), Some(at)) => lease.expiry_ticks().saturating_sub(self.now.saturating_sub(at)),
+            _ => 0,
         }
     }
 
@@ -266,58 +291,140 @@ where
         Ok(LogSync { decided_snapshot, suffix, sync_idx: from, stopsign: self.state.stopsign.clone() })
     }
 
-    /// Makes this replica's log equal to the sender's log as described by `sync`, and sets the
+    /// Makes this replica's log hold the sender's log of ballot `round` as described by `sync`
+    /// (a snapshot of the decided prefix, then the entries from `sync_idx` on), and sets the
     /// accepted round and decided index, in one atomic write. Own proposals that the new log no
-    /// longer holds go back to waiting (they will be forwarded again). Returns false, changing
-    /// nothing, if the sync cannot be applied (it starts beyond our log and has no snapshot).
+    /// longer holds go back to waiting.
+    ///
+    /// Two rules make this safe against any delayed or replayed sync:
+    /// - a log already synchronised in `round` is only ever extended: both it and the sync are
+    ///   prefixes of the one log the leader of `round` builds, so the longer one wins;
+    /// - decided entries are never rewritten: a sync of another round starts at our decided
+    ///   index at the lowest, and one whose log ends before it is refused.
+    ///
+    /// Returns false, changing nothing, if the sync cannot be applied (it leaves a gap, or it
+    /// contradicts the decided prefix).
     pub(crate) fn apply_log_sync(
         &mut self,
         sync: LogSync<T, S>,
-        accepted_round: Ballot,
+        round: Ballot,
         decided_idx: LogIndex,
     ) -> Result<bool, StorageError> {
-        let LogSync { decided_snapshot, suffix, sync_idx, stopsign } = sync;
-        let mut ops = self.snapshot_ops(decided_snapshot, sync_idx)?;
-        let installed_snapshot = !ops.is_empty();
-        let mut start = sync_idx;
-        if ops.is_empty() && start > self.state.log_end {
-            // Entries between our log end and the sync are missing and no snapshot covers them:
-            // applying it would place entries at the wrong index. Refuse it.
+        if sync.sync_idx.checked_add(sync.suffix.len() as LogIndex).is_none() {
+            tracing::warn!(pid = self.pid, sync_idx = sync.sync_idx, "log sync refused: its end overflows");
+            return Ok(false);
+        }
+        if self.state.stopsign_decided() {
+            // This configuration's log is final and every later leader holds it: note the round.
+            if self.state.accepted_round != round {
+                self.write([StorageOp::SetAcceptedRound(round)])?;
+            }
+            return Ok(true);
+        }
+        let same_round = self.state.accepted_round == round;
+        if same_round && sync.sync_idx <= self.state.log_end && !mutated!(self, SyncReplacesLog) {
+            self.extend_with_sync(sync, round, decided_idx)
+        } else {
+            self.replace_with_sync(sync, round, decided_idx, same_round)
+        }
+    }
+
+    /// A sync of the round our log is already synchronised in, starting inside our log: both
+    /// are prefixes of the same log, so we keep ours and append what the sync has beyond it.
+    fn extend_with_sync(
+        &mut self,
+        sync: LogSync<T, S>,
+        round: Ballot,
+        decided_idx: LogIndex,
+    ) -> Result<bool, StorageError> {
+        let LogSync { mut suffix, sync_idx, stopsign, .. } = sync;
+        let log_end = self.state.log_end;
+        let sync_end = sync_idx + suffix.len() as LogIndex;
+        let mut ops = Vec::with_capacity(3);
+        if self.state.stopsign.is_none() && sync_end >= log_end {
+            suffix.drain(..(log_end - sync_idx) as usize);
+            let new_accepted = sync_end + u64::from(stopsign.is_some());
+            if !suffix.is_empty() {
+                self.record_own(&suffix);
+                ops.push(StorageOp::AppendEntries(suffix));
+            }
+            if stopsign.is_some() {
+                ops.push(StorageOp::SetStopSign(stopsign));
+            }
+            let decided = decided_idx.min(new_accepted);
+            if decided > self.state.decided_idx {
+                ops.push(StorageOp::SetDecidedIdx(decided));
+            }
+        } else {
+            let decided = decided_idx.min(self.state.accepted_idx());
+            if decided > self.state.decided_idx {
+                ops.push(StorageOp::SetDecidedIdx(decided));
+            }
+        }
+        debug_assert_eq!(self.state.accepted_round, round);
+        if !ops.is_empty() {
+            self.write(ops)?;
+        }
+        self.observe_decided();
+        Ok(true)
+    }
+
+    /// A sync of a newer round (or one reaching beyond our log with a snapshot): our log from
+    /// the sync's start is replaced, but never below our decided index.
+    fn replace_with_sync(
+        &mut self,
+        sync: LogSync<T, S>,
+        round: Ballot,
+        decided_idx: LogIndex,
+        same_round: bool,
+    ) -> Result<bool, StorageError> {
+        let LogSync { decided_snapshot, mut suffix, sync_idx, stopsign } = sync;
+        let log_end = self.state.log_end;
+        let sync_end = sync_idx + suffix.len() as LogIndex;
+        // Our decided entries stay. A sync that ends inside them contradicts them: refuse it.
+        let keep = if mutated!(self, SyncReplacesLog) {
+            self.state.compacted_idx
+        } else if same_round {
+            log_end
+        } else {
+            self.state.decided_idx.min(log_end)
+        };
+        if sync_end < keep {
             tracing::error!(
                 pid = self.pid,
+                sync_end,
+                keep,
+                "log sync refused: it ends inside our decided prefix"
+            );
+            return Ok(false);
+        }
+        let mut ops = self.snapshot_ops(decided_snapshot, sync_idx)?;
+        let installed_snapshot = !ops.is_empty();
+        if !installed_snapshot && sync_idx > log_end {
+            // Entries between our log end and the sync are missing and no snapshot covers them:
+            // applying it would place entries at the wrong index. Refuse it.
+            tracing::warn!(
+                pid = self.pid,
                 sync_idx,
-                log_end = self.state.log_end,
+                log_end,
                 "log sync refused: it leaves a gap and carries no snapshot"
             );
             return Ok(false);
         }
-        let compacted_after = if ops.is_empty() { self.state.compacted_idx } else { sync_idx };
-        let mut suffix = suffix;
-        if start < compacted_after {
-            // The head of the suffix is already compacted here: keep only what follows.
-            let skip = (compacted_after - start).min(suffix.len() as LogIndex);
-            suffix.drain(..skip as usize);
-            start = compacted_after;
-        }
-        let truncated = if start < self.state.log_end && self.ledger.has_in_log_from(start) {
-            self.read_entries(start.max(self.state.compacted_idx), self.state.log_end)?
+        let compacted_after = if installed_snapshot { sync_idx } else { self.state.compacted_idx };
+        let start = sync_idx.max(keep).max(compacted_after);
+        suffix.drain(..(start - sync_idx) as usize);
+        let truncated = if start < log_end && self.ledger.has_in_log_from(start) {
+            self.read_entries(start.max(self.state.compacted_idx), log_end)?
         } else {
             Vec::new()
         };
-        let new_accepted = start + suffix.len() as LogIndex + u64::from(stopsign.is_some());
-        if start < self.state.decided_idx {
-            tracing::warn!(
-                pid = self.pid,
-                start,
-                decided_idx = self.state.decided_idx,
-                "log sync rewrites decided entries"
-            );
-        }
-        let decided = decided_idx.max(self.state.decided_idx).min(new_accepted);
+        let new_accepted = sync_end + u64::from(stopsign.is_some());
+        let decided = decided_idx.min(new_accepted).max(self.state.decided_idx).max(compacted_after);
         ops.push(StorageOp::AppendOnPrefix(start, suffix.clone()));
         ops.push(StorageOp::SetStopSign(stopsign));
-        ops.push(StorageOp::SetAcceptedRound(accepted_round));
-        ops.push(StorageOp::SetDecidedIdx(decided.max(self.state.compacted_idx)));
+        ops.push(StorageOp::SetAcceptedRound(round));
+        ops.push(StorageOp::SetDecidedIdx(decided));
         self.write(ops)?;
         self.ledger.observe_truncated(start, truncated);
         self.ledger.observe_written(start, &suffix);
@@ -327,6 +434,63 @@ where
         }
         self.observe_decided();
         Ok(true)
+    }
+
+    /// What a learner needs: the decided entries `[from_idx, to)` (with a complete snapshot if
+    /// some are compacted), and the StopSign if it is decided and `to` reaches it.
+    pub(crate) fn create_decided_sync(
+        &mut self,
+        from_idx: LogIndex,
+        to: LogIndex,
+    ) -> Result<LogSync<T, S>, StorageError> {
+        debug_assert!(to <= self.state.decided_idx.min(self.state.log_end));
+        let mut sync = self.create_log_sync(from_idx)?;
+        let keep = to.saturating_sub(sync.sync_idx) as usize;
+        sync.suffix.truncate(keep);
+        let reaches_stopsign = to == self.state.log_end && self.state.stopsign_decided();
+        if !reaches_stopsign {
+            sync.stopsign = None;
+        }
+        Ok(sync)
+    }
+
+    /// A learner appends decided entries from a LearnerSync (only what it lacks); everything in
+    /// its log is decided. Returns its decided index after.
+    pub(crate) fn apply_decided_sync(&mut self, sync: LogSync<T, S>) -> Result<LogIndex, StorageError> {
+        let LogSync { decided_snapshot, mut suffix, sync_idx, stopsign } = sync;
+        let log_end = self.state.log_end;
+        let snapshot = if sync_idx > log_end { decided_snapshot } else { None };
+        let mut ops = self.snapshot_ops(snapshot, sync_idx)?;
+        let installed_snapshot = !ops.is_empty();
+        let start = if installed_snapshot { sync_idx } else { log_end };
+        if sync_idx > start || self.state.stopsign.is_some() {
+            // A gap (no snapshot covers it), or our log is already sealed: nothing to add.
+            return Ok(self.state.decided_idx);
+        }
+        let Some(sync_end) = sync_idx.checked_add(suffix.len() as LogIndex) else {
+            return Ok(self.state.decided_idx);
+        };
+        if sync_end < start {
+            return Ok(self.state.decided_idx);
+        }
+        suffix.drain(..(start - sync_idx) as usize);
+        let new_end = start + suffix.len() as LogIndex;
+        let decided = new_end + u64::from(stopsign.is_some());
+        if !suffix.is_empty() {
+            self.record_own(&suffix);
+            ops.push(StorageOp::AppendEntries(suffix));
+        }
+        if stopsign.is_some() {
+            ops.push(StorageOp::SetStopSign(stopsign));
+        }
+        if decided > self.state.decided_idx || installed_snapshot {
+            ops.push(StorageOp::SetDecidedIdx(decided.max(self.state.decided_idx)));
+        }
+        if !ops.is_empty() {
+            self.write(ops)?;
+            self.observe_decided();
+        }
+        Ok(self.state.decided_idx)
     }
 
     /// The ops that install a snapshot received with a log sync (none if we already compacted
@@ -381,13 +545,15 @@ where
     /// Stores a decided index that is still only in memory.
     pub(crate) fn persist_decided_idx(&mut self) -> Result<(), StorageError> {
         if self.decided_unpersisted {
-            self.write(vec![StorageOp::SetDecidedIdx(self.state.decided_idx)])?;
+            self.write([StorageOp::SetDecidedIdx(self.state.decided_idx)])?;
         }
         Ok(())
     }
 
     /// Settles own proposals below the decided index; a decided StopSign settles all others.
+    /// Reads whose index the decided index reached become ready.
     pub(crate) fn observe_decided(&mut self) {
+        self.reads.settle(self.state.decided_idx, self.now, self.read_timeout_ticks);
         self.ledger.observe_decided(self.state.decided_idx);
         if self.state.stopsign_decided() {
             self.ledger.drop_all(super::proposals::DropReason::LogSealed);
@@ -404,18 +570,15 @@ where
         assert!(self.state.stopsign.is_none() || entries.is_empty(), "append after a StopSign");
         let accepted_after = self.state.accepted_idx() + entries.len() as LogIndex;
         let decided = decided_idx.min(accepted_after);
-        let mut ops = Vec::with_capacity(2);
-        if !entries.is_empty() {
+        let append = (!entries.is_empty()).then(|| {
             self.record_own(&entries);
-            ops.push(StorageOp::AppendEntries(entries));
-        }
-        if decided > self.state.decided_idx {
-            ops.push(StorageOp::SetDecidedIdx(decided));
-        }
-        if ops.is_empty() {
+            StorageOp::AppendEntries(entries)
+        });
+        let decide = (decided > self.state.decided_idx).then_some(StorageOp::SetDecidedIdx(decided));
+        if append.is_none() && decide.is_none() {
             return Ok(());
         }
-        self.write(ops)?;
+        self.write(append.into_iter().chain(decide))?;
         self.observe_decided();
         Ok(())
     }
@@ -431,6 +594,6 @@ where
         }
         assert!(self.state.stopsign.is_none(), "append after a StopSign");
         self.record_own(&entries);
-        self.write(vec![StorageOp::AppendEntries(entries)])
+        self.write([StorageOp::AppendEntries(entries)])
     }
 }

@@ -11,10 +11,16 @@ use crate::{
         Promise, ProposalForward,
     },
     storage::{Snapshot, StopSign, Storage, StorageError, StorageOp},
-    util::{LogIndex, NodeId, Proposal, SequenceNumber},
+    util::{LogIndex, NodeId, Proposal},
 };
 
-use super::{context::Context, proposals::ForwardFilter};
+use super::{
+    context::Context,
+    proposals::ForwardFilter,
+    reads::{ReadRounds, Requester},
+};
+use crate::messages::{ReadReply, ReadRound};
+use crate::sequence_paxos::reads::{ReadFailure, ReadId, ReadOutcome};
 
 /// What a peer reported in its Promise (or what the leader knows of its own log).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,8 +53,6 @@ struct Progress {
     state: PeerState,
     /// The peer's log is durable up to here in this ballot (0 until its first Accepted).
     accepted_idx: LogIndex,
-    /// Last sequence number sent in the peer's session.
-    seq: SequenceNumber,
     /// Position in the outgoing queue of an unsent AcceptDecide to extend instead of adding one.
     pending_accept: Option<usize>,
     /// The decided index last sent to the peer.
@@ -62,7 +66,6 @@ impl Progress {
         Progress {
             state: PeerState::NotPromised,
             accepted_idx: 0,
-            seq: SequenceNumber::default(),
             pending_accept: None,
             decided_sent: 0,
             decided_reported: 0,
@@ -71,11 +74,6 @@ impl Progress {
 
     fn is_synced(&self) -> bool {
         matches!(self.state, PeerState::Promised { synced: true, .. })
-    }
-
-    fn next_seq(&mut self) -> SequenceNumber {
-        self.seq.counter += 1;
-        self.seq
     }
 }
 
@@ -152,6 +150,14 @@ pub(crate) struct Leader<T, S> {
     decide_pending: bool,
     /// Reused by `maybe_decide` so deciding allocates nothing.
     accepted_scratch: Vec<LogIndex>,
+    /// Read rounds and the read lease.
+    reads: ReadRounds,
+    /// The accepted index of the log adopted at the end of the Prepare phase (`MAX` before):
+    /// reads are answered only once the decided index reaches it.
+    adopted_end: LogIndex,
+    /// With leases: nothing is decided before this tick, when every lease a promising peer may
+    /// have confirmed to an earlier leader has ended.
+    lease_wait_until: u64,
 }
 
 impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
@@ -185,6 +191,9 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
             durable_accepted_idx: 0,
             decide_pending: false,
             accepted_scratch: Vec::with_capacity(ctx.peers.len() + 1),
+            reads: ReadRounds::default(),
+            adopted_end: LogIndex::MAX,
+            lease_wait_until: ctx.now.saturating_add(ctx.lease_wait_ticks()),
         };
         for peer in ctx.peers.clone() {
             leader.send_prepare(ctx, peer);
@@ -220,17 +229,16 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         }
     }
 
-    /// Sends Prepare and opens a new session with the peer: every AcceptSync sent before has a
-    /// lower session, so the peer can tell a delayed one from the answer to this Prepare.
+    /// Sends Prepare to a peer.
     fn send_prepare<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>, to: NodeId) {
-        let Some(progress) = self.peers.get_mut(&to) else { return };
-        progress.seq = SequenceNumber { session: progress.seq.session + 1, counter: 0 };
+        if self.peers.get(&to).is_none() {
+            return;
+        }
         let prepare = Prepare {
             n: self.n,
             decided_idx: ctx.state.decided_idx,
             n_accepted: ctx.state.accepted_round,
             accepted_idx: ctx.state.accepted_idx(),
-            session: progress.seq.session,
         };
         ctx.send(to, PaxosMsg::Prepare(prepare));
     }
@@ -292,7 +300,8 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         ctx.append_entries(entries)
     }
 
-    /// Sends `entries` to `to`, extending an unsent AcceptDecide if there is one.
+    /// Sends `entries`, which go at the leader's log end, to `to`, extending an unsent
+    /// AcceptDecide if there is one.
     fn send_accept_decide<B: Storage<T, S>>(
         &mut self,
         ctx: &mut Context<T, S, B>,
@@ -300,6 +309,7 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         entries: &[Proposal<T>],
     ) {
         let decided_idx = ctx.state.decided_idx;
+        let start_idx = ctx.state.log_end;
         let Some(progress) = self.peers.get_mut(&to) else { return };
         if let Some(i) = progress.pending_accept {
             if let Some(PaxosMsg::AcceptDecide(acc)) = ctx.outgoing.get_mut(i).map(|m| &mut m.msg) {
@@ -309,10 +319,9 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
                 return;
             }
         }
-        let seq_num = progress.next_seq();
         progress.pending_accept = Some(ctx.outgoing.len());
         progress.decided_sent = decided_idx;
-        let msg = AcceptDecide { n: self.n, seq_num, decided_idx, entries: entries.to_vec() };
+        let msg = AcceptDecide { n: self.n, start_idx, decided_idx, entries: entries.to_vec() };
         ctx.send(to, PaxosMsg::AcceptDecide(msg));
     }
 
@@ -330,7 +339,7 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
             return Ok(());
         }
         self.flush_batch(ctx)?;
-        ctx.write(vec![StorageOp::SetStopSign(Some(ss.clone()))])?;
+        ctx.write([StorageOp::SetStopSign(Some(ss.clone()))])?;
         let peers: Vec<NodeId> =
             self.peers.iter().filter(|(_, p)| p.is_synced()).map(|(&id, _)| id).collect();
         for peer in peers {
@@ -347,8 +356,8 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
     ) {
         let Some(progress) = self.peers.get_mut(&to) else { return };
         progress.pending_accept = None;
-        let seq_num = progress.next_seq();
-        ctx.send(to, PaxosMsg::AcceptStopSign(AcceptStopSign { n: self.n, seq_num, ss: Box::new(ss) }));
+        let log_end = ctx.state.log_end;
+        ctx.send(to, PaxosMsg::AcceptStopSign(AcceptStopSign { n: self.n, log_end, ss: Box::new(ss) }));
     }
 
     /// Phase 1b arrives: record it; with a read quorum, adopt the best log and start accepting.
@@ -369,6 +378,8 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         let Some(progress) = self.peers.get_mut(&from) else { return Ok(()) };
         match &mut self.phase {
             LeaderPhase::Prepare(round) => {
+                self.lease_wait_until =
+                    self.lease_wait_until.max(ctx.now.saturating_add(prom.lease_wait_ticks));
                 progress.state = PeerState::Promised { meta, synced: false };
                 round.max_decided = round.max_decided.max(meta.decided_idx);
                 if meta.rank() > round.max.0.rank() {
@@ -408,7 +419,7 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
             self.restart_prepare(ctx, *round);
             return Ok(());
         }
-        self.fill_filter(ctx)?;
+        self.adopted_end = ctx.state.accepted_idx();
         self.propose_buffered(ctx, round.buffered, round.buffered_stopsign)?;
         tracing::info!(pid = ctx.pid, n = %self.n, accepted_idx = ctx.state.accepted_idx(), "leader accepts");
         let promised: Vec<NodeId> = self
@@ -465,22 +476,11 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
                         "a promise's decided index exceeds the adopted log"
                     );
                 }
-                ctx.write(vec![StorageOp::SetAcceptedRound(self.n), StorageOp::SetDecidedIdx(decided)])?;
+                ctx.write([StorageOp::SetAcceptedRound(self.n), StorageOp::SetDecidedIdx(decided)])?;
                 ctx.observe_decided();
             }
         }
         Ok(true)
-    }
-
-    /// Remembers the proposals in the undecided part of the log, so forwarded copies are dropped.
-    fn fill_filter<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>) -> Result<(), StorageError> {
-        let from = ctx.state.decided_idx.min(ctx.state.log_end).max(ctx.state.compacted_idx);
-        for p in ctx.read_entries(from, ctx.state.log_end)? {
-            if !ctx.ledger.is_own(&p.id) {
-                self.filter.note_held(&p.id);
-            }
-        }
-        Ok(())
     }
 
     /// Appends what was proposed during the Prepare phase, unless the log is sealed.
@@ -510,12 +510,12 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         }
         ctx.append_entries(fresh)?;
         if let Some(ss) = stopsign {
-            ctx.write(vec![StorageOp::SetStopSign(Some(ss))])?;
+            ctx.write([StorageOp::SetStopSign(Some(ss))])?;
         }
         Ok(())
     }
 
-    /// Synchronises a promised peer's log with the leader's and starts a new session with it.
+    /// Synchronises a promised peer's log with the leader's.
     fn send_accept_sync<B: Storage<T, S>>(
         &mut self,
         ctx: &mut Context<T, S, B>,
@@ -527,15 +527,13 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         let log_sync = ctx.create_log_sync(valid_idx)?;
         let decided_idx = ctx.state.decided_idx;
         let progress = self.peers.get_mut(&to).expect("checked above");
-        progress.seq = SequenceNumber { session: progress.seq.session + 1, counter: 0 };
         progress.state = PeerState::Promised { meta, synced: true };
         progress.accepted_idx = 0;
         progress.decided_reported = 0;
         progress.pending_accept = None;
         progress.decided_sent = decided_idx;
-        let seq_num = progress.seq;
         let log_sync = Box::new(log_sync);
-        ctx.send(to, PaxosMsg::AcceptSync(AcceptSync { n: self.n, seq_num, decided_idx, log_sync }));
+        ctx.send(to, PaxosMsg::AcceptSync(AcceptSync { n: self.n, decided_idx, log_sync }));
         Ok(())
     }
 
@@ -570,6 +568,11 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
     /// Decides the longest prefix that a write quorum (the leader's durable log included) has
     /// accepted in this ballot.
     fn maybe_decide<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>) -> Result<(), StorageError> {
+        if ctx.now < self.lease_wait_until && !mutated!(ctx, LeaseWithoutWait) {
+            // An earlier leader may still answer reads under its lease: deciding anything now
+            // could contradict one (see `reads`).
+            return Ok(());
+        }
         let accepted = &mut self.accepted_scratch;
         accepted.clear();
         accepted.extend(self.peers.values().filter(|p| p.is_synced()).map(|p| p.accepted_idx));
@@ -631,10 +634,155 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
                 progress.decided_sent = decided_idx;
             } else if standalone {
                 progress.decided_sent = decided_idx;
-                let seq_num = progress.next_seq();
-                ctx.send(pid, PaxosMsg::Decide(Decide { n: self.n, seq_num, decided_idx }));
+                ctx.send(pid, PaxosMsg::Decide(Decide { n: self.n, decided_idx }));
             } else {
                 self.decide_pending = true;
+            }
+        }
+    }
+
+    /// Runs at every tick: once the wait for earlier leases is over, decide what waited.
+    /// A read round unanswered for a resend timeout is started again.
+    pub(crate) fn on_tick<B: Storage<T, S>>(
+        &mut self,
+        ctx: &mut Context<T, S, B>,
+    ) -> Result<(), StorageError> {
+        self.maybe_restart_read_round(ctx);
+        for id in self.reads.take_expired(ctx.now, ctx.read_timeout_ticks) {
+            ctx.reads.settle_one(id, ReadOutcome::Failed(ReadFailure::TimedOut));
+        }
+        if self.is_accepting() && ctx.now == self.lease_wait_until {
+            self.maybe_decide(ctx)?;
+        }
+        Ok(())
+    }
+
+    /// True if reads can be confirmed: accepting, the adopted log decided, no earlier lease
+    /// possibly running.
+    fn can_serve_reads<B>(&self, ctx: &Context<T, S, B>) -> bool {
+        self.is_accepting() && ctx.state.decided_idx >= self.adopted_end && ctx.now >= self.lease_wait_until
+    }
+
+    /// Takes this replica's reads that wait in its read book (issued before it led): answered
+    /// at once from the lease, or queued for the next round.
+    pub(crate) fn absorb_local_reads<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>) {
+        if !ctx.reads.has_waiting() {
+            return;
+        }
+        for (id, issued_at) in ctx.reads.take_for_leader() {
+            self.local_read(ctx, id, issued_at);
+        }
+    }
+
+    /// A read of this replica: answered at once under the lease, else queued for a round.
+    pub(crate) fn local_read<B: Storage<T, S>>(
+        &mut self,
+        ctx: &mut Context<T, S, B>,
+        id: ReadId,
+        issued_at: u64,
+    ) {
+        if self.answers_without_round(ctx) {
+            ctx.reads.settle_one(id, ReadOutcome::Ready(ctx.state.decided_idx));
+        } else {
+            self.reads.queue(Requester::Local(id, issued_at));
+        }
+    }
+
+    /// This role ends: its own reads fail (the caller may read again at the new leader).
+    pub(crate) fn fail_local_reads<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>) {
+        for id in self.reads.take_local() {
+            ctx.reads.settle_one(id, ReadOutcome::Failed(ReadFailure::LeaderChanged));
+        }
+    }
+
+    /// True if a read may be answered now with the decided index, without a round: under a
+    /// valid lease (or, as a deliberate bug for mutation tests, always).
+    fn answers_without_round<B>(&self, ctx: &Context<T, S, B>) -> bool {
+        let lease = ctx.lease.is_some() && self.reads.lease_valid(ctx.now) && self.can_serve_reads(ctx);
+        lease || (mutated!(ctx, ReadWithoutQuorum) && self.is_accepting())
+    }
+
+    /// A learner asks for decided entries from `from_idx`: send the next batch of them.
+    pub(crate) fn handle_learner_request<B: Storage<T, S>>(
+        &mut self,
+        ctx: &mut Context<T, S, B>,
+        from: NodeId,
+        request: crate::messages::LearnerRequest,
+    ) -> Result<(), StorageError> {
+        if !self.is_accepting() || self.peers.get(&from).is_none() {
+            return Ok(());
+        }
+        let decided_end = ctx.state.decided_idx.min(ctx.state.log_end);
+        let from_idx = request.from_idx.min(decided_end);
+        let to = decided_end.min(from_idx.saturating_add(super::learner::LEARNER_BATCH_ENTRIES));
+        let log_sync = ctx.create_decided_sync(from_idx, to)?;
+        let sync = crate::messages::LearnerSync { n: self.n, decided_idx: ctx.state.decided_idx, log_sync };
+        ctx.send(from, PaxosMsg::LearnerSync(Box::new(sync)));
+        Ok(())
+    }
+
+    /// A follower's ReadRequest.
+    pub(crate) fn handle_read_request<B: Storage<T, S>>(
+        &mut self,
+        ctx: &mut Context<T, S, B>,
+        from: NodeId,
+        request: ReadRound,
+    ) {
+        if request.n != self.n || self.peers.get(&from).is_none() {
+            return;
+        }
+        if self.answers_without_round(ctx) {
+            let read_idx = ctx.state.decided_idx;
+            ctx.send(from, PaxosMsg::ReadReply(ReadReply { n: self.n, round: request.round, read_idx }));
+        } else {
+            self.reads.queue(Requester::Remote(from, request.round));
+        }
+    }
+
+    /// Starts a read round if reads wait (or the lease needs renewing) and reads can be
+    /// confirmed now: every peer is asked whether it still promises our ballot.
+    pub(crate) fn maybe_start_read_round<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>) {
+        if !self.can_serve_reads(ctx) || !self.reads.round_due(ctx.now, ctx.lease) {
+            return;
+        }
+        let round = self.reads.start(ctx.now, ctx.state.decided_idx, ctx.lease);
+        for peer in ctx.peers.clone() {
+            ctx.send(peer, PaxosMsg::ReadConfirm(ReadRound { n: self.n, round }));
+        }
+        self.handle_read_confirmed(ctx, 0, ReadRound { n: self.n, round });
+    }
+
+    /// A peer confirmed a read round (`from == 0`: the leader itself, to complete a round a
+    /// single node confirms).
+    pub(crate) fn handle_read_confirmed<B: Storage<T, S>>(
+        &mut self,
+        ctx: &mut Context<T, S, B>,
+        from: NodeId,
+        confirmed: ReadRound,
+    ) {
+        if confirmed.n != self.n {
+            return;
+        }
+        let Some(answer) = self.reads.confirm(from, confirmed.round, ctx.quorum.write, ctx.lease) else {
+            return;
+        };
+        debug_assert!(answer.read_idx <= ctx.state.decided_idx);
+        for requester in answer.requesters {
+            match requester {
+                Requester::Local(id, _) => ctx.reads.settle_one(id, ReadOutcome::Ready(answer.read_idx)),
+                Requester::Remote(peer, round) => {
+                    let reply = ReadReply { n: self.n, round, read_idx: answer.read_idx };
+                    ctx.send(peer, PaxosMsg::ReadReply(reply));
+                }
+            }
+        }
+    }
+
+    /// A read round unanswered for a resend timeout is started again (its messages may be lost).
+    fn maybe_restart_read_round<B>(&mut self, ctx: &Context<T, S, B>) {
+        if let Some((_, started_at)) = self.reads.in_flight_since() {
+            if ctx.now >= started_at.saturating_add(ctx.resend_ticks) {
+                self.reads.abandon_in_flight();
             }
         }
     }
@@ -671,7 +819,10 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         ctx: &mut Context<T, S, B>,
         fwd: ProposalForward<T>,
     ) -> Result<(), StorageError> {
-        if ctx.state.stopsign.is_some() || fwd.n != self.n {
+        // Forwards come only from followers synchronised in this ballot, so never during the
+        // Prepare phase; anything else is a stray copy (see `maybe_forward_proposals`).
+        let accepts = self.is_accepting() || mutated!(ctx, ForwardUnsynced);
+        if ctx.state.stopsign.is_some() || fwd.n != self.n || !accepts {
             return Ok(());
         }
         if let Some(first) = fwd.proposals.first() {
@@ -694,8 +845,9 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
     }
 
     /// Periodic resend: Prepare to peers that have not promised; a probe to followers that lag
-    /// (an empty AcceptDecide: if a message before it was lost, the follower sees the gap and
-    /// asks to be synchronised again; otherwise it answers with Accepted).
+    /// (an empty AcceptDecide at the leader's log end: if entries before it were lost, the
+    /// follower sees the gap and asks to be synchronised again; otherwise it answers with
+    /// Accepted).
     pub(crate) fn resend<B: Storage<T, S>>(
         &mut self,
         ctx: &mut Context<T, S, B>,
@@ -722,8 +874,15 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
             })
             .map(|(&id, _)| id)
             .collect();
+        let stopsign = ctx.state.stopsign.clone();
         for peer in lagging {
+            // The probe names the leader's log end and decided index; a StopSign the peer has
+            // not acknowledged is sent again after it.
             self.send_accept_decide(ctx, peer, &[]);
+            let acknowledged = self.peers.get(&peer).map_or(0, |p| p.accepted_idx);
+            if let Some(ss) = stopsign.clone().filter(|_| acknowledged < accepted_idx) {
+                self.send_accept_stopsign(ctx, peer, ss);
+            }
         }
         Ok(())
     }
@@ -751,7 +910,7 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         if idx == ctx.state.compacted_idx {
             return Ok(());
         }
-        ctx.write(vec![StorageOp::SetSnapshot(None), StorageOp::Trim(idx)])?;
+        ctx.write([StorageOp::SetSnapshot(None), StorageOp::Trim(idx)])?;
         // A follower trims only what it knows decided: send the decision first.
         self.decide_pending = true;
         self.send_decisions_with(ctx, true);

@@ -20,21 +20,24 @@
 mod context;
 mod follower;
 mod leader;
+mod learner;
 mod proposals;
 mod read;
+mod reads;
 mod roles;
 
 use std::fmt::Debug;
 
 pub use proposals::{DropReason, ProposalOutcome};
+pub use reads::{ReadFailure, ReadId, ReadLease, ReadOutcome};
 
 pub use crate::config::SequencePaxosConfig;
 use crate::{
     ballot::Ballot,
     config::ConfigError,
-    errors::{CompactionErr, ProposeErr, ReplicaError},
+    errors::{CompactionErr, ProposeErr, ReadErr, ReplicaError},
     messages::{Compaction, PaxosMessage, PaxosMsg, PrepareReq},
-    storage::{ClusterConfig, Snapshot, StopSign, Storage, StorageError, StorageOp},
+    storage::{ClusterConfig, ReplicaIdentity, Snapshot, StopSign, Storage, StorageError, StorageOp},
     util::{LogIndex, NodeId, Proposal, ProposalId},
 };
 use context::{Context, DurableState};
@@ -58,6 +61,8 @@ pub struct SequencePaxos<T, S, B> {
     /// A StopSign forwarded to the leader and not yet in the log.
     pending_stopsign: Option<StopSign>,
     flush_batch_ticks: u64,
+    /// Where a learner asks for decided entries (unused by voters).
+    learner: learner::LearnerState,
     resend_clock: u64,
     flush_clock: u64,
     dispatch: Option<tracing::Dispatch>,
@@ -100,6 +105,17 @@ where
             Some(path) => Some(crate::config::file_dispatch(path, config.pid())?),
             None => None,
         };
+        let identity = ReplicaIdentity {
+            cluster_id: config.cluster_id(),
+            configuration_id: config.configuration_id(),
+            pid: config.pid(),
+        };
+        let stored_identity = storage.get_identity()?;
+        if let Some(stored) = stored_identity {
+            if stored != identity && !mutated!(config, IgnoreIdentity) {
+                return Err(CreateError::IdentityMismatch { stored, expected: identity });
+            }
+        }
         let state = load_state(&storage)?;
         let mut ctx = Context::new(
             config.pid(),
@@ -113,12 +129,39 @@ where
             state,
         );
         ctx.piggyback_decide = config.piggyback_decide();
+        ctx.read_timeout_ticks = config.read_timeout_ticks();
+        ctx.lease = config.read_lease();
+        // A restarted replica may have confirmed a lease just before it stopped.
+        ctx.lease_confirmed_at = ctx.lease.map(|_| 0);
+        #[cfg(feature = "mutations")]
+        {
+            ctx.mutation = config.mutation();
+        }
         let incarnation = ctx.state.incarnation + 1;
-        // Durable before any proposal id of this incarnation exists: ids must never repeat.
-        ctx.write(vec![StorageOp::SetIncarnation(incarnation)])?;
+        // Durable before any proposal id of this incarnation exists: ids must never repeat. The
+        // first start also records whose storage this is.
+        let mut ops = vec![StorageOp::SetIncarnation(incarnation)];
+        if stored_identity.is_none() {
+            ops.push(StorageOp::SetIdentity(identity));
+        }
+        ctx.write(ops)?;
         ctx.flush()?;
-        ctx.ledger = proposals::ProposalLedger::new(ctx.pid, incarnation, ctx.buffer_size);
-        let recovering = !ctx.state.promise.is_initial();
+        ctx.ledger =
+            proposals::ProposalLedger::new(ctx.pid, incarnation, ctx.buffer_size, config.proposal_outcomes());
+        if mutated!(config, DropOutcomes) {
+            ctx.ledger.drop_outcomes_beyond(ctx.buffer_size);
+        }
+        let learner_promise = learner::learner_promise(config.configuration_id(), config.pid());
+        if config.learner() && ctx.state.promise != learner_promise {
+            // Durable before anything else happens: this replica never votes again here.
+            ctx.write([StorageOp::SetPromise(learner_promise)])?;
+            ctx.flush()?;
+            tracing::warn!(
+                pid = ctx.pid,
+                "starts as a learner: it lost its storage and never votes again in this configuration"
+            );
+        }
+        let recovering = !ctx.state.promise.is_initial() && ctx.state.promise != learner_promise;
         let mut sp = SequencePaxos {
             leader: ctx.state.promise,
             ctx,
@@ -127,6 +170,7 @@ where
             flush_batch_ticks: config.flush_batch_tick_timeout(),
             resend_clock: 0,
             flush_clock: 0,
+            learner: learner::LearnerState::default(),
             dispatch,
         };
         if recovering {
@@ -202,6 +246,41 @@ where
                 self.with_follower(|f, ctx| f.handle_accept_stopsign(ctx, from, acc))
             }
             PaxosMsg::ForwardStopSign(ss) => self.handle_forward_stopsign(*ss),
+            PaxosMsg::ReadConfirm(round) => {
+                self.handle_read_confirm(from, round);
+                Ok(())
+            }
+            PaxosMsg::ReadConfirmed(round) => {
+                if let Role::Leader(leader) = &mut self.role {
+                    leader.handle_read_confirmed(&mut self.ctx, from, round);
+                }
+                Ok(())
+            }
+            PaxosMsg::ReadRequest(round) => {
+                if let Role::Leader(leader) = &mut self.role {
+                    leader.handle_read_request(&mut self.ctx, from, round);
+                }
+                Ok(())
+            }
+            PaxosMsg::LearnerRequest(request) => {
+                if let Role::Leader(leader) = &mut self.role {
+                    leader.handle_learner_request(&mut self.ctx, from, request)
+                } else {
+                    Ok(())
+                }
+            }
+            PaxosMsg::LearnerSync(sync) => self.handle_learner_sync(from, *sync),
+            PaxosMsg::ReadReply(reply) => {
+                if reply.n.pid == from {
+                    self.ctx.reads.answered(reply.n, reply.round, reply.read_idx);
+                    self.ctx.reads.settle(
+                        self.ctx.state.decided_idx,
+                        self.ctx.now,
+                        self.ctx.read_timeout_ticks,
+                    );
+                }
+                Ok(())
+            }
         };
         self.after_step();
         result.map_err(ReplicaError::from)
@@ -218,10 +297,15 @@ where
         if self.ctx.stopped {
             return Err(ProposeErr::Stopped(entry));
         }
+        if self.is_learner() {
+            return Err(ProposeErr::Learner(entry));
+        }
         if self.has_stopsign() {
             return Err(ProposeErr::PendingReconfigEntry(entry));
         }
-        if self.pending_count() >= self.ctx.buffer_size {
+        if self.pending_count() >= self.ctx.buffer_size
+            || self.ctx.ledger.outcome_runs() >= self.ctx.buffer_size
+        {
             return Err(ProposeErr::BufferFull(entry, self.ctx.buffer_size));
         }
         let id = self.ctx.ledger.next_id();
@@ -236,6 +320,36 @@ where
         };
         self.after_step();
         result.map(|()| id).map_err(ProposeErr::Storage)
+    }
+
+    /// Requests a linearizable read, without writing to the log; works on every replica
+    /// (followers ask the leader for a read index). Its fate comes out of
+    /// [`SequencePaxos::take_read_outcomes`]: `Ready(idx)` once this replica's decided index
+    /// reaches the confirmed read index (then read the state machine after applying at least up
+    /// to `idx`), or `Failed` (timed out, or this leader stepped down). Reads between two
+    /// `take_outgoing_messages` calls share one confirmation round; with a read lease a leader
+    /// answers at once. See the `reads` module docs for why the result is linearizable.
+    pub fn read_index(&mut self) -> Result<ReadId, ReadErr> {
+        logged!(self, {
+            if self.ctx.stopped {
+                return Err(ReadErr::Stopped);
+            }
+            if self.ctx.reads.pending() >= self.ctx.buffer_size {
+                return Err(ReadErr::BufferFull(self.ctx.buffer_size));
+            }
+            let id = self.ctx.reads.issue();
+            let now = self.ctx.now;
+            match &mut self.role {
+                Role::Leader(leader) => leader.local_read(&mut self.ctx, id, now),
+                Role::Follower(_) => self.ctx.reads.wait(id, now),
+            }
+            Ok(id)
+        })
+    }
+
+    /// Moves the outcomes of this replica's reads into `buffer`.
+    pub fn take_read_outcomes(&mut self, buffer: &mut Vec<(ReadId, ReadOutcome)>) {
+        self.ctx.reads.take_outcomes(buffer);
     }
 
     /// Proposes a StopSign that ends this configuration and names the next one. Once it is
@@ -261,6 +375,9 @@ where
         }
         if self.ctx.stopped {
             return Err(ProposeErr::Storage(StorageError::Poisoned));
+        }
+        if self.is_learner() {
+            return Err(ProposeErr::LearnerReconfig(next, metadata));
         }
         if self.has_stopsign() {
             return Err(ProposeErr::PendingReconfigConfig(next, metadata));
@@ -297,8 +414,10 @@ where
             }
         }
         if let Role::Leader(leader) = &mut self.role {
+            leader.on_tick(&mut self.ctx)?;
             leader.send_pending_decisions(&mut self.ctx);
         }
+        self.ctx.reads.settle(self.ctx.state.decided_idx, self.ctx.now, self.ctx.read_timeout_ticks);
         if self.resend_clock >= self.ctx.resend_ticks {
             self.resend_clock = 0;
             self.resend()?;
@@ -327,6 +446,10 @@ where
         if let Role::Leader(leader) = &mut self.role {
             leader.after_flush(&mut self.ctx)?;
             // Deciding may have written the decided index; it need not be durable to send Decide.
+            leader.absorb_local_reads(&mut self.ctx);
+            leader.maybe_start_read_round(&mut self.ctx);
+        } else {
+            self.maybe_ask_read_index();
         }
         if buffer.is_empty() {
             std::mem::swap(buffer, &mut self.ctx.outgoing);
@@ -343,7 +466,9 @@ where
     }
 
     /// Moves the outcomes of this replica's own proposals (decided at an index, or dropped) into
-    /// `buffer`. At most `buffer_size` outcomes are kept if they are never taken.
+    /// `buffer`. Outcomes are kept until taken, never dropped; while `buffer_size` runs of them
+    /// wait, `append` refuses with `BufferFull` (see
+    /// [`SequencePaxosConfig::set_proposal_outcomes`] to turn them off).
     pub fn take_proposal_outcomes(&mut self, buffer: &mut Vec<(ProposalId, ProposalOutcome)>) {
         self.ctx.ledger.take_outcomes(buffer);
     }
@@ -430,6 +555,12 @@ where
         let promise = self.ctx.state.promise;
         let own_but_not_leading = promise.pid == self.ctx.pid && !matches!(self.role, Role::Leader(_));
         (!promise.is_initial() && !own_but_not_leading).then_some(promise.pid)
+    }
+
+    /// True if this replica is a learner: it lost its storage, never votes again in this
+    /// configuration and only learns the decided log (see `SequencePaxosConfig::set_learner`).
+    pub fn is_learner(&self) -> bool {
+        self.ctx.state.promise == learner::learner_promise(self.ctx.config_id, self.ctx.pid)
     }
 
     /// True if this replica is the leader and in its accept phase: it can decide entries.
@@ -521,14 +652,13 @@ where
         match reaction {
             follower::Reaction::None => Ok(()),
             follower::Reaction::Recover(leader) => {
+                // Ask once; the resend timer asks again while we stay in Recover.
+                let asked = matches!(&self.role, Role::Follower(f) if f.phase == FollowerPhase::Recover);
                 self.become_follower(FollowerPhase::Recover);
-                let n = self.ctx.state.promise;
-                self.ctx.send(leader, PaxosMsg::PrepareReq(PrepareReq { n }));
-                Ok(())
-            }
-            follower::Reaction::Synced => {
-                self.maybe_forward_proposals();
-                self.maybe_forward_stopsign();
+                if !asked {
+                    let n = self.ctx.state.promise;
+                    self.ctx.send(leader, PaxosMsg::PrepareReq(PrepareReq { n }));
+                }
                 Ok(())
             }
         }
@@ -544,10 +674,18 @@ pub enum CreateError {
     /// Reading or writing the storage failed.
     #[error("storage failed: {0}")]
     Storage(#[from] StorageError),
+    /// The storage belongs to another replica: another node, configuration or cluster.
+    #[error("storage identity mismatch: the storage is of {stored}, this replica is {expected}")]
+    IdentityMismatch {
+        /// The identity recorded in the storage.
+        stored: ReplicaIdentity,
+        /// This replica's identity, from its configuration.
+        expected: ReplicaIdentity,
+    },
 }
 
 /// Loads the durable state from storage and checks that it is consistent.
-fn load_state<T, S, B: Storage<T, S>>(storage: &B) -> Result<DurableState, StorageError> {
+pub(crate) fn load_state<T, S, B: Storage<T, S>>(storage: &B) -> Result<DurableState, StorageError> {
     let state = DurableState {
         promise: storage.get_promise()?.unwrap_or_default(),
         accepted_round: storage.get_accepted_round()?.unwrap_or_default(),

@@ -84,20 +84,22 @@ pub(crate) struct ProposalLedger<T> {
     /// sequence number is also in `waiting`.
     in_log: VecDeque<Run>,
     /// Proposals reported `Dropped(Indeterminate)` that may still reach the log (a forward in
-    /// flight): they must not be settled a second time. Bounded by `outcomes_limit`.
+    /// flight): they must not be settled a second time. Bounded by `abandoned_limit`.
     abandoned: BTreeSet<u64>,
-    /// Settled outcomes not yet taken by the user, as runs; bounded by `outcomes_limit`
-    /// proposals in all.
+    abandoned_limit: usize,
+    /// Settled outcomes not yet taken by the user, as runs; adjacent runs merge. Never dropped:
+    /// `append` refuses new proposals while too many runs wait (see `outcome_runs`).
     outcomes: VecDeque<OutcomeRun>,
     /// Proposals in `outcomes`.
     outcomes_len: usize,
-    outcomes_limit: usize,
-    /// Outcomes were dropped because nobody took them (warned once).
-    outcomes_overflowed: bool,
+    /// False if the user turned outcomes off: nothing is kept.
+    keep_outcomes: bool,
+    /// Mutation `DropOutcomes`: the oldest outcomes beyond this many are dropped.
+    outcomes_limit: Option<usize>,
 }
 
 impl<T: Clone> ProposalLedger<T> {
-    pub(crate) fn new(node: NodeId, incarnation: u64, outcomes_limit: usize) -> Self {
+    pub(crate) fn new(node: NodeId, incarnation: u64, abandoned_limit: usize, keep_outcomes: bool) -> Self {
         ProposalLedger {
             node,
             incarnation,
@@ -105,11 +107,22 @@ impl<T: Clone> ProposalLedger<T> {
             waiting: BTreeMap::new(),
             in_log: VecDeque::new(),
             abandoned: BTreeSet::new(),
+            abandoned_limit,
             outcomes: VecDeque::new(),
             outcomes_len: 0,
-            outcomes_limit,
-            outcomes_overflowed: false,
+            keep_outcomes,
+            outcomes_limit: None,
         }
+    }
+
+    /// Mutation `DropOutcomes` (issue 8, finding 4): drops the oldest outcomes beyond `limit`.
+    pub(crate) fn drop_outcomes_beyond(&mut self, limit: usize) {
+        self.outcomes_limit = Some(limit);
+    }
+
+    /// Runs of outcomes waiting to be taken (each costs a few words of memory).
+    pub(crate) fn outcome_runs(&self) -> usize {
+        self.outcomes.len()
     }
 
     /// A fresh id for a new proposal of this node.
@@ -282,7 +295,7 @@ impl<T: Clone> ProposalLedger<T> {
     }
 
     fn abandon(&mut self, seq: u64) {
-        if self.abandoned.len() >= self.outcomes_limit {
+        if self.abandoned.len() >= self.abandoned_limit {
             self.abandoned.pop_first();
         }
         self.abandoned.insert(seq);
@@ -298,23 +311,14 @@ impl<T: Clone> ProposalLedger<T> {
         }
     }
 
-    /// Waiting proposals due for a forward to the leader with ballot `leader` at tick `now`,
-    /// marked as forwarded now. Never forwarded: due. Forwarded before: due again only once
-    /// `synced` with that leader (so a proposal that reached the log through an earlier leader
-    /// has been seen), at once if the last forward went to another ballot (which drops it),
-    /// else after `retry_ticks`.
-    pub(crate) fn due_for_forward(
-        &mut self,
-        leader: Ballot,
-        synced: bool,
-        now: u64,
-        retry_ticks: u64,
-    ) -> Vec<Proposal<T>> {
+    /// Waiting proposals due for a forward to the leader with ballot `leader` (which this replica
+    /// is synchronised with) at tick `now`, marked as forwarded now: those never forwarded, those
+    /// last forwarded to another ballot, and the others `retry_ticks` after their last forward.
+    pub(crate) fn due_for_forward(&mut self, leader: Ballot, now: u64, retry_ticks: u64) -> Vec<Proposal<T>> {
         let mut due = Vec::new();
         for w in self.waiting.values_mut() {
             let is_due = match w.forwarded {
                 None => true,
-                Some(_) if !synced => false,
                 Some((ballot, _)) if ballot != leader => true,
                 Some((_, at)) => now >= at.saturating_add(retry_ticks),
             };
@@ -374,20 +378,34 @@ impl<T: Clone> ProposalLedger<T> {
         self.push_outcomes(run);
     }
 
-    /// Queues a run of outcomes, dropping the oldest beyond the limit (warned once).
+    /// Queues a run of outcomes, merged into the last run if it continues it.
     fn push_outcomes(&mut self, run: OutcomeRun) {
+        if !self.keep_outcomes || run.len == 0 {
+            return;
+        }
         self.outcomes_len += run.len as usize;
-        self.outcomes.push_back(run);
-        while self.outcomes_len > self.outcomes_limit {
-            if !self.outcomes_overflowed {
-                tracing::warn!(
-                    limit = self.outcomes_limit,
-                    "proposal outcomes not taken; dropping the oldest"
-                );
-                self.outcomes_overflowed = true;
+        if let Some(last) = self.outcomes.back_mut() {
+            let continues_seq = last.first_seq + last.len == run.first_seq;
+            let continues_idx = match (last.first_idx, run.first_idx) {
+                (Some(a), Some(b)) => a + last.len == b,
+                (None, None) => last.reason == run.reason,
+                _ => false,
+            };
+            if continues_seq && continues_idx {
+                last.len += run.len;
+                self.apply_outcomes_limit();
+                return;
             }
+        }
+        self.outcomes.push_back(run);
+        self.apply_outcomes_limit();
+    }
+
+    fn apply_outcomes_limit(&mut self) {
+        let Some(limit) = self.outcomes_limit else { return };
+        while self.outcomes_len > limit {
             let first = self.outcomes.front_mut().expect("outcomes_len > 0");
-            let excess = (self.outcomes_len - self.outcomes_limit).min(first.len as usize) as u64;
+            let excess = (self.outcomes_len - limit).min(first.len as usize) as u64;
             first.first_seq += excess;
             first.first_idx = first.first_idx.map(|idx| idx + excess);
             first.len -= excess;
@@ -452,7 +470,7 @@ mod tests {
 
     #[test]
     fn decided_in_log_proposals_are_reported_in_index_order() {
-        let mut ledger = ProposalLedger::<u64>::new(1, 1, 100);
+        let mut ledger = ProposalLedger::<u64>::new(1, 1, 100, true);
         let a = ledger.next_id();
         let b = ledger.next_id();
         ledger.record_in_log(a, 5);
@@ -466,17 +484,16 @@ mod tests {
 
     #[test]
     fn truncated_proposals_wait_again_and_are_forwarded() {
-        let mut ledger = ProposalLedger::<u64>::new(1, 1, 100);
+        let mut ledger = ProposalLedger::<u64>::new(1, 1, 100, true);
         let id = ledger.next_id();
         ledger.record_in_log(id, 3);
         ledger.observe_truncated(0, vec![proposal(id.seq)]);
         assert!(!ledger.has_in_log_from(0));
         let (first, second) = (Ballot::with(1, 2, 0, 2), Ballot::with(1, 3, 0, 3));
-        assert_eq!(ledger.due_for_forward(first, false, 10, 5).len(), 1, "never forwarded: due");
-        assert!(ledger.due_for_forward(first, false, 20, 5).is_empty(), "retries wait for a sync");
-        assert!(ledger.due_for_forward(first, true, 14, 5).is_empty(), "not due before the retry time");
-        assert_eq!(ledger.due_for_forward(first, true, 15, 5).len(), 1);
-        assert_eq!(ledger.due_for_forward(second, true, 16, 5).len(), 1, "a new leader gets it at once");
+        assert_eq!(ledger.due_for_forward(first, 10, 5).len(), 1, "never forwarded: due");
+        assert!(ledger.due_for_forward(first, 14, 5).is_empty(), "not due before the retry time");
+        assert_eq!(ledger.due_for_forward(first, 15, 5).len(), 1);
+        assert_eq!(ledger.due_for_forward(second, 16, 5).len(), 1, "a new leader gets it at once");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::fmt::Debug;
 
 use super::{
-    follower::{Follower, FollowerPhase, Reaction},
+    follower::{Follower, FollowerPhase},
     leader::Leader,
     Role, SequencePaxos,
 };
@@ -37,7 +37,7 @@ where
             }
         }
         stopsign = stopsign.or_else(|| self.pending_stopsign.take());
-        self.ctx.write(vec![StorageOp::SetPromise(n)])?;
+        self.ctx.write([StorageOp::SetPromise(n)])?;
         tracing::info!(pid = self.ctx.pid, n = %n, "becomes leader (Prepare)");
         let leader = Leader::start(&mut self.ctx, n, Vec::new(), stopsign)?;
         self.role = Role::Leader(leader);
@@ -51,6 +51,9 @@ where
         if let Role::Follower(follower) = &mut self.role {
             follower.phase = phase;
             return;
+        }
+        if let Role::Leader(leader) = &mut self.role {
+            leader.fail_local_reads(&mut self.ctx);
         }
         let (waiting, stopsign) = self.take_role_pending();
         for p in waiting {
@@ -73,8 +76,16 @@ where
     }
 
     /// Phase 1a: promise the ballot unless a higher one was promised, and send the part of the
-    /// log the leader may lack.
+    /// log the leader may lack. A delayed or replayed copy of a Prepare already answered is
+    /// answered again: promising the same ballot twice changes nothing durable.
     pub(super) fn handle_prepare(&mut self, from: NodeId, prep: Prepare) -> Result<(), StorageError> {
+        if self.is_learner() {
+            // A learner never promises; a Prepare tells it who may lead: ask it for entries.
+            if prep.n.pid == from {
+                self.ask_for_decided_entries(Some(from));
+            }
+            return Ok(());
+        }
         let promise = self.ctx.state.promise;
         if prep.n < promise || prep.n.pid != from {
             self.ctx.send(from, PaxosMsg::NotAccepted(crate::messages::NotAccepted { n: promise }));
@@ -83,16 +94,12 @@ where
         if prep.n == promise && matches!(self.role, Role::Leader(_)) {
             return Ok(());
         }
-        if matches!(&self.role, Role::Follower(f) if f.is_stale_prepare(prep.n, prep.session)) {
-            tracing::debug!(pid = self.ctx.pid, session = prep.session, "delayed Prepare copy ignored");
-            return Ok(());
-        }
         self.become_follower(FollowerPhase::Prepare);
         if prep.n > self.leader {
             self.leader = prep.n;
         }
         if prep.n > promise {
-            self.ctx.write(vec![StorageOp::SetPromise(prep.n)])?;
+            self.ctx.write([StorageOp::SetPromise(prep.n)])?;
         }
         let log_sync = self.promise_log_sync(&prep)?;
         let state = &self.ctx.state;
@@ -102,9 +109,9 @@ where
             decided_idx: state.decided_idx,
             accepted_idx: state.accepted_idx(),
             log_sync,
+            lease_wait_ticks: self.ctx.lease_wait_ticks(),
         };
         if let Role::Follower(follower) = &mut self.role {
-            follower.note_prepare(prep.n, prep.session);
             follower.cached_promise = Some(promise_msg.clone());
         }
         self.ctx.send(from, PaxosMsg::Promise(promise_msg));
@@ -112,10 +119,13 @@ where
     }
 
     /// What the Promise carries: the entries after the leader's decided index if this log is of a
-    /// later round, the entries after the leader's log end if it is of the same round and longer.
+    /// later round, the entries after the leader's log end if it is of the same round and longer;
+    /// nothing if it is of the leader's own round (a prefix of the leader's log).
     fn promise_log_sync(&mut self, prep: &Prepare) -> Result<Option<Box<LogSync<T, S>>>, StorageError> {
         let state = &self.ctx.state;
-        if state.accepted_round > prep.n_accepted {
+        if state.accepted_round == prep.n {
+            Ok(None)
+        } else if state.accepted_round > prep.n_accepted {
             self.ctx.create_log_sync(prep.decided_idx).map(|sync| Some(Box::new(sync)))
         } else if state.accepted_round == prep.n_accepted && state.accepted_idx() > prep.accepted_idx {
             self.ctx.create_log_sync(prep.accepted_idx).map(|sync| Some(Box::new(sync)))
@@ -124,22 +134,24 @@ where
         }
     }
 
-    /// The leader's synchronisation: adopt its log, start the session, reply Accepted.
+    /// The leader's synchronisation: adopt its log (see `Context::apply_log_sync` for why any
+    /// copy of a sync of our promised ballot is safe to apply), reply Accepted.
     pub(super) fn handle_accept_sync(
         &mut self,
         from: NodeId,
         sync: AcceptSync<T, S>,
     ) -> Result<(), StorageError> {
         let promise = self.ctx.state.promise;
+        if sync.n.pid != from {
+            tracing::warn!(pid = self.ctx.pid, from, ballot = %sync.n, "AcceptSync sent by another node than its ballot's owner ignored");
+            return Ok(());
+        }
         if sync.n < promise {
             self.ctx.send(from, PaxosMsg::NotAccepted(crate::messages::NotAccepted { n: promise }));
             return Ok(());
         }
-        let fresh = matches!(&self.role, Role::Follower(f)
-            if matches!(f.phase, FollowerPhase::Prepare | FollowerPhase::Accept)
-                && f.is_fresh_accept_sync(sync.n, sync.seq_num.session));
-        if sync.n > promise || !fresh {
-            tracing::debug!(pid = self.ctx.pid, "AcceptSync ignored: not the answer to our last Promise");
+        if sync.n > promise || !matches!(self.role, Role::Follower(_)) {
+            tracing::debug!(pid = self.ctx.pid, "AcceptSync ignored: its ballot is not our promise");
             return Ok(());
         }
         if !self.ctx.apply_log_sync(*sync.log_sync, sync.n, sync.decided_idx)? {
@@ -149,10 +161,12 @@ where
             self.pending_stopsign = None;
         }
         if let Role::Follower(follower) = &mut self.role {
-            follower.start_session(sync.seq_num);
-            follower.reply_synced(&mut self.ctx, from, sync.n);
+            follower.start_accepting();
+            follower.reply_accepted(&mut self.ctx, from, sync.n);
         }
-        self.react(Reaction::Synced)
+        self.maybe_forward_proposals();
+        self.maybe_forward_stopsign();
+        Ok(())
     }
 
     pub(super) fn handle_prepare_req(&mut self, from: NodeId, req: PrepareReq) -> Result<(), StorageError> {
@@ -190,6 +204,11 @@ where
             return Ok(());
         }
         let ballot = Ballot::with(self.ctx.config_id, n.n.saturating_add(1), leader.n.priority, self.ctx.pid);
+        if ballot <= n || ballot <= self.ctx.state.promise {
+            // Rounds are exhausted (a ballot of round u32::MAX): nothing can outbid it.
+            tracing::warn!(pid = self.ctx.pid, phantom = %n, "cannot outbid a promise of the largest round");
+            return Ok(());
+        }
         tracing::info!(pid = self.ctx.pid, phantom = %n, ballot = %ballot, "outbidding a promise no leader announced");
         self.leader = ballot;
         self.become_leader(ballot)
@@ -238,7 +257,7 @@ where
                 let state = &self.ctx.state;
                 let from_leader = matches!(self.role, Role::Follower(_)) && state.promise.pid == from;
                 if from_leader && idx > state.compacted_idx && idx <= state.decided_idx.min(state.log_end) {
-                    self.ctx.write(vec![StorageOp::SetSnapshot(None), StorageOp::Trim(idx)])?;
+                    self.ctx.write([StorageOp::SetSnapshot(None), StorageOp::Trim(idx)])?;
                 } else {
                     tracing::debug!(pid = self.ctx.pid, from, idx, "trim request not applicable here");
                 }
@@ -285,12 +304,17 @@ where
             }
             None => delta,
         };
-        self.ctx.write(vec![StorageOp::SetSnapshot(Some(snapshot)), StorageOp::Trim(idx)])?;
+        self.ctx.write([StorageOp::SetSnapshot(Some(snapshot)), StorageOp::Trim(idx)])?;
         Ok(idx)
     }
 
     /// Periodic resend of what may have been lost.
     pub(super) fn resend(&mut self) -> Result<(), StorageError> {
+        if self.is_learner() {
+            let leader = self.learner.leader.map(|b| b.pid);
+            self.ask_for_decided_entries(leader);
+            return Ok(());
+        }
         let n = self.ctx.state.promise;
         match &mut self.role {
             Role::Leader(leader) => leader.resend(&mut self.ctx)?,
@@ -313,45 +337,125 @@ where
         Ok(())
     }
 
-    /// Forwards waiting own proposals to the leader: new ones at once, and again after a resend
-    /// timeout, but retries only once synchronised with the current leader (so a proposal that
-    /// reached the log through another leader is seen before it could be sent twice).
+    /// Forwards waiting own proposals to the leader this replica is synchronised with: the
+    /// owner of its promise, once its log was synchronised in that ballot (durable state, so
+    /// also right after a restart). New proposals go at once, unanswered ones again after a
+    /// resend timeout.
+    ///
+    /// Why only then: our log then holds everything the leader adopted in its Prepare phase, so a
+    /// proposal still waiting here is not in that part of the leader's log, and the leader's
+    /// filter covers the part it appended itself. So the leader never appends a proposal its log
+    /// already holds, whatever earlier leaders (this replica included) did with it and however
+    /// late the forward arrives (ARCHITECTURE.md, "exactly once").
     pub(super) fn maybe_forward_proposals(&mut self) {
-        let Role::Follower(follower) = &self.role else { return };
-        let leader = self.leader.pid;
-        if self.leader.is_initial() || leader == self.ctx.pid || !self.ctx.peers.contains(&leader) {
+        let Role::Follower(_) = &self.role else { return };
+        let state = &self.ctx.state;
+        let (leader, synced) = if mutated!(self.ctx, ForwardUnsynced) {
+            (self.leader, !self.leader.is_initial() && self.leader.pid != self.ctx.pid)
+        } else {
+            let leader = state.promise;
+            (leader, !leader.is_initial() && state.accepted_round == leader && leader.pid != self.ctx.pid)
+        };
+        if !synced || !self.ctx.peers.contains(&leader.pid) || state.stopsign.is_some() {
             return;
         }
-        let synced_with_leader =
-            follower.phase == FollowerPhase::Accept && self.ctx.state.promise == self.leader;
-        let proposals = self.ctx.ledger.due_for_forward(
-            self.leader,
-            synced_with_leader,
-            self.ctx.now,
-            self.ctx.resend_ticks,
-        );
+        let proposals = self.ctx.ledger.due_for_forward(leader, self.ctx.now, self.ctx.resend_ticks);
         if proposals.is_empty() {
             return;
         }
         let settled_below = self.ctx.ledger.settled_below();
         self.ctx.send(
-            leader,
-            PaxosMsg::ProposalForward(ProposalForward { n: self.leader, proposals, settled_below }),
+            leader.pid,
+            PaxosMsg::ProposalForward(ProposalForward { n: leader, proposals, settled_below }),
         );
     }
 
-    /// Forwards a pending StopSign to the leader until it shows up in the log.
+    /// A learner asks `leader` (or, with none known, every peer) for decided entries.
+    pub(super) fn ask_for_decided_entries(&mut self, leader: Option<NodeId>) {
+        let from_idx = self.ctx.state.decided_idx;
+        let request = crate::messages::LearnerRequest { from_idx };
+        match leader {
+            Some(pid) => self.ctx.send(pid, PaxosMsg::LearnerRequest(request)),
+            None => {
+                for peer in self.ctx.peers.clone() {
+                    self.ctx.send(peer, PaxosMsg::LearnerRequest(request));
+                }
+            }
+        }
+        self.learner.asked_at = Some(self.ctx.now);
+    }
+
+    /// Decided entries for this learner: append what it lacks, and ask for more at once while
+    /// the leader has decided further.
+    pub(super) fn handle_learner_sync(
+        &mut self,
+        from: NodeId,
+        sync: crate::messages::LearnerSync<T, S>,
+    ) -> Result<(), StorageError> {
+        if !self.is_learner() || sync.n.pid != from || sync.n.config_id != self.ctx.config_id {
+            return Ok(());
+        }
+        if self.learner.leader.is_none_or(|known| sync.n >= known) {
+            self.learner.leader = Some(sync.n);
+        }
+        let decided = self.ctx.apply_decided_sync(sync.log_sync)?;
+        if decided < sync.decided_idx && self.ctx.state.stopsign.is_none() {
+            self.ask_for_decided_entries(Some(from));
+        }
+        Ok(())
+    }
+
+    /// A leader asks whether we still promise its ballot (a read round): yes if we do.
+    pub(super) fn handle_read_confirm(&mut self, from: NodeId, round: crate::messages::ReadRound) {
+        if round.n.pid != from || round.n != self.ctx.state.promise {
+            return;
+        }
+        if self.ctx.lease.is_some() {
+            self.ctx.lease_confirmed_at = Some(self.ctx.now);
+        }
+        self.ctx.send(from, PaxosMsg::ReadConfirmed(round));
+    }
+
+    /// Asks the leader this replica is synchronised with for a read index for the reads that
+    /// need one (new ones, and ones unanswered for a resend timeout).
+    pub(super) fn maybe_ask_read_index(&mut self) {
+        if !self.ctx.reads.has_waiting() {
+            return;
+        }
+        let state = &self.ctx.state;
+        let (leader, known) = match self.learner.leader {
+            // A learner asks the leader that sends it decided entries.
+            Some(leader) if self.is_learner() => (leader, true),
+            _ => {
+                let leader = state.promise;
+                let synced =
+                    !leader.is_initial() && state.accepted_round == leader && leader.pid != self.ctx.pid;
+                (leader, synced)
+            }
+        };
+        if !known || !self.ctx.peers.contains(&leader.pid) {
+            return;
+        }
+        if let Some(round) = self.ctx.reads.ask(leader, self.ctx.now, self.ctx.resend_ticks) {
+            self.ctx.send(leader.pid, PaxosMsg::ReadRequest(crate::messages::ReadRound { n: leader, round }));
+        }
+    }
+
+    /// Forwards a pending StopSign to the leader this replica is synchronised with (as
+    /// proposals, see `maybe_forward_proposals`) until it shows up in the log.
     pub(super) fn maybe_forward_stopsign(&mut self) {
         if self.ctx.state.stopsign.is_some() {
             self.pending_stopsign = None;
             return;
         }
-        let leader = self.leader.pid;
-        if !matches!(self.role, Role::Follower(_)) || self.leader.is_initial() || leader == self.ctx.pid {
+        let state = &self.ctx.state;
+        let leader = state.promise;
+        let synced = !leader.is_initial() && state.accepted_round == leader && leader.pid != self.ctx.pid;
+        if !matches!(self.role, Role::Follower(_)) || !synced {
             return;
         }
         if let Some(ss) = self.pending_stopsign.clone() {
-            self.ctx.send(leader, PaxosMsg::ForwardStopSign(Box::new(ss)));
+            self.ctx.send(leader.pid, PaxosMsg::ForwardStopSign(Box::new(ss)));
         }
     }
 }

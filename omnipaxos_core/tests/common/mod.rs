@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use omnipaxos_core::{
     ballot_leader_election::Ballot,
-    messages::{PaxosMessage, PaxosMsg},
+    messages::PaxosMessage,
     sequence_paxos::{ProposalOutcome, SequencePaxos, SequencePaxosConfig},
     storage::Snapshot,
     util::{FlexibleQuorum, LogEntry, LogIndex, NodeId, ProposalId},
@@ -111,7 +111,8 @@ impl<S: Snapshot<u64>> Cluster<S> {
 
     /// Hands `pid` a ballot above every promise, as leader election would, and runs to quiet.
     pub fn elect(&mut self, pid: NodeId) {
-        let max_round = self.replicas.values().map(|r| r.get_promise().n).max().unwrap_or(0);
+        let max_round =
+            self.replicas.values().filter(|r| !r.is_learner()).map(|r| r.get_promise().n).max().unwrap_or(0);
         self.round = self.round.max(max_round) + 1;
         let ballot = Ballot::with(CONFIG_ID, self.round, 0, pid);
         self.trace.push(format!("elect {pid} with {ballot}"));
@@ -231,6 +232,16 @@ impl<S: Snapshot<u64>> Cluster<S> {
         self.replicas.insert(pid, replica);
     }
 
+    /// Replaces `pid` by a replica over `storage` (e.g. an empty one: its disk was wiped),
+    /// started as a learner if `learner`.
+    pub fn replace_storage(&mut self, pid: NodeId, storage: CrashableStorage<u64, S>, learner: bool) {
+        self.replicas.remove(&pid);
+        let mut config = self.configs[&pid].clone();
+        config.set_learner(learner);
+        self.trace.push(format!("replace the storage of {pid} (learner: {learner})"));
+        self.replicas.insert(pid, SequencePaxos::with(config, storage));
+    }
+
     /// The decided entries of `pid`, from the compacted index on.
     pub fn decided(&self, pid: NodeId) -> Vec<u64> {
         let replica = &self.replicas[&pid];
@@ -282,20 +293,7 @@ impl<S: Snapshot<u64>> Cluster<S> {
 
 /// True for messages of the named kind (`"AcceptDecide"`, `"Prepare"`, ...).
 pub fn is_kind<S>(message: &PaxosMessage<u64, S>, kind: &str) -> bool {
-    let name = match &message.msg {
-        PaxosMsg::PrepareReq(_) => "PrepareReq",
-        PaxosMsg::Prepare(_) => "Prepare",
-        PaxosMsg::Promise(_) => "Promise",
-        PaxosMsg::AcceptSync(_) => "AcceptSync",
-        PaxosMsg::AcceptDecide(_) => "AcceptDecide",
-        PaxosMsg::Accepted(_) => "Accepted",
-        PaxosMsg::NotAccepted(_) => "NotAccepted",
-        PaxosMsg::Decide(_) => "Decide",
-        PaxosMsg::ProposalForward(_) => "ProposalForward",
-        PaxosMsg::Compaction(_) => "Compaction",
-        PaxosMsg::AcceptStopSign(_) => "AcceptStopSign",
-        PaxosMsg::ForwardStopSign(_) => "ForwardStopSign",
-    };
+    let name = message.msg.kind();
     name == kind
 }
 

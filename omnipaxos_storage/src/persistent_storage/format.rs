@@ -6,9 +6,13 @@
 //! directory without knowing the entry type. See `DESIGN.md` for the full picture.
 //!
 //! ```text
-//! segment file: [ header 64 B ][ frame ][ frame ] ... [ zeros (preallocated) ]
+//! segment file: [ header 80 B + type tag ][ checkpoint ][ frame ] ... [ Seal ]? [ fill pattern ]
 //! frame:        [ header 32 B ][ payload ][ zero padding to a multiple of 8 ]
 //! ```
+//!
+//! Format version 2. Key decision: unwritten space holds a per-segment pseudo-random fill
+//! pattern, not zeros, so recovery can prove a frame incomplete (torn: never acknowledged) or
+//! erased (zeros: damage), instead of reading both as "end of data".
 
 use std::marker::PhantomData;
 
@@ -22,16 +26,25 @@ use serde::{de::DeserializeOwned, Serialize};
 
 /// First 8 bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"OPAXWAL\0";
-/// The format this code writes and the only one it reads.
-pub const FORMAT_VERSION: u32 = 1;
-/// Size of the segment header; the first frame starts here.
-pub const SEGMENT_HEADER_BYTES: usize = 64;
+/// The format this code writes and the only one it reads. Version 1 (no seals, zero-filled
+/// segments, no value type tag) is refused with [`HeaderError::UnsupportedVersion`].
+pub const FORMAT_VERSION: u32 = 2;
+/// Size of the fixed part of a segment header; the value type tag and the checksum follow.
+pub const SEGMENT_HEADER_FIXED_BYTES: usize = 72;
+/// Size of the smallest segment header (empty type tag).
+pub const SEGMENT_HEADER_MIN_BYTES: usize = SEGMENT_HEADER_FIXED_BYTES + 8;
+/// Longest value type tag, in bytes.
+pub const TYPE_TAG_MAX_BYTES: usize = 4096;
+/// Size of the largest segment header.
+pub const SEGMENT_HEADER_MAX_BYTES: usize = SEGMENT_HEADER_MIN_BYTES + TYPE_TAG_MAX_BYTES;
 /// Size of a frame header.
 pub const FRAME_HEADER_BYTES: usize = 32;
 /// Frames start at multiples of this.
 pub const FRAME_ALIGNMENT_BYTES: usize = 8;
 /// Largest frame payload. Checked before allocating on read and before writing.
 pub const RECORD_PAYLOAD_MAX_BYTES: usize = 1 << 30;
+/// Size of a Seal frame (header and its 8-byte payload).
+pub const SEAL_FRAME_BYTES: usize = FRAME_HEADER_BYTES + 8;
 
 /// Who owns a data directory. A directory is opened only by the identity that created it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -46,7 +59,7 @@ pub struct Identity {
 }
 
 /// The decoded header of a segment file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SegmentHeader {
     /// Segment ids are consecutive; the file name carries the same id.
     pub segment_id: u64,
@@ -54,6 +67,20 @@ pub struct SegmentHeader {
     pub identity: Identity,
     /// The lsn of the segment's first frame, its checkpoint.
     pub first_lsn: u64,
+    /// The file was filled with [`fill_word`]s up to this size (and synced) before it got its
+    /// name; 0 if it was not preallocated. Below this size, unwritten space holds the fill
+    /// pattern, so zeros there are damage, never a torn write; a shorter file was truncated.
+    pub preallocated_bytes: u64,
+    /// What the entries and snapshots are (by default their Rust type names): a log written
+    /// with other value types is refused with a type error instead of failing to decode.
+    pub type_tag: String,
+}
+
+impl SegmentHeader {
+    /// Bytes the encoded header takes; the checkpoint frame starts here.
+    pub fn encoded_bytes(&self) -> usize {
+        SEGMENT_HEADER_MIN_BYTES + padded(self.type_tag.len())
+    }
 }
 
 /// What a frame holds.
@@ -63,6 +90,17 @@ pub enum FrameKind {
     Checkpoint,
     /// The ops of one `write_atomically` call.
     Write,
+    /// The last frame of a rolled segment: names the next segment, which existed (durably)
+    /// before this frame was written. Payload: `u64` next segment id.
+    Seal,
+    /// Written by a clean `close`: every earlier frame is synced (its `synced_lsn` says so).
+    /// Empty payload.
+    Close,
+    /// Written by recovery where it dropped a tail that may have been acknowledged: the
+    /// replica's acknowledged state may be lost. Payload: `u8` [`LossCause`] code.
+    Loss,
+    /// The user declared the replica repaired after a possible loss. Empty payload.
+    LossResolved,
 }
 
 impl FrameKind {
@@ -70,6 +108,10 @@ impl FrameKind {
         match self {
             FrameKind::Checkpoint => 1,
             FrameKind::Write => 2,
+            FrameKind::Seal => 3,
+            FrameKind::Close => 4,
+            FrameKind::Loss => 5,
+            FrameKind::LossResolved => 6,
         }
     }
 
@@ -77,9 +119,53 @@ impl FrameKind {
         match code {
             1 => Some(FrameKind::Checkpoint),
             2 => Some(FrameKind::Write),
+            3 => Some(FrameKind::Seal),
+            4 => Some(FrameKind::Close),
+            5 => Some(FrameKind::Loss),
+            6 => Some(FrameKind::LossResolved),
             _ => None,
         }
     }
+}
+
+/// Why a replica's acknowledged state may be lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LossCause {
+    /// Recovery dropped a complete frame that failed verification at the end of the log, with
+    /// nothing after it to prove it synced or never synced: a crash during that write, or
+    /// damage to acknowledged data. The storage cannot tell which.
+    DamagedTail,
+    /// The log was bootstrapped with [`OpenMode::Replace`](super::OpenMode::Replace): it
+    /// replaces a lost log of a replica that had history.
+    LogReplaced,
+}
+
+impl LossCause {
+    fn code(self) -> u8 {
+        match self {
+            LossCause::DamagedTail => 1,
+            LossCause::LogReplaced => 2,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<LossCause> {
+        match code {
+            1 => Some(LossCause::DamagedTail),
+            2 => Some(LossCause::LogReplaced),
+            _ => None,
+        }
+    }
+}
+
+/// A recorded possible loss of acknowledged state: it stays in the log (and in every later
+/// checkpoint) until resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PossibleLoss {
+    /// Frames from this lsn on may be missing (the lsn of the Loss frame, or 1 for a replaced
+    /// log).
+    pub lsn: u64,
+    /// Why.
+    pub cause: LossCause,
 }
 
 /// A frame that passed every check.
@@ -103,9 +189,10 @@ pub struct Frame<'a> {
 pub enum FrameRead<'a> {
     /// A complete frame whose checksums match.
     Valid(Frame<'a>),
-    /// Zeros (or nothing) where a header would start: the end of written data.
+    /// Zeros (or nothing) where a header would start.
     Zero,
-    /// Anything else: torn, partial or corrupt. The reason names the failed check.
+    /// Anything else: torn, partial, unwritten (fill) or corrupt. The reason names the failed
+    /// check.
     Invalid(&'static str),
 }
 
@@ -122,20 +209,85 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
 }
 
-/// Encodes a segment header.
-pub fn encode_segment_header(header: &SegmentHeader) -> [u8; SEGMENT_HEADER_BYTES] {
-    let mut bytes = [0u8; SEGMENT_HEADER_BYTES];
+/// The pattern a preallocated segment is filled with before use: one pseudo-random 64-bit
+/// word per aligned offset, different per segment. A frame never equals it (a valid frame
+/// header has matching checksums; a word of payload equals it with probability 2^-64), so
+/// recovery can tell space that was never written from space that was written, torn, or
+/// zeroed. A torn write leaves fill words inside the frame it tore; damage to a complete frame
+/// does not.
+pub fn fill_word(segment_id: u64, offset: u64) -> u64 {
+    debug_assert_eq!(offset % FRAME_ALIGNMENT_BYTES as u64, 0);
+    let mut z =
+        (segment_id.rotate_left(29) ^ (offset / FRAME_ALIGNMENT_BYTES as u64) ^ 0x4F50_4158_5741_4C32)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Writes the fill pattern of `segment_id` for the file range starting at `offset` (aligned)
+/// into `out` (a whole number of words; a shorter last word gets the word's first bytes).
+pub fn fill_bytes(segment_id: u64, offset: u64, out: &mut [u8]) {
+    assert_eq!(offset % FRAME_ALIGNMENT_BYTES as u64, 0, "fill starts aligned");
+    for (index, chunk) in out.chunks_mut(FRAME_ALIGNMENT_BYTES).enumerate() {
+        let word = fill_word(segment_id, offset + (index * FRAME_ALIGNMENT_BYTES) as u64).to_le_bytes();
+        chunk.copy_from_slice(&word[..chunk.len()]);
+    }
+}
+
+/// True if `bytes` (starting at the aligned file offset `offset`, at most one word) equal the
+/// fill pattern there.
+pub fn is_fill(segment_id: u64, offset: u64, bytes: &[u8]) -> bool {
+    debug_assert!(bytes.len() <= FRAME_ALIGNMENT_BYTES);
+    bytes == &fill_word(segment_id, offset).to_le_bytes()[..bytes.len()]
+}
+
+/// First 8 bytes of a prepared (filled and synced) next segment that is not in use yet.
+pub const PREPARED_MAGIC: [u8; 8] = *b"OPAXPREP";
+/// Size of the marker of a prepared segment.
+pub const PREPARED_MARKER_BYTES: usize = 32;
+
+/// The marker written at offset 0 of a `.tmp` segment once its fill is durable: magic, `u64`
+/// segment id, `u64` size, 4 reserved bytes, CRC32C of bytes 0..28.
+pub fn encode_prepared_marker(segment_id: u64, size_bytes: u64) -> [u8; PREPARED_MARKER_BYTES] {
+    let mut bytes = [0u8; PREPARED_MARKER_BYTES];
+    bytes[0..8].copy_from_slice(&PREPARED_MAGIC);
+    bytes[8..16].copy_from_slice(&segment_id.to_le_bytes());
+    bytes[16..24].copy_from_slice(&size_bytes.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[..28]);
+    bytes[28..32].copy_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+/// The segment id and size a prepared-segment marker names, if `bytes` start with a valid one.
+pub fn decode_prepared_marker(bytes: &[u8]) -> Option<(u64, u64)> {
+    let bytes = bytes.get(..PREPARED_MARKER_BYTES)?;
+    let valid = bytes[0..8] == PREPARED_MAGIC
+        && bytes[24..28] == [0; 4]
+        && crc32c::crc32c(&bytes[..28]) == u32_at(bytes, 28);
+    valid.then(|| (u64_at(bytes, 8), u64_at(bytes, 16)))
+}
+
+/// Encodes a segment header (see `DESIGN.md` for the layout).
+pub fn encode_segment_header(header: &SegmentHeader) -> Vec<u8> {
+    assert!(header.type_tag.len() <= TYPE_TAG_MAX_BYTES, "the configuration bounds the tag");
+    let size = header.encoded_bytes();
+    let mut bytes = vec![0u8; size];
     bytes[0..8].copy_from_slice(&SEGMENT_MAGIC);
     bytes[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    bytes[12..16].copy_from_slice(&(SEGMENT_HEADER_BYTES as u32).to_le_bytes());
+    bytes[12..16].copy_from_slice(&(size as u32).to_le_bytes());
     bytes[16..24].copy_from_slice(&header.segment_id.to_le_bytes());
     bytes[24..32].copy_from_slice(&header.identity.cluster_id.to_le_bytes());
     bytes[32..40].copy_from_slice(&header.identity.node_id.to_le_bytes());
     bytes[40..44].copy_from_slice(&header.identity.configuration_id.to_le_bytes());
+    bytes[44..48].copy_from_slice(&(header.type_tag.len() as u32).to_le_bytes());
     bytes[48..56].copy_from_slice(&header.first_lsn.to_le_bytes());
-    let crc = crc32c::crc32c(&bytes[..60]);
-    bytes[60..64].copy_from_slice(&crc.to_le_bytes());
-    debug_assert_eq!(decode_segment_header(&bytes), Ok(*header));
+    bytes[56..64].copy_from_slice(&header.preallocated_bytes.to_le_bytes());
+    let tag_end = SEGMENT_HEADER_FIXED_BYTES + header.type_tag.len();
+    bytes[SEGMENT_HEADER_FIXED_BYTES..tag_end].copy_from_slice(header.type_tag.as_bytes());
+    let crc = crc32c::crc32c(&bytes[..size - 4]);
+    bytes[size - 4..].copy_from_slice(&crc.to_le_bytes());
+    debug_assert_eq!(decode_segment_header(&bytes).as_ref(), Ok(&(header.clone(), size)));
     bytes
 }
 
@@ -148,30 +300,67 @@ pub enum HeaderError {
     UnsupportedVersion(u32),
 }
 
-/// Decodes and verifies a segment header.
-pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, HeaderError> {
-    if bytes.len() < SEGMENT_HEADER_BYTES {
+/// Size of a version-1 header, whose checksum sits at bytes 60..64.
+const VERSION_1_HEADER_BYTES: usize = 64;
+
+/// Decodes and verifies a segment header at the start of `bytes`; returns it and its size.
+/// Only the first [`SEGMENT_HEADER_MAX_BYTES`] bytes are ever looked at.
+pub fn decode_segment_header(bytes: &[u8]) -> Result<(SegmentHeader, usize), HeaderError> {
+    if bytes.len() < 16 {
         return Err(HeaderError::Corrupt("file shorter than a segment header"));
     }
     if bytes[0..8] != SEGMENT_MAGIC {
         return Err(HeaderError::Corrupt("bad segment magic"));
     }
-    if crc32c::crc32c(&bytes[..60]) != u32_at(bytes, 60) {
-        return Err(HeaderError::Corrupt("segment header checksum mismatch"));
-    }
     let version = u32_at(bytes, 8);
+    if version == 1 {
+        let verified =
+            bytes.len() >= VERSION_1_HEADER_BYTES && crc32c::crc32c(&bytes[..60]) == u32_at(bytes, 60);
+        return Err(if verified {
+            HeaderError::UnsupportedVersion(1)
+        } else {
+            HeaderError::Corrupt("segment header checksum mismatch")
+        });
+    }
     if version != FORMAT_VERSION {
         return Err(HeaderError::UnsupportedVersion(version));
     }
-    if u32_at(bytes, 12) as usize != SEGMENT_HEADER_BYTES {
+    let size = u32_at(bytes, 12) as usize;
+    if !(SEGMENT_HEADER_MIN_BYTES..=SEGMENT_HEADER_MAX_BYTES).contains(&size)
+        || !size.is_multiple_of(FRAME_ALIGNMENT_BYTES)
+    {
         return Err(HeaderError::Corrupt("unexpected segment header size"));
     }
+    if bytes.len() < size {
+        return Err(HeaderError::Corrupt("file shorter than its segment header"));
+    }
+    if crc32c::crc32c(&bytes[..size - 4]) != u32_at(bytes, size - 4) {
+        return Err(HeaderError::Corrupt("segment header checksum mismatch"));
+    }
+    let tag_len = u32_at(bytes, 44) as usize;
+    if tag_len > TYPE_TAG_MAX_BYTES || SEGMENT_HEADER_MIN_BYTES + padded(tag_len) != size {
+        return Err(HeaderError::Corrupt("segment header tag length disagrees with its size"));
+    }
+    let tag_end = SEGMENT_HEADER_FIXED_BYTES + tag_len;
+    if u64_at(bytes, 64) != 0 || bytes[tag_end..size - 4].iter().any(|byte| *byte != 0) {
+        return Err(HeaderError::Corrupt("reserved segment header bytes are not zero"));
+    }
+    let Ok(type_tag) = std::str::from_utf8(&bytes[SEGMENT_HEADER_FIXED_BYTES..tag_end]) else {
+        return Err(HeaderError::Corrupt("value type tag is not UTF-8"));
+    };
     let identity = Identity {
         cluster_id: u64_at(bytes, 24),
         node_id: u64_at(bytes, 32),
         configuration_id: u32_at(bytes, 40),
     };
-    Ok(SegmentHeader { segment_id: u64_at(bytes, 16), identity, first_lsn: u64_at(bytes, 48) })
+    let header = SegmentHeader {
+        segment_id: u64_at(bytes, 16),
+        identity,
+        first_lsn: u64_at(bytes, 48),
+        preallocated_bytes: u64_at(bytes, 56),
+        type_tag: type_tag.to_owned(),
+    };
+    Ok((header, size))
 }
 
 /// Reserves a frame header at the end of `out`; returns where the frame starts. Append the
@@ -262,6 +451,50 @@ pub fn read_frame(bytes: &[u8], offset: usize) -> FrameRead<'_> {
         return FrameRead::Invalid("frame claims to be synced before it was written");
     }
     FrameRead::Valid(Frame { kind, lsn, synced_lsn, payload, len })
+}
+
+/// Appends a whole frame with a small, already encoded `payload` (Seal, Close, Loss,
+/// LossResolved).
+pub fn encode_frame(out: &mut Vec<u8>, kind: FrameKind, lsn: u64, synced_lsn: u64, payload: &[u8]) {
+    let start = begin_frame(out);
+    out.extend_from_slice(payload);
+    finish_frame(out, start, kind, lsn, synced_lsn).expect("a small payload is within the limit");
+}
+
+/// The payload of a Seal frame: the id of the next segment.
+pub fn seal_payload(next_segment_id: u64) -> [u8; 8] {
+    next_segment_id.to_le_bytes()
+}
+
+/// Decodes the payload of a Seal frame.
+pub fn decode_seal(payload: &[u8]) -> Result<u64, DecodeError> {
+    let bytes: [u8; 8] = payload.try_into().map_err(|_| "seal payload is not 8 bytes")?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
+/// The payload of a Loss frame.
+pub fn loss_payload(cause: LossCause) -> [u8; 1] {
+    [cause.code()]
+}
+
+/// Decodes the payload of a Loss frame.
+pub fn decode_loss(payload: &[u8]) -> Result<LossCause, DecodeError> {
+    match payload {
+        [code] => LossCause::from_code(*code).ok_or("unknown loss cause"),
+        _ => Err("loss payload is not 1 byte"),
+    }
+}
+
+/// The valid frames of a segment file, with their offsets, from the end of its header up to
+/// the first position that holds no valid frame (for tools, benchmarks and tests).
+pub fn segment_frames(bytes: &[u8]) -> Vec<(usize, Frame<'_>)> {
+    let Ok((_, mut offset)) = decode_segment_header(bytes) else { return Vec::new() };
+    let mut frames = Vec::new();
+    while let FrameRead::Valid(frame) = read_frame(bytes, offset) {
+        frames.push((offset, frame));
+        offset += frame.len;
+    }
+    frames
 }
 
 /// Why a value could not be encoded.
@@ -429,6 +662,8 @@ pub fn encode_ops<T: Serialize, S: Serialize>(
                 put_u8(out, OP_SET_INCARNATION);
                 put_u64(out, *incarnation);
             }
+            // Never encoded: every segment header records the owner.
+            StorageOp::SetIdentity(_) => {}
         }
     }
     Ok(())
@@ -454,6 +689,8 @@ pub struct Checkpoint<S> {
     pub stopsign: Option<StopSign>,
     /// The snapshot.
     pub snapshot: Option<S>,
+    /// An unresolved possible loss of acknowledged state.
+    pub possible_loss: Option<PossibleLoss>,
 }
 
 /// Appends the payload of a Checkpoint frame.
@@ -468,7 +705,16 @@ pub fn encode_checkpoint<S: Serialize>(
     put_optional_ballot(out, &checkpoint.promise);
     put_optional_ballot(out, &checkpoint.accepted_round);
     put_optional_value(out, &checkpoint.stopsign, "StopSign")?;
-    put_optional_value(out, &checkpoint.snapshot, "snapshot")
+    put_optional_value(out, &checkpoint.snapshot, "snapshot")?;
+    match checkpoint.possible_loss {
+        None => put_u8(out, 0),
+        Some(loss) => {
+            put_u8(out, 1);
+            put_u64(out, loss.lsn);
+            put_u8(out, loss.cause.code());
+        }
+    }
+    Ok(())
 }
 
 /// How entry and snapshot bytes become values: the typed storage decodes bincode, the data
@@ -579,6 +825,15 @@ impl<'a> Reader<'a> {
         D::snapshot(self.value_bytes()?).map(Some).ok_or("snapshot does not decode as this storage's type")
     }
 
+    fn possible_loss(&mut self) -> Result<Option<PossibleLoss>, DecodeError> {
+        if !self.flag()? {
+            return Ok(None);
+        }
+        let lsn = self.u64()?;
+        let cause = LossCause::from_code(self.u8()?).ok_or("unknown loss cause")?;
+        Ok(Some(PossibleLoss { lsn, cause }))
+    }
+
     fn entries<D: ValueDecoder>(&mut self) -> Result<Vec<Proposal<D::Entry>>, DecodeError> {
         let count = self.u32()? as usize;
         // Every entry takes at least 28 bytes, which bounds the allocation by the payload size.
@@ -649,6 +904,7 @@ pub fn decode_checkpoint<D: ValueDecoder>(payload: &[u8]) -> Result<Checkpoint<D
         accepted_round: reader.optional_ballot()?,
         stopsign: reader.stopsign()?,
         snapshot: reader.snapshot::<D>()?,
+        possible_loss: reader.possible_loss()?,
     };
     reader.finish()?;
     if checkpoint.compacted_idx > checkpoint.log_end {
@@ -737,14 +993,85 @@ mod tests {
     #[test]
     fn segment_header_round_trips_and_refuses_other_versions() {
         let identity = Identity { cluster_id: 5, configuration_id: 2, node_id: 3 };
-        let header = SegmentHeader { segment_id: 12, identity, first_lsn: 40 };
-        let mut bytes = encode_segment_header(&header);
-        assert_eq!(decode_segment_header(&bytes), Ok(header));
-        bytes[8] = 2;
-        let crc = crc32c::crc32c(&bytes[..60]);
-        bytes[60..64].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(decode_segment_header(&bytes), Err(HeaderError::UnsupportedVersion(2)));
-        bytes[0] = b'X';
-        assert!(matches!(decode_segment_header(&bytes), Err(HeaderError::Corrupt(_))));
+        for tag in ["", "u64", "entry=alloc::string::String snapshot=()"] {
+            let header = SegmentHeader {
+                segment_id: 12,
+                identity,
+                first_lsn: 40,
+                preallocated_bytes: 4096,
+                type_tag: tag.to_string(),
+            };
+            let bytes = encode_segment_header(&header);
+            assert_eq!(bytes.len() % FRAME_ALIGNMENT_BYTES, 0);
+            assert_eq!(decode_segment_header(&bytes), Ok((header.clone(), bytes.len())));
+            for bit in 0..bytes.len() * 8 {
+                let mut flipped = bytes.clone();
+                flipped[bit / 8] ^= 1 << (bit % 8);
+                assert!(
+                    decode_segment_header(&flipped).is_err(),
+                    "flip of bit {bit} of the header went unnoticed"
+                );
+            }
+        }
+        // A version-1 header (checksum at 60..64) is named as such; other versions too.
+        let mut version_1 = vec![0u8; 64];
+        version_1[0..8].copy_from_slice(&SEGMENT_MAGIC);
+        version_1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32c::crc32c(&version_1[..60]);
+        version_1[60..64].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode_segment_header(&version_1), Err(HeaderError::UnsupportedVersion(1)));
+        version_1[8] = 3;
+        assert_eq!(decode_segment_header(&version_1), Err(HeaderError::UnsupportedVersion(3)));
+        version_1[0] = b'X';
+        assert!(matches!(decode_segment_header(&version_1), Err(HeaderError::Corrupt(_))));
+    }
+
+    #[test]
+    fn fill_differs_per_segment_and_offset_and_never_decodes() {
+        let mut a = vec![0u8; 4096];
+        let mut b = vec![0u8; 4096];
+        fill_bytes(1, 0, &mut a);
+        fill_bytes(2, 0, &mut b);
+        assert_ne!(a, b);
+        assert!(a.chunks(8).zip(b.chunks(8)).all(|(x, y)| x != y));
+        for offset in (0..4096).step_by(FRAME_ALIGNMENT_BYTES) {
+            assert!(is_fill(1, offset as u64, &a[offset..offset + 8]));
+            assert!(!is_fill(1, offset as u64, &[0; 8]), "zeros are never fill");
+            assert!(matches!(read_frame(&a, offset), FrameRead::Invalid(_)));
+        }
+        let mut shifted = vec![0u8; 16];
+        fill_bytes(1, 8, &mut shifted);
+        assert_eq!(&shifted[..], &a[8..24]);
+    }
+
+    #[test]
+    fn small_frames_and_checkpoints_round_trip() {
+        let mut out = Vec::new();
+        encode_frame(&mut out, FrameKind::Seal, 7, 6, &seal_payload(9));
+        assert_eq!(out.len(), SEAL_FRAME_BYTES);
+        encode_frame(&mut out, FrameKind::Loss, 8, 6, &loss_payload(LossCause::DamagedTail));
+        encode_frame(&mut out, FrameKind::Close, 9, 8, &[]);
+        let FrameRead::Valid(seal) = read_frame(&out, 0) else { panic!("seal") };
+        assert_eq!((seal.kind, decode_seal(seal.payload)), (FrameKind::Seal, Ok(9)));
+        let FrameRead::Valid(loss) = read_frame(&out, seal.len) else { panic!("loss") };
+        assert_eq!(decode_loss(loss.payload), Ok(LossCause::DamagedTail));
+        let FrameRead::Valid(close) = read_frame(&out, seal.len + loss.len) else { panic!("close") };
+        assert_eq!((close.kind, close.payload.len(), close.len), (FrameKind::Close, 0, FRAME_HEADER_BYTES));
+        let checkpoint = Checkpoint {
+            compacted_idx: 1,
+            log_end: 4,
+            decided_idx: 2,
+            incarnation: 3,
+            promise: Some(Ballot::with(1, 2, 3, 4)),
+            accepted_round: None,
+            stopsign: None,
+            snapshot: Some(&5u64),
+            possible_loss: Some(PossibleLoss { lsn: 11, cause: LossCause::LogReplaced }),
+        };
+        let mut payload = Vec::new();
+        encode_checkpoint(&mut payload, &checkpoint).unwrap();
+        let decoded = decode_checkpoint::<BincodeValues<u64, u64>>(&payload).unwrap();
+        assert_eq!(decoded.possible_loss, checkpoint.possible_loss);
+        assert_eq!(decoded.snapshot, Some(5));
     }
 }

@@ -14,6 +14,7 @@
 //!   crash(KeepPrefix)        durable + a prefix of the current bytes, a prefix of the dir ops
 //!   crash(KeepRandomSectors) durable + random unsynced 512 B sectors, a prefix of the dir ops
 //!   crash(FlipUnsyncedBit)   current bytes with one unsynced bit flipped, every dir op
+//!   process_crash()          current bytes and entries visible, durable state unchanged
 //! ```
 //!
 //! This is the weakest model the WAL must survive (ALICE: unsynced writes may be lost, torn or
@@ -29,7 +30,7 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use super::fs::{parent_dir, FileSystem, SyncCounts, WalFile};
+use super::fs::{parent_dir, FileSystem, LockError, LockState, PathKind, SyncCounts, WalFile};
 
 /// Size of the unit a crash keeps or loses in [`CrashVariant::KeepRandomSectors`].
 pub const SECTOR_BYTES: usize = 512;
@@ -62,7 +63,7 @@ impl CrashVariant {
 /// The kinds of mutating call, for crash-point reports and fault injection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SimOpKind {
-    /// `create_dir_all` (one crash point per directory created).
+    /// `create_dir`.
     CreateDir,
     /// `create_new`.
     Create,
@@ -96,6 +97,12 @@ impl CrashPoint {
     /// The file system a restarted process finds after a crash right after this call.
     pub fn crash(&self, variant: CrashVariant, seed: u64) -> SimFs {
         SimFs::from_image(self.image.crash(variant, seed))
+    }
+
+    /// The file system a restarted process finds after only the process died right after this
+    /// call: see [`SimFs::process_crash`].
+    pub fn process_crash(&self) -> SimFs {
+        SimFs::from_image(self.image.clone())
     }
 }
 
@@ -286,6 +293,11 @@ struct SimState {
     captures: Option<Vec<CrashPoint>>,
     /// `(kind, n)`: the `n`-th later call of `kind` (0 = the next) fails without effect.
     faults: Vec<(SimOpKind, u64)>,
+    /// Directories whose lock is held (by a [`SimDirLock`]). Not part of the disk image: a
+    /// crash ends every process, so a crashed disk starts with no lock held.
+    locks: BTreeSet<PathBuf>,
+    /// Bytes read so far.
+    bytes_read: u64,
 }
 
 impl SimState {
@@ -373,6 +385,13 @@ impl SimFs {
         SimFs::from_image(self.lock().image.crash(variant, seed))
     }
 
+    /// The file system a restarted process finds if only the process died now (SIGKILL): every
+    /// write is visible, as the kernel kept its page cache, but what was not synced is still
+    /// not durable, so a later [`SimFs::crash`] can lose it. No lock is held.
+    pub fn process_crash(&self) -> SimFs {
+        SimFs::from_image(self.lock().image.clone())
+    }
+
     /// Starts (or restarts) recording a [`CrashPoint`] after every mutating call.
     pub fn capture_crash_points(&self) {
         self.lock().captures = Some(Vec::new());
@@ -418,6 +437,29 @@ impl SimFs {
         }
     }
 
+    /// Overwrites bytes of a file at once and durably (extending it if needed), as a failing
+    /// disk or an operator might: zeroing frames, for example.
+    pub fn overwrite_durably(&self, path: &Path, offset: usize, bytes: &[u8]) {
+        let mut state = self.lock();
+        let inode = state.inode_of(path).expect("overwrite_durably: the file exists");
+        let inode = &mut state.image.inodes[inode];
+        for content in [&mut inode.current, &mut inode.durable] {
+            if content.len() < offset + bytes.len() {
+                content.resize(offset + bytes.len(), 0);
+            }
+            content[offset..offset + bytes.len()].copy_from_slice(bytes);
+        }
+    }
+
+    /// Cuts a file to `length` bytes at once and durably, as `truncate` by an operator might.
+    pub fn truncate_durably(&self, path: &Path, length: usize) {
+        let mut state = self.lock();
+        let inode = state.inode_of(path).expect("truncate_durably: the file exists");
+        let inode = &mut state.image.inodes[inode];
+        inode.current.truncate(length);
+        inode.durable.truncate(length);
+    }
+
     /// Removes a file at once and durably, as an operator or a failing disk might.
     pub fn remove_durably(&self, path: &Path) {
         let mut state = self.lock();
@@ -458,28 +500,96 @@ impl WalFile for SimFile {
         state.completed(SimOpKind::SyncData, &self.path);
         Ok(())
     }
+
+    fn read_at(&mut self, offset: u64, buffer: &mut [u8]) -> io::Result<usize> {
+        let mut state = self.fs.lock();
+        let content = &state.image.inodes[self.inode].current;
+        let start = usize::try_from(offset).map_err(io::Error::other)?.min(content.len());
+        let count = buffer.len().min(content.len() - start);
+        buffer[..count].copy_from_slice(&content[start..start + count]);
+        state.bytes_read += count as u64;
+        Ok(count)
+    }
+
+    fn size_bytes(&mut self) -> io::Result<u64> {
+        Ok(self.fs.lock().image.inodes[self.inode].current.len() as u64)
+    }
+}
+
+/// A held lock of a directory of a [`SimFs`]; dropping it releases the lock.
+#[derive(Debug)]
+pub struct SimDirLock {
+    fs: SimFs,
+    dir: PathBuf,
+}
+
+impl Drop for SimDirLock {
+    fn drop(&mut self) {
+        self.fs.lock().locks.remove(&self.dir);
+    }
 }
 
 impl FileSystem for SimFs {
     type File = SimFile;
+    type DirLock = SimDirLock;
 
-    fn is_dir(&self, path: &Path) -> io::Result<bool> {
-        Ok(self.lock().image.current.dirs.contains(path))
+    fn path_kind(&self, path: &Path) -> io::Result<PathKind> {
+        let state = self.lock();
+        Ok(if state.image.current.dirs.contains(path) {
+            PathKind::Directory
+        } else if state.image.current.files.contains_key(path) {
+            PathKind::NotADirectory
+        } else {
+            PathKind::Missing
+        })
     }
 
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
         let mut state = self.lock();
-        let missing: Vec<PathBuf> = path
-            .ancestors()
-            .filter(|dir| !dir.as_os_str().is_empty() && !state.image.current.dirs.contains(*dir))
-            .map(Path::to_path_buf)
-            .collect();
-        for dir in missing.into_iter().rev() {
-            state.check_fault(SimOpKind::CreateDir)?;
-            state.push_dir_op(DirOp::CreateDir(dir.clone()));
-            state.completed(SimOpKind::CreateDir, &dir);
+        state.check_fault(SimOpKind::CreateDir)?;
+        state.require_dir(&parent_dir(path))?;
+        if state.image.current.dirs.contains(path) || state.image.current.files.contains_key(path) {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} exists", path.display())));
         }
+        state.push_dir_op(DirOp::CreateDir(path.to_path_buf()));
+        state.completed(SimOpKind::CreateDir, path);
         Ok(())
+    }
+
+    fn list_names(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let state = self.lock();
+        state.require_dir(dir)?;
+        let files = state.image.current.files.keys();
+        let dirs = state.image.current.dirs.iter();
+        Ok(files
+            .chain(dirs)
+            .filter(|path| path.parent() == Some(dir))
+            .filter_map(|path| path.file_name()?.to_str().map(str::to_owned))
+            .collect())
+    }
+
+    fn open_for_read(&self, path: &Path) -> io::Result<SimFile> {
+        self.open_for_write(path)
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.lock().bytes_read
+    }
+
+    fn lock_dir(&self, dir: &Path) -> Result<SimDirLock, LockError> {
+        let mut state = self.lock();
+        state.require_dir(dir).map_err(LockError::Io)?;
+        if !state.locks.insert(dir.to_path_buf()) {
+            return Err(LockError::Held { holder_pid: None });
+        }
+        Ok(SimDirLock { fs: self.clone(), dir: dir.to_path_buf() })
+    }
+
+    fn probe_lock(&self, dir: &Path) -> io::Result<LockState> {
+        Ok(match self.lock().locks.contains(dir) {
+            true => LockState::Held { holder_pid: None },
+            false => LockState::Free,
+        })
     }
 
     fn list_files(&self, dir: &Path) -> io::Result<Vec<String>> {
@@ -516,9 +626,11 @@ impl FileSystem for SimFs {
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        let state = self.lock();
+        let mut state = self.lock();
         let inode = state.inode_of(path)?;
-        Ok(state.image.inodes[inode].current.clone())
+        let bytes = state.image.inodes[inode].current.clone();
+        state.bytes_read += bytes.len() as u64;
+        Ok(bytes)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -572,7 +684,7 @@ mod tests {
     #[test]
     fn unsynced_bytes_and_entries_are_lost() {
         let fs = SimFs::new();
-        fs.create_dir_all(&path("/d")).unwrap();
+        fs.create_dir(&path("/d")).unwrap();
         fs.sync_dir(&path("/")).unwrap();
         let mut file = fs.create_new(&path("/d/a")).unwrap();
         file.write_all_at(0, b"hello").unwrap();

@@ -13,7 +13,7 @@ use omnipaxos_core::{
     util::{LogIndex, Proposal},
 };
 
-use super::format::Checkpoint;
+use super::format::{Checkpoint, PossibleLoss};
 use crate::log_bounds::{index_as_position, length_as_index, LogBounds};
 
 /// A segment's id (its position in the sequence of segment files).
@@ -38,6 +38,8 @@ pub struct LogState<T, S> {
     pub(crate) stopsign: Option<StopSign>,
     pub(crate) snapshot: Option<S>,
     pub(crate) incarnation: u64,
+    /// A possible loss of acknowledged state, recorded until resolved.
+    pub(crate) possible_loss: Option<PossibleLoss>,
 }
 
 impl<T, S> Default for LogState<T, S> {
@@ -53,6 +55,7 @@ impl<T, S> Default for LogState<T, S> {
             stopsign: None,
             snapshot: None,
             incarnation: 0,
+            possible_loss: None,
         }
     }
 }
@@ -71,6 +74,7 @@ impl<T, S> LogState<T, S> {
             stopsign: checkpoint.stopsign,
             snapshot: checkpoint.snapshot,
             incarnation: checkpoint.incarnation,
+            possible_loss: checkpoint.possible_loss,
         }
     }
 
@@ -85,6 +89,7 @@ impl<T, S> LogState<T, S> {
             accepted_round: self.accepted_round,
             stopsign: self.stopsign.clone(),
             snapshot: self.snapshot.as_ref(),
+            possible_loss: self.possible_loss,
         }
     }
 
@@ -128,6 +133,11 @@ impl<T, S> LogState<T, S> {
         self.incarnation
     }
 
+    /// The recorded, unresolved possible loss of acknowledged state, if any.
+    pub fn possible_loss(&self) -> Option<PossibleLoss> {
+        self.possible_loss
+    }
+
     /// True if every stored entry is present (no hole left by a deleted segment).
     pub fn is_complete(&self) -> bool {
         self.first_present_idx == self.compacted_idx
@@ -159,6 +169,8 @@ impl<T, S> LogState<T, S> {
             StorageOp::SetStopSign(stopsign) => self.stopsign = stopsign,
             StorageOp::SetSnapshot(snapshot) => self.snapshot = snapshot,
             StorageOp::SetIncarnation(incarnation) => self.incarnation = incarnation,
+            // The segment headers record the owner; `write_atomically` checked it.
+            StorageOp::SetIdentity(_) => {}
         }
         self.check_invariants();
     }
@@ -280,6 +292,7 @@ mod tests {
             accepted_round: None,
             stopsign: None,
             snapshot: None::<()>,
+            possible_loss: None,
         };
         let mut state = LogState::<u64, ()>::from_checkpoint(checkpoint.clone());
         assert!(!state.is_complete());

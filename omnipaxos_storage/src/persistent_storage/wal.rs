@@ -2,11 +2,13 @@
 //! commit, and removal of dead segments.
 //!
 //! ```text
-//!  append_write_frame ──► pending (memory) ──write_out──► active segment (page cache)
-//!                                                             │ flush: fdatasync (one per batch)
-//!  after each roll (and at open): wal-N+1.tmp zero-filled + fdatasync, on a background thread
-//!  roll: write out + fdatasync active ─► header + checkpoint into wal-N+1.tmp ─► fdatasync
-//!        ─► rename to wal-N+1.log ─► fsync directory ─► the moved frame follows the checkpoint
+//!  append_frame ──► pending (memory) ──write_out──► active segment (page cache)
+//!                                                       │ flush: fdatasync (one per batch)
+//!  after each roll (and at open): wal-N+1.tmp filled + fdatasync, on a background thread
+//!  roll: header + checkpoint into wal-N+1.tmp ─► fdatasync ─► rename to wal-N+1.log
+//!        ─► fsync directory ─► pending frames + Seal(N+1) into wal-N ─► fdatasync(wal-N)
+//!        ─► the moved frame follows the new checkpoint
+//!  close: flush ─► Close frame ─► fdatasync
 //! ```
 
 use std::{
@@ -19,10 +21,11 @@ use omnipaxos_core::storage::StorageError;
 
 use super::{
     format::{
-        begin_frame, encode_segment_header, finish_frame, set_frame_sequence, EncodeError, FrameKind,
-        Identity, SegmentHeader, FRAME_HEADER_BYTES,
+        begin_frame, encode_frame, encode_segment_header, finish_frame, seal_payload, set_frame_sequence,
+        EncodeError, FrameKind, Identity, SegmentHeader, FRAME_ALIGNMENT_BYTES, FRAME_HEADER_BYTES,
+        SEAL_FRAME_BYTES,
     },
-    fs::{FileSystem, WalFile, ZeroedFile},
+    fs::{FileSystem, FilledFile, WalFile},
     recovery::{segment_file_name, temporary_file_name, SegmentInfo},
     state::SegmentId,
     OpenError,
@@ -82,36 +85,62 @@ fn io_error<'a>(operation: &'static str, path: &'a Path) -> impl FnOnce(io::Erro
 /// How segments are made.
 #[derive(Clone, Copy, Debug)]
 pub struct SegmentPolicy {
-    /// A segment is rolled when the next frame would take it past this size.
+    /// A segment is rolled when the next frame (and the seal after it) would take it past this
+    /// size.
     pub segment_size_bytes: u64,
-    /// Write zeros over a new segment's whole size before it is used, so that appends
-    /// overwrite allocated blocks and `fdatasync` need not commit file-size metadata.
+    /// Fill a new segment's whole size with the fill pattern before it is used, so that appends
+    /// overwrite allocated blocks, `fdatasync` need not commit file-size metadata, and recovery
+    /// can tell unwritten space from torn or zeroed frames.
     pub preallocate: bool,
 }
 
-/// Makes segment `id`, whose checkpoint frame (lsn `lsn`) `encode_checkpoint` writes: header and
-/// checkpoint into `prepared` (the zero-filled `.tmp` file) or a new `.tmp` file, fdatasync,
-/// rename to `.log`, fsync of the directory. Returns the open file and where the next frame goes.
-#[allow(clippy::too_many_arguments)]
+/// What every segment header of a directory records besides its position.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentFormat {
+    /// The owner.
+    pub identity: Identity,
+    /// The value type tag.
+    pub type_tag: String,
+}
+
+/// Where a new segment starts in the log.
+#[derive(Clone, Copy, Debug)]
+pub struct NewSegment {
+    /// Its id.
+    pub id: SegmentId,
+    /// The lsn of its checkpoint frame.
+    pub first_lsn: u64,
+    /// Every frame up to this lsn is durable.
+    pub synced_lsn: u64,
+}
+
+/// Makes segment `segment.id`, whose checkpoint frame `encode_checkpoint` writes: header and
+/// checkpoint into `prepared` (the filled `.tmp` file and its size) or a new `.tmp` file,
+/// fdatasync, rename to `.log`, fsync of the directory. Returns the open file and where the
+/// next frame goes.
 pub fn create_segment<F: FileSystem>(
     fs: &F,
     dir: &Path,
-    identity: Identity,
-    id: SegmentId,
-    lsn: u64,
-    synced_lsn: u64,
-    prepared: Option<F::File>,
+    format: &SegmentFormat,
+    segment: NewSegment,
+    prepared: Option<(F::File, u64)>,
     encode_checkpoint: impl FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
 ) -> Result<(F::File, u64), WalError> {
-    let header = SegmentHeader { segment_id: id, identity, first_lsn: lsn };
-    let mut buffer = encode_segment_header(&header).to_vec();
+    let header = SegmentHeader {
+        segment_id: segment.id,
+        identity: format.identity,
+        first_lsn: segment.first_lsn,
+        preallocated_bytes: prepared.as_ref().map_or(0, |(_, bytes)| *bytes),
+        type_tag: format.type_tag.clone(),
+    };
+    let mut buffer = encode_segment_header(&header);
     let start = begin_frame(&mut buffer);
     encode_checkpoint(&mut buffer)?;
-    finish_frame(&mut buffer, start, FrameKind::Checkpoint, lsn, synced_lsn)?;
-    let temporary = dir.join(temporary_file_name(id));
-    let path = dir.join(segment_file_name(id));
+    finish_frame(&mut buffer, start, FrameKind::Checkpoint, segment.first_lsn, segment.synced_lsn)?;
+    let temporary = dir.join(temporary_file_name(segment.id));
+    let path = dir.join(segment_file_name(segment.id));
     let mut file = match prepared {
-        Some(file) => file,
+        Some((file, _)) => file,
         None => fs.create_new(&temporary).map_err(io_error("create", &temporary))?,
     };
     file.write_all_at(0, &buffer).map_err(io_error("write", &temporary))?;
@@ -125,7 +154,7 @@ pub fn create_segment<F: FileSystem>(
 pub struct Wal<F: FileSystem> {
     fs: F,
     dir: PathBuf,
-    identity: Identity,
+    format: SegmentFormat,
     policy: SegmentPolicy,
     /// Retained segments, oldest first; the last one is active.
     segments: VecDeque<(SegmentId, PathBuf)>,
@@ -136,7 +165,7 @@ pub struct Wal<F: FileSystem> {
     pending: Vec<u8>,
     /// Where the newest frame starts in `pending` (a roll moves it into the new segment).
     last_frame_start: Option<usize>,
-    /// Write frames in the active segment, the pending ones included.
+    /// Frames after the checkpoint in the active segment, the pending ones included.
     active_write_frames: u64,
     /// True if the active file has writes its last `sync_data` did not cover.
     unsynced: bool,
@@ -145,8 +174,8 @@ pub struct Wal<F: FileSystem> {
     next_lsn: u64,
     /// Every frame up to this lsn is durable. Invariant: `synced_lsn < next_lsn`.
     synced_lsn: u64,
-    /// The next segment's `.tmp` file, zero-filled ahead of time (when preallocating).
-    next_segment: Option<ZeroedFile<F::File>>,
+    /// The next segment's `.tmp` file, filled ahead of time (when preallocating).
+    next_segment: Option<FilledFile<F::File>>,
 }
 
 impl<F: FileSystem> Drop for Wal<F> {
@@ -163,42 +192,54 @@ impl<F: FileSystem> Wal<F> {
     pub fn start(
         fs: F,
         dir: &Path,
-        identity: Identity,
+        format: SegmentFormat,
         policy: SegmentPolicy,
         encode_checkpoint: impl FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
     ) -> Result<Self, WalError> {
         let prepared = match policy.preallocate {
             true => {
                 let temporary = dir.join(temporary_file_name(1));
-                let zeroed = fs.create_zeroed(&temporary, policy.segment_size_bytes).wait();
-                Some(zeroed.map_err(io_error("preallocate", &temporary))?)
+                let filled = fs.create_filled(&temporary, policy.segment_size_bytes, 1).wait();
+                Some((filled.map_err(io_error("preallocate", &temporary))?, policy.segment_size_bytes))
             }
             false => None,
         };
-        let (active, written_end) = create_segment(&fs, dir, identity, 1, 1, 0, prepared, encode_checkpoint)?;
+        let first = NewSegment { id: 1, first_lsn: 1, synced_lsn: 0 };
+        let (active, written_end) = create_segment(&fs, dir, &format, first, prepared, encode_checkpoint)?;
         let segments = VecDeque::from(vec![(1, dir.join(segment_file_name(1)))]);
-        let mut wal = Wal::with_active(fs, dir, identity, policy, segments, active, written_end, 1);
+        let mut wal = Wal::with_active(fs, dir, format, policy, segments, active, written_end, 1);
         wal.prepare_next_segment();
         Ok(wal)
     }
 
-    /// A WAL continuing recovered segments; `active` is the last one, opened for writes.
+    /// A WAL continuing recovered segments; `active` is the last one, opened for writes;
+    /// `prepared`, if recovery kept one, the filled next segment; every frame up to
+    /// `synced_lsn` is durable.
+    #[allow(clippy::too_many_arguments)]
     pub fn resume(
         fs: F,
         dir: &Path,
-        identity: Identity,
+        format: SegmentFormat,
         policy: SegmentPolicy,
         segments: &[SegmentInfo],
         active: F::File,
+        prepared: Option<F::File>,
         last_lsn: u64,
+        synced_lsn: u64,
     ) -> Self {
+        assert!(synced_lsn <= last_lsn, "nothing past the log is synced");
         let last = segments.last().expect("recovery found at least one segment");
         let retained = segments.iter().map(|segment| (segment.id, segment.path.clone())).collect();
-        let mut wal =
-            Wal::with_active(fs, dir, identity, policy, retained, active, last.end_offset, last_lsn);
+        let mut wal = Wal::with_active(fs, dir, format, policy, retained, active, last.end_offset, last_lsn);
+        wal.synced_lsn = synced_lsn;
+        // Frames past `synced_lsn` are on file but unproven: the next flush syncs them.
+        wal.unsynced = synced_lsn < last_lsn;
         // Recovery does not count frames; a resumed segment rolls as soon as it is full.
         wal.active_write_frames = u64::from(last.last_lsn > last.first_lsn);
-        wal.prepare_next_segment();
+        match prepared {
+            Some(file) if policy.preallocate => wal.next_segment = Some(FilledFile::Ready(Ok(file))),
+            _ => wal.prepare_next_segment(),
+        }
         wal
     }
 
@@ -206,7 +247,7 @@ impl<F: FileSystem> Wal<F> {
     fn with_active(
         fs: F,
         dir: &Path,
-        identity: Identity,
+        format: SegmentFormat,
         policy: SegmentPolicy,
         segments: VecDeque<(SegmentId, PathBuf)>,
         active: F::File,
@@ -216,7 +257,7 @@ impl<F: FileSystem> Wal<F> {
         Wal {
             fs,
             dir: dir.to_path_buf(),
-            identity,
+            format,
             policy,
             segments,
             active,
@@ -232,25 +273,32 @@ impl<F: FileSystem> Wal<F> {
         }
     }
 
-    /// Starts zero-filling the segment after the active one (on a background thread with
+    /// Starts filling the segment after the active one (on a background thread with
     /// [`super::fs::StdFs`]), so a roll only writes a header and a checkpoint.
     fn prepare_next_segment(&mut self) {
         if self.policy.preallocate {
-            let temporary = self.dir.join(temporary_file_name(self.active_id() + 1));
-            self.next_segment = Some(self.fs.create_zeroed(&temporary, self.policy.segment_size_bytes));
+            let id = self.active_id() + 1;
+            let temporary = self.dir.join(temporary_file_name(id));
+            self.next_segment = Some(self.fs.create_filled(&temporary, self.policy.segment_size_bytes, id));
         }
     }
 
-    /// The prepared next segment, once complete and synced.
-    fn take_next_segment(&mut self) -> Result<Option<F::File>, WalError> {
+    /// The prepared next segment and its size, once complete and synced.
+    fn take_next_segment(&mut self) -> Result<Option<(F::File, u64)>, WalError> {
         let Some(next) = self.next_segment.take() else { return Ok(None) };
         let temporary = self.dir.join(temporary_file_name(self.active_id() + 1));
-        next.wait().map(Some).map_err(io_error("preallocate", &temporary))
+        let file = next.wait().map_err(io_error("preallocate", &temporary))?;
+        Ok(Some((file, self.policy.segment_size_bytes)))
     }
 
     /// The file system (for its sync counters).
     pub fn fs(&self) -> &F {
         &self.fs
+    }
+
+    /// The owner recorded in every segment header.
+    pub fn identity(&self) -> Identity {
+        self.format.identity
     }
 
     /// The segment new entries go to.
@@ -268,15 +316,20 @@ impl<F: FileSystem> Wal<F> {
         self.segments.front().expect("there is always an active segment").0
     }
 
-    /// Encodes a Write frame into the pending batch. On error nothing was added.
-    pub fn append_write_frame(
+    /// Encodes a frame of `kind` (Write or LossResolved) into the pending batch. On error
+    /// nothing was added.
+    pub fn append_frame(
         &mut self,
+        kind: FrameKind,
         encode_payload: impl FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
     ) -> Result<(), WalError> {
+        assert!(
+            matches!(kind, FrameKind::Write | FrameKind::LossResolved),
+            "{kind:?} is not appended by calls"
+        );
         let start = begin_frame(&mut self.pending);
-        let encoded = encode_payload(&mut self.pending).and_then(|()| {
-            finish_frame(&mut self.pending, start, FrameKind::Write, self.next_lsn, self.synced_lsn)
-        });
+        let encoded = encode_payload(&mut self.pending)
+            .and_then(|()| finish_frame(&mut self.pending, start, kind, self.next_lsn, self.synced_lsn));
         if let Err(error) = encoded {
             self.pending.truncate(start);
             return Err(error.into());
@@ -287,38 +340,41 @@ impl<F: FileSystem> Wal<F> {
         Ok(())
     }
 
-    /// True if the frame just appended would take the active segment past its size and the
-    /// segment already holds another write frame (a frame larger than a segment gets one alone).
+    /// True if the frame just appended, and the seal after it, would take the active segment
+    /// past its size and the segment already holds another frame (a frame larger than a
+    /// segment gets one alone).
     pub fn needs_roll(&self) -> bool {
-        let end = self.written_end + self.pending.len() as u64;
+        let end = self.written_end + self.pending.len() as u64 + SEAL_FRAME_BYTES as u64;
         self.active_write_frames >= 2 && end > self.policy.segment_size_bytes
     }
 
-    /// Seals the active segment (written out and synced), creates the next one with the
-    /// checkpoint `encode_checkpoint` writes, and moves the frame just appended behind it.
+    /// Rolls to a new segment and moves the frame just appended into it, in this order:
+    /// 1. the next segment is created with the checkpoint `encode_checkpoint` writes, synced,
+    ///    renamed to its `.log` name, and the directory synced: it exists durably;
+    /// 2. the active segment's pending frames and a Seal frame naming the next segment are
+    ///    written and synced with one `fdatasync`.
+    ///
+    /// So a Seal on disk proves its next segment exists (a missing one was deleted), and until
+    /// the Seal is durable the new segment holds nothing but its checkpoint (a crash in
+    /// between leaves an interrupted roll, which recovery undoes).
     pub fn roll(
         &mut self,
         encode_checkpoint: impl FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
     ) -> Result<(), WalError> {
-        let start = self.last_frame_start.take().expect("a roll follows append_write_frame");
+        let start = self.last_frame_start.take().expect("a roll follows append_frame");
         let mut frame = self.pending.split_off(start);
-        let checkpoint_lsn = self.next_lsn - 1;
-        self.next_lsn = checkpoint_lsn;
+        let seal_lsn = self.next_lsn - 1;
+        let checkpoint_lsn = seal_lsn + 1;
         self.active_write_frames -= 1;
-        self.flush()?;
-        assert_eq!(self.synced_lsn, checkpoint_lsn - 1, "the sealed segment is durable");
         let id = self.active_id() + 1;
         let prepared = self.take_next_segment()?;
-        let (active, written_end) = create_segment(
-            &self.fs,
-            &self.dir,
-            self.identity,
-            id,
-            checkpoint_lsn,
-            self.synced_lsn,
-            prepared,
-            encode_checkpoint,
-        )?;
+        let next = NewSegment { id, first_lsn: checkpoint_lsn, synced_lsn: self.synced_lsn };
+        let (active, written_end) =
+            create_segment(&self.fs, &self.dir, &self.format, next, prepared, encode_checkpoint)?;
+        encode_frame(&mut self.pending, FrameKind::Seal, seal_lsn, self.synced_lsn, &seal_payload(id));
+        self.next_lsn = seal_lsn + 1;
+        self.flush()?;
+        assert_eq!(self.synced_lsn, seal_lsn, "the sealed segment is durable");
         self.active = active;
         self.written_end = written_end;
         self.segments.push_back((id, self.dir.join(segment_file_name(id))));
@@ -330,6 +386,16 @@ impl<F: FileSystem> Wal<F> {
         self.active_write_frames = 1;
         self.prepare_next_segment();
         Ok(())
+    }
+
+    /// A clean close: flushes, then writes a Close frame (whose `synced_lsn` proves every
+    /// earlier frame durable) and syncs it. Two `fdatasync`s: the Close frame must not share
+    /// the sync that makes the frames it vouches for durable.
+    pub fn close(&mut self) -> Result<(), WalError> {
+        self.flush()?;
+        encode_frame(&mut self.pending, FrameKind::Close, self.next_lsn, self.synced_lsn, &[]);
+        self.next_lsn += 1;
+        self.flush()
     }
 
     /// Writes the pending batch out (no sync) if it grew past [`WRITE_BUFFER_MAX_BYTES`].
@@ -349,6 +415,7 @@ impl<F: FileSystem> Wal<F> {
         self.written_end += self.pending.len() as u64;
         self.pending.clear();
         self.last_frame_start = None;
+        debug_assert_eq!(self.written_end % FRAME_ALIGNMENT_BYTES as u64, 0);
         self.unsynced = true;
         Ok(())
     }

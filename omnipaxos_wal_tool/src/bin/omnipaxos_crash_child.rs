@@ -5,10 +5,17 @@
 //! ```text
 //!   omnipaxos_crash_child start   <root> <first value> <count>
 //!   omnipaxos_crash_child restart <root> <first value> <count>
+//!   omnipaxos_crash_child hold    <dir>      (for the lock test)
+//!   omnipaxos_crash_child try     <dir>      (for the lock test)
 //! ```
 //!
-//! `start` creates `<root>/node1..3`; `restart` opens them (never creates) and calls
-//! `fail_recovery()` on each replica. Both then elect replica 1 with a ballot above every
+//! `start` bootstraps `<root>/node1..3`; `restart` opens them (`OpenMode::Restart`: never
+//! creates) and calls `fail_recovery()` on each replica.
+//!
+//! `hold` bootstraps (or restarts) one storage in `<dir>`, writes and flushes one entry, prints
+//! `holding <pid>`, and keeps the storage open until its stdin is closed; then it closes the
+//! storage and prints `closed`. `try` opens `<dir>` once and prints `locked <holder pid>` if the
+//! lock is held, `opened` if the open succeeded, `error <message>` otherwise. Both then elect replica 1 with a ballot above every
 //! promise, print the decided log of replica 1 once synchronised (`decided <idx> <value>`, and
 //! `compacted <idx>`), and propose `count` values from `first value` on in small batches,
 //! printing `ack <value> <idx>` once a value is decided — after the flushes that made it durable
@@ -26,9 +33,12 @@ use omnipaxos_core::{
     ballot_leader_election::Ballot,
     messages::PaxosMessage,
     sequence_paxos::{ProposalOutcome, SequencePaxos, SequencePaxosConfig},
-    util::{LogEntry, NodeId, ProposalId},
+    storage::{Storage, StorageOp},
+    util::{LogEntry, NodeId, Proposal, ProposalId},
 };
-use omnipaxos_storage::persistent_storage::{PersistentStorage, PersistentStorageConfig};
+use omnipaxos_storage::persistent_storage::{
+    OpenError, OpenMode, PersistentStorage, PersistentStorageConfig,
+};
 
 const CONFIGURATION_ID: u32 = 1;
 const NODES: [NodeId; 3] = [1, 2, 3];
@@ -49,8 +59,9 @@ struct Cluster {
 }
 
 fn open(root: &Path, pid: NodeId, create: bool) -> Replica {
+    let mode = if create { OpenMode::Bootstrap } else { OpenMode::Restart };
     let storage_config = PersistentStorageConfig::new(root.join(format!("node{pid}")), CONFIGURATION_ID, pid)
-        .create_if_missing(create)
+        .mode(mode)
         .segment_size_bytes(SEGMENT_SIZE_BYTES);
     let storage = match PersistentStorage::open(&storage_config) {
         Ok(storage) => storage,
@@ -108,12 +119,55 @@ impl Cluster {
     }
 }
 
+/// The storage of the lock test: node 1 of configuration 1 in `dir`, small segments.
+fn lock_test_config(dir: &Path, mode: OpenMode) -> PersistentStorageConfig {
+    PersistentStorageConfig::new(dir, CONFIGURATION_ID, 1).mode(mode).segment_size_bytes(SEGMENT_SIZE_BYTES)
+}
+
+/// `hold <dir>`: keeps the storage of `dir` open until stdin is closed.
+fn hold(dir: &Path) -> ExitCode {
+    let mode = if dir.exists() { OpenMode::Restart } else { OpenMode::Bootstrap };
+    let mut storage = match PersistentStorage::<u64, ()>::open(&lock_test_config(dir, mode)) {
+        Ok(storage) => storage,
+        Err(error) => panic!("cannot open {}: {error}", dir.display()),
+    };
+    let log_end = storage.get_log_end().expect("read");
+    let entry = Proposal { id: Default::default(), entry: log_end };
+    storage.write_atomically(&mut vec![StorageOp::AppendEntries(vec![entry])]).expect("write");
+    storage.flush().expect("flush");
+    println!("holding {}", std::process::id());
+    std::io::stdout().flush().expect("stdout");
+    // Blocks until the parent closes our stdin (or dies): no sleeps, no timers.
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut rest);
+    storage.close().expect("close");
+    println!("closed");
+    ExitCode::SUCCESS
+}
+
+/// `try <dir>`: one open attempt, its outcome on stdout.
+fn try_open(dir: &Path) -> ExitCode {
+    match PersistentStorage::<u64, ()>::open(&lock_test_config(dir, OpenMode::Restart)) {
+        Ok(_) => println!("opened"),
+        Err(OpenError::Locked { holder_pid, .. }) => {
+            println!("locked {}", holder_pid.map_or_else(|| "unknown".to_string(), |pid| pid.to_string()))
+        }
+        Err(error) => println!("error {error}"),
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    match (args.get(1).map(String::as_str), args.get(2)) {
+        (Some("hold"), Some(dir)) => return hold(Path::new(dir)),
+        (Some("try"), Some(dir)) => return try_open(Path::new(dir)),
+        _ => {}
+    }
     let (Some(mode), Some(root), Some(first), Some(count)) =
         (args.get(1), args.get(2), args.get(3), args.get(4))
     else {
-        eprintln!("usage: omnipaxos_crash_child start|restart <root> <first value> <count>");
+        eprintln!("usage: omnipaxos_crash_child start|restart <root> <first value> <count> | hold|try <dir>");
         return ExitCode::from(2);
     };
     let create = mode == "start";

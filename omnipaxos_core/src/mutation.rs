@@ -1,0 +1,65 @@
+//! Deliberate bugs for mutation testing of the checkers (feature `mutations`, test builds only).
+//!
+//! A checker that never fires is no evidence. Each variant switches one safety or robustness
+//! rule of this crate off again, as it was before the fix that introduced the rule; CI runs the
+//! simulators with each mutation and requires them to report a violation within a small seed
+//! budget. Select one with `SequencePaxosConfig::set_mutation` / `BLEConfig::set_mutation`.
+
+/// One deliberately reintroduced bug.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Mutation {
+    /// A log sync replaces the follower's log from the sync's start even when the log is of
+    /// the sync's own round (so a delayed sync truncates acknowledged entries), and may rewrite
+    /// decided entries (issue 8, finding 1).
+    SyncReplacesLog,
+    /// Proposals are forwarded to the highest leader ballot known, synchronised with it or not,
+    /// and a leader buffers forwards during its Prepare phase (issue 8, finding 2).
+    ForwardUnsynced,
+    /// Outcomes beyond `buffer_size` are dropped when nobody took them yet (finding 4).
+    DropOutcomes,
+    /// The identity recorded in the storage is not checked at start (finding 6).
+    IgnoreIdentity,
+    /// `set_priority` lowers the ballot a server already announced (finding 3).
+    LowerAnnouncedBallot,
+    /// Heartbeat replies with a round of `u32::MAX` are accepted; a takeover above them panics
+    /// (finding 5).
+    AcceptUnbeatableRounds,
+    /// A leader answers reads with its decided index at once, without confirming with a quorum
+    /// that it still leads (issue 11: stale reads by a deposed leader).
+    ReadWithoutQuorum,
+    /// With leases, a new leader decides without waiting for an earlier leader's lease to end.
+    LeaseWithoutWait,
+}
+
+impl Mutation {
+    /// Every mutation.
+    pub const ALL: [Mutation; 8] = [
+        Mutation::SyncReplacesLog,
+        Mutation::ForwardUnsynced,
+        Mutation::DropOutcomes,
+        Mutation::IgnoreIdentity,
+        Mutation::LowerAnnouncedBallot,
+        Mutation::AcceptUnbeatableRounds,
+        Mutation::ReadWithoutQuorum,
+        Mutation::LeaseWithoutWait,
+    ];
+
+    /// The kebab-case name used on command lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mutation::SyncReplacesLog => "sync-replaces-log",
+            Mutation::ForwardUnsynced => "forward-unsynced",
+            Mutation::DropOutcomes => "drop-outcomes",
+            Mutation::IgnoreIdentity => "ignore-identity",
+            Mutation::LowerAnnouncedBallot => "lower-announced-ballot",
+            Mutation::AcceptUnbeatableRounds => "accept-unbeatable-rounds",
+            Mutation::ReadWithoutQuorum => "read-without-quorum",
+            Mutation::LeaseWithoutWait => "lease-without-wait",
+        }
+    }
+
+    /// The mutation named `name` (see [`Mutation::name`]).
+    pub fn from_name(name: &str) -> Option<Mutation> {
+        Mutation::ALL.into_iter().find(|m| m.name() == name)
+    }
+}

@@ -1,0 +1,237 @@
+//! Linearizable reads without log writes: read index at the leader and at followers, batching,
+//! lost messages, timeouts, a deposed leader, a new leader with an undecided adopted log, and
+//! leases.
+
+mod common;
+
+use common::{is_kind, Cluster};
+use omnipaxos_core::{
+    sequence_paxos::{ReadFailure, ReadId, ReadLease, ReadOutcome},
+    util::{LogIndex, NodeId},
+};
+
+fn take_reads(cluster: &mut Cluster<()>, pid: NodeId) -> Vec<(ReadId, ReadOutcome)> {
+    let mut outcomes = Vec::new();
+    cluster.replica(pid).take_read_outcomes(&mut outcomes);
+    outcomes
+}
+
+fn ready(cluster: &mut Cluster<()>, pid: NodeId, id: ReadId) -> Option<LogIndex> {
+    take_reads(cluster, pid).into_iter().find(|(r, _)| *r == id).map(|(_, outcome)| match outcome {
+        ReadOutcome::Ready(idx) => idx,
+        ReadOutcome::Failed(why) => panic!("read {id} failed: {why:?}"),
+    })
+}
+
+fn count_kind(cluster: &Cluster<()>, kind: &str) -> usize {
+    cluster.trace.iter().filter(|l| l.split_whitespace().nth(1) == Some(kind)).count()
+}
+
+fn lease() -> ReadLease {
+    ReadLease { lease_ticks: 30, max_clock_drift_percent: 10 }
+}
+
+#[test]
+fn a_read_at_the_leader_sees_every_completed_write() {
+    let mut cluster = Cluster::<()>::new(&[1, 2, 3]);
+    cluster.elect(1);
+    for v in 1..=5 {
+        cluster.append(2, v);
+    }
+    cluster.stabilize();
+    assert_eq!(cluster.decided_idx(1), 5);
+    let id = cluster.replica(1).read_index().expect("read");
+    cluster.stabilize();
+    assert_eq!(ready(&mut cluster, 1, id), Some(5));
+}
+
+#[test]
+fn a_read_at_a_follower_waits_until_its_log_reaches_the_read_index() {
+    let mut cluster = Cluster::<()>::new(&[1, 2, 3]);
+    cluster.elect(1);
+    // Follower 3 does not learn decisions: its read must wait for them.
+    cluster.drop_messages(|m| m.to == 3 && (is_kind(m, "Decide") || is_kind(m, "AcceptDecide")));
+    for v in 1..=4 {
+        cluster.append(1, v);
+    }
+    cluster.stabilize();
+    assert_eq!(cluster.decided_idx(1), 4);
+    assert_eq!(cluster.decided_idx(3), 0);
+    let id = cluster.replica(3).read_index().expect("read");
+    cluster.stabilize();
+    assert!(take_reads(&mut cluster, 3).is_empty(), "not ready before the follower decided index 4");
+    cluster.clear_drop_rules();
+    cluster.tick(25);
+    assert_eq!(cluster.decided_idx(3), 4);
+    assert_eq!(ready(&mut cluster, 3, id), Some(4));
+}
+
+#[test]
+fn reads_of_one_batch_share_one_round_of_2_n_minus_1_messages_and_write_nothing() {
+    let mut cluster = Cluster::<()>::new(&[1, 2, 3, 4, 5]);
+    cluster.elect(1);
+    cluster.append(1, 7);
+    cluster.stabilize();
+    let writes_before: u64 = (1..=5).map(|p| cluster.replicas[&p].storage().write_count()).sum();
+    let trace_before = cluster.trace.len();
+    let ids: Vec<ReadId> = (0..1000).map(|_| cluster.replica(1).read_index().expect("read")).collect();
+    cluster.stabilize();
+    let outcomes = take_reads(&mut cluster, 1);
+    assert_eq!(outcomes.len(), 1000);
+    assert!(outcomes.iter().all(|(id, o)| ids.contains(id) && *o == ReadOutcome::Ready(1)));
+    let messages = cluster.trace.len() - trace_before;
+    assert_eq!(messages, 2 * 4, "one ReadConfirm and one ReadConfirmed per follower");
+    let writes_after: u64 = (1..=5).map(|p| cluster.replicas[&p].storage().write_count()).sum();
+    assert_eq!(writes_after, writes_before, "reads write nothing");
+}
+
+#[test]
+fn a_deposed_leader_never_answers_a_read() {
+    let mut cluster = Cluster::<()>::new(&[1, 2, 3]);
+    cluster.elect(1);
+    cluster.append(1, 1);
+    cluster.stabilize();
+    // Leader 1 is cut off and still believes it leads; 2 and 3 move on and decide a write.
+    cluster.isolate(1);
+    cluster.elect(2);
+    cluster.append(2, 2);
+    cluster.stabilize();
+    assert_eq!(cluster.decided(2), vec![1, 2]);
+    let id = cluster.replica(1).read_index().expect("read");
+    cluster.tick(50);
+    let outcomes = take_reads(&mut cluster, 1);
+    assert_eq!(
+        outcomes,
+        vec![(id, ReadOutcome::Failed(ReadFailure::TimedOut))],
+        "a stale read would say index 1"
+    );
+}
+
+#[test]
+fn a_new_leader_answers_reads_only_once_the_log_it_adopted_is_decided() {
+    let mut cluster = Cluster::<()>::new(&[1, 2, 3]);
+    cluster.elect(1);
+    // Entry 9 is accepted by the followers but its decision never reaches them.
+    cluster.drop_messages(|m| is_kind(m, "Accepted"));
+    cluster.append(1, 9);
+    cluster.stabilize();
+    cluster.clear_drop_rules();
+    cluster.isolate(1);
+    // 2 becomes leader; its Accepted from 3 is held back, so it cannot decide the adopted entry.
+    cluster.drop_messages(|m| is_kind(m, "Accepted"));
+    cluster.elect(2);
+    assert_eq!(cluster.decided_idx(2), 0);
+    let id = cluster.replica(2).read_index().expect("read");
+    cluster.stabilize();
+    assert!(take_reads(&mut cluster, 2).is_empty(), "answering now would return index 0 and miss entry 9");
+    cluster.clear_drop_rules();
+    cluster.tick(25);
+    assert_eq!(cluster.decided_idx(2), 1);
+    assert_eq!(ready(&mut cluster, 2, id), Some(1));
+}
+
+#[test]
+fn lost_read_messages_are_resent() {
+    // Enough copies are lost that the first attempt cannot succeed: both followers' round
+    // messages, or the one follower's request or reply.
+    for (kind, losses) in [("ReadConfirm", 2), ("ReadConfirmed", 2), ("ReadRequest", 1), ("ReadReply", 1)] {
+        let mut cluster = Cluster::<()>::new(&[1, 2, 3]);
+        cluster.elect(1);
+        cluster.append(1, 1);
+        cluster.stabilize();
+        let mut dropped = 0;
+        cluster.drop_messages(move |m| {
+            let drop = is_kind(m, kind) && dropped < losses;
+            dropped += usize::from(drop);
+            drop
+        });
+        let at_leader = cluster.replica(1).read_index().expect("read");
+        let at_follower = cluster.replica(3).read_index().expect("read");
+        cluster.tick(30);
+        let leader = take_reads(&mut cluster, 1);
+        let follower = take_reads(&mut cluster, 3);
+        assert_eq!(leader, vec![(at_leader, ReadOutcome::Ready(1))], "{kind} lost: leader");
+        assert_eq!(follower, vec![(at_follower, ReadOutcome::Ready(1))], "{kind} lost: follower");
+    }
+}
+
+#[test]
+fn a_read_without_a_reachable_leader_times_out() {
+    let mut cluster = Cluster::<()>::new(&[1, 2, 3]);
+    cluster.elect(1);
+    cluster.isolate(3);
+    let id = cluster.replica(3).read_index().expect("read");
+    cluster.tick(39);
+    assert!(take_reads(&mut cluster, 3).is_empty());
+    cluster.tick(1);
+    assert_eq!(take_reads(&mut cluster, 3), vec![(id, ReadOutcome::Failed(ReadFailure::TimedOut))]);
+}
+
+#[test]
+fn reads_held_by_a_leader_that_steps_down_fail_with_leader_changed() {
+    let mut cluster = Cluster::<()>::new(&[1, 2, 3]);
+    cluster.elect(1);
+    cluster.drop_messages(|m| is_kind(m, "ReadConfirmed"));
+    let id = cluster.replica(1).read_index().expect("read");
+    cluster.stabilize();
+    cluster.clear_drop_rules();
+    cluster.elect(2);
+    assert_eq!(take_reads(&mut cluster, 1), vec![(id, ReadOutcome::Failed(ReadFailure::LeaderChanged))]);
+}
+
+#[test]
+fn a_single_node_cluster_reads_at_once() {
+    let mut cluster = Cluster::<()>::new(&[4]);
+    cluster.elect(4);
+    cluster.append(4, 1);
+    cluster.stabilize();
+    let id = cluster.replica(4).read_index().expect("read");
+    cluster.stabilize();
+    assert_eq!(ready(&mut cluster, 4, id), Some(1));
+}
+
+#[test]
+fn a_leader_with_a_lease_answers_reads_without_messages() {
+    let mut cluster = Cluster::<()>::with_configs(&[1, 2, 3], |mut c| {
+        c.set_read_lease(Some(lease()));
+        c
+    });
+    // A restarted (or new) replica may have confirmed a lease just before: the first leader
+    // waits that out before deciding.
+    cluster.tick(34);
+    cluster.elect(1);
+    cluster.append(1, 1);
+    cluster.stabilize();
+    assert_eq!(cluster.decided_idx(1), 1);
+    // The first read confirms a round, which grants the lease.
+    let first = cluster.replica(1).read_index().expect("read");
+    cluster.stabilize();
+    assert_eq!(ready(&mut cluster, 1, first), Some(1));
+    let before = count_kind(&cluster, "ReadConfirm");
+    let id = cluster.replica(1).read_index().expect("read");
+    assert_eq!(ready(&mut cluster, 1, id), Some(1), "answered inside read_index, from the lease");
+    cluster.stabilize();
+    assert_eq!(count_kind(&cluster, "ReadConfirm"), before, "no round for a read under the lease");
+}
+
+#[test]
+fn a_new_leader_decides_nothing_while_the_old_lease_may_run() {
+    let mut cluster = Cluster::<()>::with_configs(&[1, 2, 3], |mut c| {
+        c.set_read_lease(Some(lease()));
+        c
+    });
+    cluster.tick(34);
+    cluster.elect(1);
+    let read = cluster.replica(1).read_index().expect("read");
+    cluster.stabilize();
+    assert!(ready(&mut cluster, 1, read).is_some());
+    // Leader 1 holds a lease; it is cut off and 2 takes over at once.
+    cluster.isolate(1);
+    cluster.elect(2);
+    cluster.append(2, 5);
+    cluster.stabilize();
+    assert_eq!(cluster.decided_idx(2), 0, "the old leader may still answer reads from its lease");
+    // The lease (30 ticks, 10 % drift) has surely run out after 34 ticks.
+    cluster.tick(34);
+    assert_eq!(cluster.decided(2), vec![5]);
+}
