@@ -15,6 +15,7 @@ use omnipaxos_core::{
     util::{ConfigurationId, NodeId},
     OmniPaxosConfig,
 };
+use omnipaxos_storage::persistent_storage::OpenMode;
 
 /// Default time between two ticks of the replica (the core counts its timeouts in ticks).
 pub const DEFAULT_TICK_INTERVAL: Duration = Duration::from_millis(10);
@@ -22,7 +23,7 @@ pub const DEFAULT_TICK_INTERVAL: Duration = Duration::from_millis(10);
 /// 300 ms with the default tick. The core's own default (10 ticks, 100 ms here) left leaders
 /// briefly "not ready" under full load on a 2-core machine shared with builds: a round that
 /// runs long delays heartbeat replies past the round, and appends are refused meanwhile.
-pub const DEFAULT_HB_DELAY_TICKS: u64 = 30;
+pub const DEFAULT_ELECTION_TIMEOUT_TICKS: u64 = 30;
 /// Default time an `append` waits for its outcome before it reports `Indeterminate`.
 pub const DEFAULT_APPEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default largest frame (header and payload), as read from or written to a socket.
@@ -63,9 +64,10 @@ pub enum StorageConfig {
     Persistent {
         /// The data directory.
         data_dir: PathBuf,
-        /// Create and initialize the directory if it is missing or empty. Leave it off for a
-        /// restart: a node that lost its log must not come back as if it never promised.
-        create_if_missing: bool,
+        /// `Bootstrap` for a node's first start (creates the log, refuses an existing one),
+        /// `Restart` afterwards (the log must be there: a node that lost its log must not
+        /// come back as if it never promised), `Replace` for a node whose log was lost.
+        mode: OpenMode,
         /// Size of one segment file; see `PersistentStorageConfig::segment_size_bytes`.
         segment_size_bytes: u64,
     },
@@ -74,22 +76,23 @@ pub enum StorageConfig {
 }
 
 impl StorageConfig {
-    /// `PersistentStorage` in `data_dir`, which must already hold this node's log.
+    /// `PersistentStorage` in `data_dir`, which must already hold this node's log (restart).
     pub fn persistent(data_dir: impl Into<PathBuf>) -> Self {
-        StorageConfig::Persistent {
-            data_dir: data_dir.into(),
-            create_if_missing: false,
-            segment_size_bytes: omnipaxos_storage::persistent_storage::SEGMENT_SIZE_DEFAULT_BYTES,
-        }
+        Self::persistent_with_mode(data_dir, OpenMode::Restart)
     }
 
-    /// `PersistentStorage` in `data_dir`, created on first start.
-    pub fn persistent_create(data_dir: impl Into<PathBuf>) -> Self {
-        match Self::persistent(data_dir) {
-            StorageConfig::Persistent { data_dir, segment_size_bytes, .. } => {
-                StorageConfig::Persistent { data_dir, create_if_missing: true, segment_size_bytes }
-            }
-            StorageConfig::Memory => unreachable!("persistent() builds the Persistent variant"),
+    /// `PersistentStorage` created in `data_dir` (a node's first start; an existing log is
+    /// refused).
+    pub fn persistent_bootstrap(data_dir: impl Into<PathBuf>) -> Self {
+        Self::persistent_with_mode(data_dir, OpenMode::Bootstrap)
+    }
+
+    /// `PersistentStorage` in `data_dir` opened with `mode`, default segment size.
+    pub fn persistent_with_mode(data_dir: impl Into<PathBuf>, mode: OpenMode) -> Self {
+        StorageConfig::Persistent {
+            data_dir: data_dir.into(),
+            mode,
+            segment_size_bytes: omnipaxos_storage::persistent_storage::SEGMENT_SIZE_DEFAULT_BYTES,
         }
     }
 }
@@ -201,15 +204,16 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     /// A configuration with the defaults: configuration id 1, listening on `127.0.0.1:0`,
-    /// 10 ms ticks, heartbeat rounds of [`DEFAULT_HB_DELAY_TICKS`], memory storage. Set
+    /// 10 ms ticks, heartbeat rounds of [`DEFAULT_ELECTION_TIMEOUT_TICKS`], memory storage. Set
     /// `storage` for a durable node.
     pub fn new(node_id: NodeId, cluster_id: u64, peers: Vec<PeerConfig>) -> Self {
         let mut sequence_paxos = SequencePaxosConfig::default();
         sequence_paxos.set_configuration_id(1);
         sequence_paxos.set_pid(node_id);
+        sequence_paxos.set_cluster_id(cluster_id);
         sequence_paxos.set_peers(peers.iter().map(|peer| peer.id).collect());
         let mut core = OmniPaxosConfig::new(sequence_paxos);
-        core.set_hb_delay(DEFAULT_HB_DELAY_TICKS);
+        core.set_election_timeout_ticks(DEFAULT_ELECTION_TIMEOUT_TICKS);
         NodeConfig {
             node_id,
             cluster_id,
@@ -234,6 +238,12 @@ impl NodeConfig {
     /// Checks the node's fields, then the core's, then that they agree.
     pub fn validate(&self) -> Result<(), NodeConfigError> {
         self.core.validate()?;
+        if self.core.sequence_paxos.cluster_id() != self.cluster_id {
+            return Err(NodeConfigError::CoreClusterMismatch {
+                cluster_id: self.cluster_id,
+                core_cluster_id: self.core.sequence_paxos.cluster_id(),
+            });
+        }
         if self.core.sequence_paxos.pid() != self.node_id {
             return Err(NodeConfigError::CorePidMismatch {
                 node_id: self.node_id,
@@ -289,6 +299,14 @@ pub enum NodeConfigError {
         node_id: NodeId,
         /// The core's pid.
         core_pid: NodeId,
+    },
+    /// `core` names another cluster id than `cluster_id`.
+    #[error("core cluster id {core_cluster_id} differs from cluster_id {cluster_id}")]
+    CoreClusterMismatch {
+        /// The node's cluster id.
+        cluster_id: u64,
+        /// The core's cluster id.
+        core_cluster_id: u64,
     },
     /// `core` names other peers than `peers`.
     #[error("core peers {core_peers:?} differ from the configured peers {peers:?}")]

@@ -107,7 +107,7 @@
 //! ];
 //! let mut config = NodeConfig::new(1, 0xC1A5, peers);
 //! config.listen_addr = "10.0.0.1:7000".parse()?;
-//! config.storage = StorageConfig::persistent_create("/var/lib/mylog/node1");
+//! config.storage = StorageConfig::persistent_bootstrap("/var/lib/mylog/node1"); // first start
 //! let (node, mut decided) = Node::<String>::start(config).await?;
 //! let handle = node.handle();
 //! tokio::spawn(async move {
@@ -133,12 +133,13 @@ pub mod transport;
 
 pub use config::{
     BackoffConfig, Limits, NodeConfig, NodeConfigError, PeerConfig, StorageConfig, DEFAULT_APPEND_TIMEOUT,
-    DEFAULT_DECIDED_BATCH_LIMIT_ENTRIES, DEFAULT_DECIDED_QUEUE_LIMIT_BATCHES, DEFAULT_HB_DELAY_TICKS,
+    DEFAULT_DECIDED_BATCH_LIMIT_ENTRIES, DEFAULT_DECIDED_QUEUE_LIMIT_BATCHES, DEFAULT_ELECTION_TIMEOUT_TICKS,
     DEFAULT_INBOUND_CONNECTION_LIMIT, DEFAULT_INBOUND_QUEUE_LIMIT, DEFAULT_MAX_FRAME_BYTES,
     DEFAULT_PEER_QUEUE_LIMIT_BYTES, DEFAULT_PROGRESS_INTERVAL_TICKS, DEFAULT_PROPOSAL_QUEUE_LIMIT,
     DEFAULT_ROUND_LIMIT_INPUTS, DEFAULT_TICK_INTERVAL, DEFAULT_UNDELIVERED_LIMIT_ENTRIES,
 };
 pub use error::{AppendError, IndeterminateCause, StartError};
 pub use node::{Decided, DecidedStream, Entry, Node, NodeBuilder, NodeHandle};
+pub use omnipaxos_storage::persistent_storage::OpenMode;
 pub use status::{LatencyHistogram, LinkState, PeerStatus, QueueStatus, Status};
 pub use transport::filter::LinkFilter;

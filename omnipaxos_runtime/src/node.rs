@@ -111,6 +111,8 @@ pub(crate) struct Shared {
     pub rejected_frames: AtomicU64,
     pub flushes: AtomicU64,
     pub flush_time_ns: AtomicU64,
+    /// Set by the replica thread at a graceful shutdown: dropping the storage closes it.
+    pub close_storage: std::sync::atomic::AtomicBool,
     /// Flush latencies, bucketed as [`crate::status::latency_bucket`].
     pub flush_buckets: Vec<AtomicU64>,
 }
@@ -122,6 +124,7 @@ impl Default for Shared {
             rejected_frames: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
             flush_time_ns: AtomicU64::new(0),
+            close_storage: std::sync::atomic::AtomicBool::new(false),
             flush_buckets: (0..crate::status::LATENCY_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
@@ -586,21 +589,23 @@ async fn spawn_replica_thread<T: Entry>(
             let (flush_latency, shared) = (ctx.metrics.flush_latency.clone(), ctx.shared.clone());
             match storage_config {
                 StorageConfig::Memory => {
-                    let storage = TimedStorage::new(MemoryStorage::<T, ()>::default(), flush_latency, shared);
+                    let storage =
+                        TimedStorage::new(MemoryStorage::<T, ()>::default(), flush_latency, shared, None);
                     run_replica(core_config, storage, channels, ctx, buffer_size, deliver_from, ready_tx);
                 }
-                StorageConfig::Persistent { data_dir, create_if_missing, segment_size_bytes } => {
+                StorageConfig::Persistent { data_dir, mode, segment_size_bytes } => {
                     let storage_config = PersistentStorageConfig::new(
                         data_dir,
                         core_config.sequence_paxos.configuration_id(),
                         node_id,
                     )
                     .cluster_id(cluster_id)
-                    .create_if_missing(create_if_missing)
+                    .mode(mode)
                     .segment_size_bytes(segment_size_bytes);
                     match PersistentStorage::<T, ()>::open(&storage_config) {
                         Ok(storage) => {
-                            let storage = TimedStorage::new(storage, flush_latency, shared);
+                            let closer: fn(PersistentStorage<T, ()>) -> _ = PersistentStorage::close;
+                            let storage = TimedStorage::new(storage, flush_latency, shared, Some(closer));
                             run_replica(
                                 core_config,
                                 storage,

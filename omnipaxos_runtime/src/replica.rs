@@ -20,7 +20,7 @@ use omnipaxos_core::{
     errors::{ProposeErr, ReplicaError},
     messages::Message,
     sequence_paxos::{DropReason, ProposalOutcome},
-    storage::{StopSign, Storage, StorageOp, StorageResult},
+    storage::{ReplicaIdentity, StopSign, Storage, StorageError, StorageOp, StorageResult},
     util::{LogEntry, LogIndex, NodeId, Proposal, ProposalId},
     OmniPaxos,
 };
@@ -612,6 +612,8 @@ where
         }
         self.fail_pending(AppendError::Indeterminate(IndeterminateCause::Shutdown));
         self.publish();
+        // Dropping the replica now closes the storage cleanly (see `TimedStorage`).
+        self.ctx.shared.close_storage.store(true, std::sync::atomic::Ordering::Release);
         info!(decided_idx = self.op.get_decided_idx(), "replica closed");
     }
 }
@@ -628,33 +630,65 @@ fn append_error_reason(error: &AppendError) -> &'static str {
 }
 
 /// A storage that times each flush that has writes to make durable (for the flush latency
-/// histogram and `status().flushes`); a flush with nothing written is not counted.
+/// histogram and `status()`), and closes the inner storage cleanly when it is dropped after a
+/// graceful shutdown (`Shared::close_storage`): `OmniPaxos` offers no way to take its storage
+/// back, and `PersistentStorage::close` needs it by value.
 pub(crate) struct TimedStorage<B> {
-    inner: B,
+    /// Invariant: `Some` until dropped.
+    inner: Option<B>,
     flush_latency: Histogram,
     shared: Arc<Shared>,
     /// A write happened since the last flush.
     dirty: bool,
+    /// How to close `inner` cleanly, if it can be.
+    closer: Option<fn(B) -> StorageResult<()>>,
 }
 
 impl<B> TimedStorage<B> {
-    pub fn new(inner: B, flush_latency: Histogram, shared: Arc<Shared>) -> Self {
-        TimedStorage { inner, flush_latency, shared, dirty: false }
+    pub fn new(
+        inner: B,
+        flush_latency: Histogram,
+        shared: Arc<Shared>,
+        closer: Option<fn(B) -> StorageResult<()>>,
+    ) -> Self {
+        TimedStorage { inner: Some(inner), flush_latency, shared, dirty: false, closer }
+    }
+
+    fn inner(&self) -> StorageResult<&B> {
+        self.inner.as_ref().ok_or(StorageError::Poisoned)
+    }
+
+    fn inner_mut(&mut self) -> StorageResult<&mut B> {
+        self.inner.as_mut().ok_or(StorageError::Poisoned)
+    }
+}
+
+impl<B> Drop for TimedStorage<B> {
+    fn drop(&mut self) {
+        if !self.shared.close_storage.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        if let (Some(inner), Some(closer)) = (self.inner.take(), self.closer) {
+            match closer(inner) {
+                Ok(()) => info!("storage closed cleanly"),
+                Err(error) => error!(%error, "closing the storage failed"),
+            }
+        }
     }
 }
 
 impl<T, B: Storage<T, ()>> Storage<T, ()> for TimedStorage<B> {
-    fn write_atomically(&mut self, ops: Vec<StorageOp<T, ()>>) -> StorageResult<()> {
+    fn write_atomically(&mut self, ops: &mut Vec<StorageOp<T, ()>>) -> StorageResult<()> {
         self.dirty = true;
-        self.inner.write_atomically(ops)
+        self.inner_mut()?.write_atomically(ops)
     }
 
     fn flush(&mut self) -> StorageResult<()> {
         if !std::mem::take(&mut self.dirty) {
-            return self.inner.flush();
+            return self.inner_mut()?.flush();
         }
         let start = Instant::now();
-        let result = self.inner.flush();
+        let result = self.inner_mut()?.flush();
         let elapsed = start.elapsed();
         self.flush_latency.record(elapsed.as_secs_f64());
         self.shared.record_flush(elapsed);
@@ -662,38 +696,42 @@ impl<T, B: Storage<T, ()>> Storage<T, ()> for TimedStorage<B> {
     }
 
     fn get_entries(&self, from: LogIndex, to: LogIndex) -> StorageResult<Vec<Proposal<T>>> {
-        self.inner.get_entries(from, to)
+        self.inner()?.get_entries(from, to)
     }
 
     fn get_log_end(&self) -> StorageResult<LogIndex> {
-        self.inner.get_log_end()
+        self.inner()?.get_log_end()
     }
 
     fn get_compacted_idx(&self) -> StorageResult<LogIndex> {
-        self.inner.get_compacted_idx()
+        self.inner()?.get_compacted_idx()
     }
 
     fn get_promise(&self) -> StorageResult<Option<Ballot>> {
-        self.inner.get_promise()
+        self.inner()?.get_promise()
     }
 
     fn get_accepted_round(&self) -> StorageResult<Option<Ballot>> {
-        self.inner.get_accepted_round()
+        self.inner()?.get_accepted_round()
     }
 
     fn get_decided_idx(&self) -> StorageResult<LogIndex> {
-        self.inner.get_decided_idx()
+        self.inner()?.get_decided_idx()
     }
 
     fn get_stopsign(&self) -> StorageResult<Option<StopSign>> {
-        self.inner.get_stopsign()
+        self.inner()?.get_stopsign()
     }
 
     fn get_snapshot(&self) -> StorageResult<Option<()>> {
-        self.inner.get_snapshot()
+        self.inner()?.get_snapshot()
     }
 
     fn get_incarnation(&self) -> StorageResult<u64> {
-        self.inner.get_incarnation()
+        self.inner()?.get_incarnation()
+    }
+
+    fn get_identity(&self) -> StorageResult<Option<ReplicaIdentity>> {
+        self.inner()?.get_identity()
     }
 }

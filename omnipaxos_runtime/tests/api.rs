@@ -52,7 +52,7 @@ async fn a_missing_data_directory_is_not_created_on_restart() {
 async fn a_single_node_cluster_decides_durably() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = NodeConfig::new(1, common::CLUSTER_ID, Vec::new());
-    config.storage = omnipaxos_runtime::StorageConfig::persistent_create(dir.path().join("node1"));
+    config.storage = omnipaxos_runtime::StorageConfig::persistent_bootstrap(dir.path().join("node1"));
     let (node, mut decided) = Node::<u64>::start(config.clone()).await.expect("starts");
     let handle = node.handle();
     common::wait_until(

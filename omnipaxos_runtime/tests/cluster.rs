@@ -74,7 +74,10 @@ async fn shutdown_leaves_data_directories_that_reopen_cleanly() {
         let config = PersistentStorageConfig::new(cluster.data_dir(id), 1, id).cluster_id(common::CLUSTER_ID);
         let storage = PersistentStorage::<u64, ()>::open(&config)
             .unwrap_or_else(|error| panic!("node {id}'s data directory reopens: {error}"));
-        assert_eq!(storage.open_report().tail, Tail::Clean, "node {id} closed without a torn tail");
+        let report = storage.open_report();
+        assert_eq!(report.tail, Tail::Clean, "node {id} closed without a torn tail");
+        assert!(report.previous_session_closed, "node {id}'s shutdown closed its log cleanly: {report:?}");
+        assert!(!report.acknowledged_state_may_be_lost(), "node {id}: {report:?}");
         assert!(storage.get_decided_idx().unwrap() >= decided_before_floor(decided_idx), "node {id}");
         let entries = storage.get_entries(0, 500).expect("the decided entries are stored");
         let delivered = cluster.nodes[&id].delivered();

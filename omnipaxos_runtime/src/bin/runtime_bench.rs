@@ -10,7 +10,7 @@
 //! `--piggyback-decide` (decisions ride on the next AcceptDecide), `--dir PATH` (where persistent data directories go, default `target/runtime_bench`; it must
 //! be on the disk you want to measure).
 //!
-//! Environment: `BENCH_LOG_ERRORS=1` prints every append that failed; `BENCH_HB_DELAY=N` sets
+//! Environment: `BENCH_LOG_ERRORS=1` prints every append that failed; `BENCH_ELECTION_TIMEOUT_TICKS=N` sets
 //! the election's heartbeat round to `N` ticks instead of the runtime's default.
 //!
 //! Each cell starts three nodes (a fresh data directory each with `PersistentStorage`, fsync
@@ -237,11 +237,11 @@ async fn start_cluster(storage: StorageKind, dir: &Path, piggyback_decide: bool)
             (0..3).filter(|j| *j != i).map(|j| PeerConfig { id: j as u64 + 1, addr: addrs[j] }).collect();
         let mut config = NodeConfig::new(id, 1, peers);
         config.core.sequence_paxos.set_piggyback_decide(piggyback_decide);
-        if let Some(hb) = std::env::var("BENCH_HB_DELAY").ok().and_then(|v| v.parse().ok()) {
-            config.core.set_hb_delay(hb);
+        if let Some(hb) = std::env::var("BENCH_ELECTION_TIMEOUT_TICKS").ok().and_then(|v| v.parse().ok()) {
+            config.core.set_election_timeout_ticks(hb);
         }
         if storage == StorageKind::Persistent {
-            config.storage = StorageConfig::persistent_create(dir.join(format!("node{id}")));
+            config.storage = StorageConfig::persistent_bootstrap(dir.join(format!("node{id}")));
         }
         let (node, mut decided) =
             Node::<Blob>::builder(config).listener(listener).start().await.expect("node starts");

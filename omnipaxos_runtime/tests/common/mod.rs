@@ -15,8 +15,8 @@ use std::{
 
 use omnipaxos_core::util::{LogIndex, NodeId};
 use omnipaxos_runtime::{
-    AppendError, Decided, DecidedStream, LinkFilter, Node, NodeConfig, NodeHandle, PeerConfig, Status,
-    StorageConfig,
+    AppendError, Decided, DecidedStream, LinkFilter, Node, NodeConfig, NodeHandle, OpenMode, PeerConfig,
+    Status, StorageConfig,
 };
 use tempfile::TempDir;
 
@@ -124,14 +124,14 @@ impl TestCluster {
         if self.options.persistent {
             config.storage = StorageConfig::Persistent {
                 data_dir: self.data_dir(id),
-                create_if_missing: create,
+                mode: if create { OpenMode::Bootstrap } else { OpenMode::Restart },
                 segment_size_bytes: SEGMENT_BYTES,
             };
         }
         // Peers come back within a tenth of a second, and leaders are elected in 100 ms
         // rounds (the core's default), so tests run fast.
         config.backoff.max = Duration::from_millis(100);
-        config.core.set_hb_delay(10);
+        config.core.set_election_timeout_ticks(10);
         (self.options.tune)(&mut config);
         config
     }
