@@ -85,14 +85,16 @@
 //!
 //! # Linearizable reads: not yet (extension point)
 //!
-//! The core has no read-index or lease mechanism yet, so this crate offers no
-//! `read_barrier()`/`linearizable_read(f)`; reading the decided stream gives sequentially
-//! consistent (possibly stale) reads only. Once the core can confirm a read index (the leader
-//! checks with a quorum that it still leads and returns its decided index), the runtime adds:
-//! an input `ReadBarrier { reply }` on the replica thread next to appends, handed to the core
-//! in step 1; a queue of confirmed read indices ordered like the pending appends; and in step
-//! 6, a barrier completes once `delivered_idx` (entries handed to the decided stream) reaches
-//! its confirmed index, so the application has applied everything up to it. Nothing in the
+//! This crate offers no `read_barrier()`/`linearizable_read(f)` yet; reading the decided
+//! stream gives sequentially consistent (possibly stale) reads only. The brief of this crate
+//! was written while the core had no read index; the core has since gained one
+//! (`OmniPaxos::read_index() -> ReadId` and `take_read_outcomes`, reporting
+//! `ReadOutcome::Ready(read_idx)` or `Failed`). It plugs in next to appends, with the same
+//! shapes: a bounded read queue into the replica thread (taken in step 1, `read_index` called
+//! there); the pending reads by `ReadId`; after each round, `take_read_outcomes`; a `Ready(i)`
+//! read completes once `delivered_idx >= i` (every entry it must see was handed to the
+//! decided stream), resolving to `i` so that the application serves the read once its state
+//! machine applied up to `i`; a `Failed` read answers a typed, definite error. Nothing in the
 //! current code pretends to do this.
 //!
 //! # Example
