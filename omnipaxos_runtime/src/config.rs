@@ -32,6 +32,8 @@ pub const DEFAULT_MAX_FRAME_BYTES: u32 = 16 << 20;
 pub const DEFAULT_PEER_QUEUE_LIMIT_BYTES: usize = 32 << 20;
 /// Default limit on appends waiting for the replica thread to take them.
 pub const DEFAULT_PROPOSAL_QUEUE_LIMIT: usize = 8192;
+/// Default limit on read barriers waiting for the replica thread.
+pub const DEFAULT_READ_QUEUE_LIMIT: usize = 4096;
 /// Default limit on decoded messages (and link events) waiting for the replica thread.
 pub const DEFAULT_INBOUND_QUEUE_LIMIT: usize = 4096;
 /// Default limit on decided batches waiting for the user's state machine.
@@ -132,6 +134,8 @@ pub struct Limits {
     /// Appends waiting for the replica thread. Policy when full: `append` waits (backpressure)
     /// until its timeout, then reports `Overloaded`; `try_append` reports it at once.
     pub proposal_queue_limit: usize,
+    /// Read barriers waiting for the replica thread. Policy when full: `read_barrier` waits.
+    pub read_queue_limit: usize,
     /// Messages from the network waiting for the replica thread. Policy when full: the
     /// connection's reader waits, so TCP flow control slows the sender.
     pub inbound_queue_limit: usize,
@@ -155,6 +159,7 @@ impl Default for Limits {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             peer_queue_limit_bytes: DEFAULT_PEER_QUEUE_LIMIT_BYTES,
             proposal_queue_limit: DEFAULT_PROPOSAL_QUEUE_LIMIT,
+            read_queue_limit: DEFAULT_READ_QUEUE_LIMIT,
             inbound_queue_limit: DEFAULT_INBOUND_QUEUE_LIMIT,
             decided_queue_limit_batches: DEFAULT_DECIDED_QUEUE_LIMIT_BATCHES,
             decided_batch_limit_entries: DEFAULT_DECIDED_BATCH_LIMIT_ENTRIES,
@@ -265,6 +270,7 @@ impl NodeConfig {
             ("peer_queue_limit_bytes", limits.peer_queue_limit_bytes == 0),
             ("proposal_queue_limit", limits.proposal_queue_limit == 0),
             ("inbound_queue_limit", limits.inbound_queue_limit == 0),
+            ("read_queue_limit", limits.read_queue_limit == 0),
             ("decided_queue_limit_batches", limits.decided_queue_limit_batches == 0),
             ("decided_batch_limit_entries", limits.decided_batch_limit_entries == 0),
             ("undelivered_limit_entries", limits.undelivered_limit_entries == 0),

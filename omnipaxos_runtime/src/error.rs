@@ -44,6 +44,28 @@ impl AppendError {
     }
 }
 
+/// Why a [`crate::NodeHandle::read_barrier`] did not give a read index. Reads change nothing,
+/// so every one of these may simply be retried (possibly at another node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// No read index within the core's `read_timeout_ticks`: no leader reachable, or it could
+    /// not confirm its leadership with a quorum.
+    #[error("no read index in time: no leader could confirm its leadership")]
+    TimedOut,
+    /// The leader changed while the read waited for its confirmation.
+    #[error("the leader changed while the read waited")]
+    LeaderChanged,
+    /// The read queue or the core's read buffer is full.
+    #[error("overloaded")]
+    Overloaded,
+    /// The node is shutting down.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    /// The replica stopped after a storage failure.
+    #[error("the replica stopped after a storage failure")]
+    Stopped,
+}
+
 /// Why an outcome is unknown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum IndeterminateCause {

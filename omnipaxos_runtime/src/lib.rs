@@ -140,7 +140,7 @@ pub use config::{
     DEFAULT_PEER_QUEUE_LIMIT_BYTES, DEFAULT_PROGRESS_INTERVAL_TICKS, DEFAULT_PROPOSAL_QUEUE_LIMIT,
     DEFAULT_ROUND_LIMIT_INPUTS, DEFAULT_TICK_INTERVAL, DEFAULT_UNDELIVERED_LIMIT_ENTRIES,
 };
-pub use error::{AppendError, IndeterminateCause, StartError};
+pub use error::{AppendError, IndeterminateCause, ReadError, StartError};
 pub use node::{Decided, DecidedStream, Entry, Node, NodeBuilder, NodeHandle};
 pub use omnipaxos_storage::persistent_storage::OpenMode;
 pub use status::{LatencyHistogram, LinkState, PeerStatus, QueueStatus, Status};

@@ -34,9 +34,9 @@ use tracing::{info, info_span, warn, Instrument};
 use crate::{
     appends::{completer, proposal_queue, AppendRequest, ProposalSender, QueueRefused},
     config::{NodeConfig, StorageConfig},
-    error::{AppendError, IndeterminateCause, StartError},
+    error::{AppendError, IndeterminateCause, ReadError, StartError},
     metrics::{NodeMetrics, PeerMetrics},
-    replica::{Replica, ReplicaChannels, ReplicaContext, TimedStorage},
+    replica::{ReadReply, Replica, ReplicaChannels, ReplicaContext, TimedStorage},
     status::{LatencyHistogram, PeerStatus, QueueStatus, Status},
     transport::{
         filter::LinkFilter,
@@ -101,6 +101,7 @@ pub(crate) struct ReplicaView {
     pub accepted_idx: LogIndex,
     pub delivered_idx: LogIndex,
     pub pending_appends: usize,
+    pub pending_reads: usize,
     pub stopped: bool,
     pub rounds: u64,
 }
@@ -149,6 +150,7 @@ struct HandleInner<T> {
     listen_addr: SocketAddr,
     append_timeout: Duration,
     proposals: ProposalSender<T>,
+    reads: mpsc::Sender<ReadReply>,
     /// Kept only to report the inbound queue's depth.
     inbound: mpsc::Sender<omnipaxos_core::messages::Message<T, ()>>,
     decided_queue: mpsc::WeakSender<Vec<Decided<T>>>,
@@ -215,6 +217,23 @@ impl<T: Entry> NodeHandle<T> {
         }
     }
 
+    /// A linearizable read barrier: resolves to a read index `i` once every decided entry
+    /// below `i` was handed to this node's decided stream. A read served from a state machine
+    /// that has applied the stream up to `i` reflects every append that completed (anywhere)
+    /// before `read_barrier` was called. Uses the core's read index (a quorum confirms the
+    /// leader's decided index; no log write). Every error may be retried.
+    pub async fn read_barrier(&self) -> Result<LogIndex, ReadError> {
+        let (reply, outcome) = oneshot::channel();
+        if self.inner.reads.send(reply).await.is_err() {
+            return Err(if self.inner.shared.lock_view().stopped {
+                ReadError::Stopped
+            } else {
+                ReadError::ShuttingDown
+            });
+        }
+        outcome.await.unwrap_or(Err(ReadError::ShuttingDown))
+    }
+
     fn closed_error(&self) -> AppendError {
         if self.inner.shared.lock_view().stopped {
             AppendError::Stopped
@@ -248,6 +267,9 @@ impl<T: Entry> NodeHandle<T> {
             decided_batches,
             decided_batches_limit: inner.decided_queue_limit,
             pending_appends: view.pending_appends,
+            reads: inner.reads.max_capacity() - inner.reads.capacity(),
+            reads_limit: inner.reads.max_capacity(),
+            pending_reads: view.pending_reads,
             undelivered_entries: view.decided_idx - view.delivered_idx,
             undelivered_limit: inner.undelivered_limit,
         };
@@ -395,6 +417,7 @@ impl<T: Entry> NodeBuilder<T> {
         let (proposals_tx, proposals_rx) = proposal_queue(limits.proposal_queue_limit);
         let (completions, completer_task) = completer();
         let (inbound_tx, inbound_rx) = mpsc::channel(limits.inbound_queue_limit);
+        let (reads_tx, reads_rx) = mpsc::channel(limits.read_queue_limit);
         let (ticks_tx, ticks_rx) = mpsc::channel(1);
         let (decided_tx, decided_rx) = mpsc::channel(limits.decided_queue_limit_batches);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -403,6 +426,7 @@ impl<T: Entry> NodeBuilder<T> {
 
         let channels = ReplicaChannels {
             proposals: proposals_rx,
+            reads: reads_rx,
             inbound: inbound_rx,
             ticks: ticks_rx,
             shutdown: shutdown_rx.clone(),
@@ -452,6 +476,7 @@ impl<T: Entry> NodeBuilder<T> {
                 listen_addr,
                 append_timeout: config.append_timeout,
                 proposals: proposals_tx,
+                reads: reads_tx,
                 inbound: inbound_tx,
                 decided_queue: decided_weak,
                 decided_queue_limit: limits.decided_queue_limit_batches,

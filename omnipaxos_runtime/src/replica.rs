@@ -10,6 +10,7 @@
 //! apart from progress frames, which carry only the two indices the core reports.
 
 use std::{
+    collections::HashMap,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -17,21 +18,21 @@ use std::{
 use metrics::Histogram;
 use omnipaxos_core::{
     ballot_leader_election::Ballot,
-    errors::{ProposeErr, ReplicaError},
+    errors::{ProposeErr, ReadErr, ReplicaError},
     messages::Message,
-    sequence_paxos::{DropReason, ProposalOutcome},
+    sequence_paxos::{DropReason, ProposalOutcome, ReadFailure, ReadId, ReadOutcome},
     storage::{ReplicaIdentity, StopSign, Storage, StorageError, StorageOp, StorageResult},
     util::{LogEntry, LogIndex, NodeId, Proposal, ProposalId},
     OmniPaxos,
 };
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::{
     appends::{AppendRequest, Completions, PendingAppend, PendingAppends, ProposalReceiver},
     config::{Limits, NodeConfig},
-    error::{AppendError, IndeterminateCause},
+    error::{AppendError, IndeterminateCause, ReadError},
     metrics::NodeMetrics,
     node::{Decided, ReplicaView, Shared},
     status::LinkState,
@@ -45,6 +46,7 @@ use crate::{
 /// The inputs and outputs of the replica thread.
 pub(crate) struct ReplicaChannels<T> {
     pub proposals: ProposalReceiver<T>,
+    pub reads: mpsc::Receiver<ReadReply>,
     pub inbound: mpsc::Receiver<Message<T, ()>>,
     pub ticks: mpsc::Receiver<()>,
     pub shutdown: watch::Receiver<bool>,
@@ -173,11 +175,15 @@ impl PeerOut {
     }
 }
 
+/// Where a read barrier's answer goes.
+pub(crate) type ReadReply = oneshot::Sender<Result<LogIndex, ReadError>>;
+
 /// What woke the replica thread.
 enum Wake<T> {
     Message(Message<T, ()>),
     Tick,
     Proposal(AppendRequest<T>),
+    Read(ReadReply),
     Shutdown,
 }
 
@@ -194,6 +200,12 @@ pub(crate) struct Replica<T, B: Storage<T, ()>> {
     buffer_size: usize,
     outgoing: Vec<Message<T, ()>>,
     outcomes: Vec<(ProposalId, ProposalOutcome)>,
+    /// Reads handed to the core, waiting for their read index. Invariant: at most the core's
+    /// `buffer_size` (the core refuses more).
+    reads_waiting: HashMap<ReadId, ReadReply>,
+    /// Reads with a read index, waiting until the decided stream was handed every entry below it.
+    reads_ready: Vec<(LogIndex, ReadReply)>,
+    read_outcomes: Vec<(ReadId, ReadOutcome)>,
     /// Invariant: `delivered_idx <= op.get_decided_idx()`.
     delivered_idx: LogIndex,
     /// The decided index at the end of the last round (for the decisions counter).
@@ -234,6 +246,9 @@ where
             ctx,
             peers,
             pending: PendingAppends::new(),
+            reads_waiting: HashMap::new(),
+            reads_ready: Vec::new(),
+            read_outcomes: Vec::new(),
             buffer_size,
             outgoing: Vec::new(),
             outcomes: Vec::new(),
@@ -258,6 +273,7 @@ where
             if let Err(error) = self.finish_round() {
                 error!(%error, "the replica stopped after a storage failure; restart the node");
                 self.fail_pending(AppendError::Indeterminate(IndeterminateCause::StorageFailure));
+                self.fail_reads(ReadError::Stopped);
                 self.publish();
                 self.serve_stopped();
                 return;
@@ -290,6 +306,7 @@ where
                 Some(message) = channels.inbound.recv() => Wake::Message(message),
                 Some(()) = channels.ticks.recv() => Wake::Tick,
                 Some(request) = channels.proposals.recv(), if accept_proposals => Wake::Proposal(request),
+                Some(reply) = channels.reads.recv() => Wake::Read(reply),
                 else => Wake::Shutdown,
             }
         })
@@ -303,6 +320,7 @@ where
                 let leader_ready = self.leader_ready();
                 self.propose(request, leader_ready, Instant::now());
             }
+            Wake::Read(reply) => self.read(reply),
             Wake::Shutdown => {}
         }
     }
@@ -324,6 +342,11 @@ where
             taken = true;
         }
         self.maybe_resync_peers();
+        for _ in 0..self.ctx.limits.round_limit_inputs {
+            let Ok(reply) = self.channels.reads.try_recv() else { break };
+            self.read(reply);
+            taken = true;
+        }
         let room = self.proposal_room();
         if room > 0 {
             let leader_ready = self.leader_ready();
@@ -388,6 +411,49 @@ where
         self.channels.completions.push(reply, Err(refused));
     }
 
+    /// Hands one read barrier to the core, or answers it at once.
+    fn read(&mut self, reply: ReadReply) {
+        match self.op.read_index() {
+            Ok(id) => {
+                self.reads_waiting.insert(id, reply);
+            }
+            Err(ReadErr::BufferFull(_)) => {
+                let _ = reply.send(Err(ReadError::Overloaded));
+            }
+            Err(ReadErr::Stopped) => {
+                let _ = reply.send(Err(ReadError::Stopped));
+            }
+        }
+    }
+
+    /// Moves reads that got a read index to `reads_ready`, answers failed ones, and answers
+    /// every ready read whose entries were all handed to the decided stream.
+    fn settle_reads(&mut self) {
+        self.op.take_read_outcomes(&mut self.read_outcomes);
+        for (id, outcome) in self.read_outcomes.drain(..) {
+            let Some(reply) = self.reads_waiting.remove(&id) else { continue };
+            match outcome {
+                ReadOutcome::Ready(read_idx) => self.reads_ready.push((read_idx, reply)),
+                ReadOutcome::Failed(ReadFailure::TimedOut) => {
+                    let _ = reply.send(Err(ReadError::TimedOut));
+                }
+                ReadOutcome::Failed(ReadFailure::LeaderChanged) => {
+                    let _ = reply.send(Err(ReadError::LeaderChanged));
+                }
+            }
+        }
+        let delivered_idx = self.delivered_idx;
+        let mut at = 0;
+        while at < self.reads_ready.len() {
+            if self.reads_ready[at].0 <= delivered_idx {
+                let (read_idx, reply) = self.reads_ready.swap_remove(at);
+                let _ = reply.send(Ok(read_idx));
+            } else {
+                at += 1;
+            }
+        }
+    }
+
     /// After a drop for a full queue, resynchronise the peer once its queue has drained to half.
     fn maybe_resync_peers(&mut self) {
         for peer in &mut self.peers {
@@ -409,6 +475,7 @@ where
         self.settle_outcomes();
         self.channels.completions.flush();
         self.deliver_decided();
+        self.settle_reads();
         self.op.take_outgoing_messages(&mut self.outgoing)?;
         self.route_outgoing();
         self.settle_outcomes();
@@ -416,6 +483,7 @@ where
         self.channels.proposals.release();
         self.channels.completions.flush();
         self.deliver_decided();
+        self.settle_reads();
         self.rounds += 1;
         self.ctx.metrics.rounds.increment(1);
         self.publish();
@@ -541,6 +609,7 @@ where
             accepted_idx: sp.get_accepted_idx(),
             delivered_idx: self.delivered_idx,
             pending_appends: self.pending.len(),
+            pending_reads: self.reads_waiting.len() + self.reads_ready.len(),
             stopped: sp.is_stopped(),
             rounds: self.rounds,
         };
@@ -555,6 +624,20 @@ where
         metrics.proposals_queued.set(self.channels.proposals.len() as f64);
         metrics.inbound_queued.set(self.channels.inbound.len() as f64);
         *self.ctx.shared.lock_view() = view;
+    }
+
+    /// Answers every read not yet answered with `error`.
+    fn fail_reads(&mut self, error: ReadError) {
+        for (_, reply) in self.reads_waiting.drain() {
+            let _ = reply.send(Err(error));
+        }
+        for (_, reply) in self.reads_ready.drain(..) {
+            let _ = reply.send(Err(error));
+        }
+        self.channels.reads.close();
+        while let Ok(reply) = self.channels.reads.try_recv() {
+            let _ = reply.send(Err(error));
+        }
     }
 
     fn fail_pending(&mut self, error: AppendError) {
@@ -611,6 +694,7 @@ where
             Err(error) => error!(%error, "last flush failed"),
         }
         self.fail_pending(AppendError::Indeterminate(IndeterminateCause::Shutdown));
+        self.fail_reads(ReadError::ShuttingDown);
         self.publish();
         // Dropping the replica now closes the storage cleanly (see `TimedStorage`).
         self.ctx.shared.close_storage.store(true, std::sync::atomic::Ordering::Release);

@@ -83,6 +83,12 @@ pub struct QueueStatus {
     pub decided_batches_limit: usize,
     /// Appends handed to the replica and waiting for their outcome.
     pub pending_appends: usize,
+    /// Read barriers waiting for the replica thread.
+    pub reads: usize,
+    /// Limit of `reads`.
+    pub reads_limit: usize,
+    /// Read barriers handed to the core, waiting for a read index or for delivery.
+    pub pending_reads: usize,
     /// Decided entries not yet handed to the decided stream.
     pub undelivered_entries: u64,
     /// Beyond this many undelivered entries, no new append is taken.
