@@ -33,8 +33,8 @@
 //! **The key design decision: one owner thread, rounds instead of events.** The replica lives
 //! on a dedicated OS thread (not a tokio worker) and is driven in rounds: everything that
 //! queued up while the previous round was flushing becomes the next round's input, then one
-//! flush, then one write per peer. Slow fsyncs therefore never stall network I/O on the tokio
-//! workers, and the slower the disk, the larger each round's batch (natural group commit,
+//! flush, then one write per peer. Slow fsyncs therefore never stall network I/O (which runs
+//! on the node's I/O thread), and the slower the disk, the larger each round's batch (natural group commit,
 //! without a timer). Costs that would be paid per append are paid per round where possible:
 //! the proposal queue's permits are returned once per round, append deadlines are checked by
 //! the replica (oldest first, no timer per append), answers go out in one batch per round,

@@ -178,7 +178,9 @@ impl<T: Entry> NodeHandle<T> {
     ///
     /// Waits for room in the proposal queue (backpressure) and then for the outcome, both
     /// within `append_timeout`: if the queue had no room in time the error is `Overloaded`
-    /// (definite), if the outcome did not come in time it is `Indeterminate`.
+    /// (definite), if the outcome did not come in time it is `Indeterminate`. The outcome's
+    /// deadline is enforced by the replica thread (every round, so at least every tick): while
+    /// a flush hangs, the append waits for it.
     pub async fn append(&self, entry: T) -> Result<LogIndex, AppendError> {
         let deadline = tokio::time::Instant::now() + self.inner.append_timeout;
         let (reply, outcome) = oneshot::channel();
