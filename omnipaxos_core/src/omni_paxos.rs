@@ -98,6 +98,11 @@ where
         Ok(())
     }
 
+    /// Writes and flushes everything held in memory only; see [`SequencePaxos::persist_all`].
+    pub fn persist_all(&mut self) -> Result<(), ReplicaError> {
+        self.sequence_paxos.persist_all()
+    }
+
     /// Appends an entry; see [`SequencePaxos::append`].
     pub fn append(&mut self, entry: T) -> Result<ProposalId, ProposeErr<T>> {
         self.sequence_paxos.append(entry)

@@ -263,7 +263,10 @@ where
     /// Runs rounds until shutdown, then closes the replica (a last flush) and drops it.
     pub fn run(mut self) {
         loop {
-            if !self.take_queued() {
+            // Idle, but holding decisions for the next AcceptDecide: a round with no input
+            // sends them at once (the core's idle take), so followers learn them now.
+            let idle_take = self.op.sequence_paxos().holds_decisions();
+            if !self.take_queued() && !idle_take {
                 match self.wait() {
                     Wake::Shutdown => break,
                     wake => self.take(wake),
@@ -692,6 +695,10 @@ where
                 self.deliver_decided();
             }
             Err(error) => error!(%error, "last flush failed"),
+        }
+        // The decided index rides on later writes while running; a shutdown writes it now.
+        if let Err(error) = self.op.persist_all() {
+            error!(%error, "writing the decided index at shutdown failed");
         }
         self.fail_pending(AppendError::Indeterminate(IndeterminateCause::Shutdown));
         self.fail_reads(ReadError::ShuttingDown);

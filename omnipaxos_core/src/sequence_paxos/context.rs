@@ -94,10 +94,11 @@ pub(crate) struct Context<T, S, B> {
     pub(crate) outgoing: Vec<PaxosMessage<T, S>>,
     /// True if storage holds writes that were not flushed yet.
     pub(crate) unflushed: bool,
-    /// The decided index in `state` is ahead of the stored one. It rides on the next write, or
-    /// is written just before the next flush: a decision costs no storage write of its own, and
-    /// every flush leaves the stored decided index current as of that flush. (A stored decided
-    /// index that lags is safe anyway: a restarted replica learns the rest again.)
+    /// The decided index in `state` is ahead of the stored one. It rides on the next write (a
+    /// flush that syncs other writes includes it), or is written at the next tick: a decision
+    /// costs no storage write and no fsync of its own, and the stored decided index lags by at
+    /// most a tick. (A stored decided index that lags is safe: a restarted replica learns the
+    /// rest again.)
     decided_unpersisted: bool,
     /// Set after a storage failure: the replica refuses everything (fail-stop).
     pub(crate) stopped: bool,
@@ -228,7 +229,14 @@ where
         if self.stopped {
             return Err(StorageError::Poisoned);
         }
-        self.persist_decided_idx()?;
+        // A new decided index rides on this flush only if the flush syncs other writes anyway,
+        // or if it seals the configuration: a flush (an fsync) for it alone would double the
+        // fsyncs of a lightly loaded cluster. Otherwise it rides on the next write, or is
+        // written at the next tick at the latest. A stored decided index that lags is safe: a
+        // restarted replica learns the rest from its peers.
+        if self.unflushed || self.state.stopsign_decided() {
+            self.persist_decided_idx()?;
+        }
         if !self.unflushed {
             return Ok(());
         }

@@ -417,6 +417,7 @@ where
     fn tick_inner(&mut self) -> Result<(), ReplicaError> {
         self.check_running()?;
         self.input_since_take = true;
+        self.ctx.persist_decided_idx()?;
         self.ctx.now += 1;
         self.flush_clock += 1;
         self.resend_clock += 1;
@@ -480,6 +481,18 @@ where
             follower.messages_taken();
         }
         Ok(())
+    }
+
+    /// Writes everything held in memory only (the decided index, which otherwise rides on the
+    /// next write or tick) and flushes storage; for a graceful shutdown. Messages stay queued
+    /// for the next `take_outgoing_messages`.
+    pub fn persist_all(&mut self) -> Result<(), ReplicaError> {
+        logged!(self, {
+            self.check_running()?;
+            self.ctx.persist_decided_idx()?;
+            self.ctx.flush()?;
+            Ok(())
+        })
     }
 
     /// Moves the outcomes of this replica's own proposals (decided at an index, or dropped) into
