@@ -33,6 +33,17 @@ impl<T, S> Message<T, S> {
         }
     }
 
+    /// The message's kind, e.g. `"AcceptDecide"` or `"HeartbeatRequest"` (for metrics).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::SequencePaxos(m) => m.msg.kind(),
+            Message::BLE(m) => match m.msg {
+                HeartbeatMsg::Request(_) => "HeartbeatRequest",
+                HeartbeatMsg::Reply(_) => "HeartbeatReply",
+            },
+        }
+    }
+
     /// The receiver.
     pub fn get_receiver(&self) -> NodeId {
         match self {

@@ -213,6 +213,11 @@ where
         self.ble.set_priority(priority);
     }
 
+    /// Takes the storage back (e.g. to close it cleanly); the replica is gone.
+    pub fn into_storage(self) -> B {
+        self.sequence_paxos.into_storage()
+    }
+
     /// The Sequence Paxos component.
     pub fn sequence_paxos(&self) -> &SequencePaxos<T, S, B> {
         &self.sequence_paxos

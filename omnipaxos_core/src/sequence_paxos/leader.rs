@@ -209,6 +209,10 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         Ok(leader)
     }
 
+    pub(crate) fn peer_accepted_indices(&self) -> Vec<(NodeId, LogIndex)> {
+        self.peers.iter().map(|(&id, p)| (id, p.accepted_idx)).collect()
+    }
+
     pub(crate) fn is_accepting(&self) -> bool {
         matches!(self.phase, LeaderPhase::Accept { .. })
     }

@@ -620,6 +620,20 @@ where
         &self.ctx.storage
     }
 
+    /// Takes the storage back (e.g. to close it cleanly at shutdown); the replica is gone.
+    pub fn into_storage(self) -> B {
+        self.ctx.storage
+    }
+
+    /// At the leader: how far each peer's log is known to be durable in this ballot (its last
+    /// Accepted), by peer id; empty at a follower. For status pages and lag metrics.
+    pub fn peer_accepted_indices(&self) -> Vec<(NodeId, LogIndex)> {
+        match &self.role {
+            Role::Leader(leader) => leader.peer_accepted_indices(),
+            Role::Follower(_) => Vec::new(),
+        }
+    }
+
     /// Checks the invariants of the replica's state; the simulator calls it after every event.
     /// Panics on a violation (a bug in this crate).
     pub fn check_invariants(&self) {
