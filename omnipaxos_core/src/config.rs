@@ -45,6 +45,8 @@ const DEFAULT_FLUSH_BATCH_TICK_TIMEOUT: u64 = 5;
 const DEFAULT_RESEND_MESSAGE_TICK_TIMEOUT: u64 = 20;
 /// Default ticks per heartbeat round, which is also the election timeout.
 const DEFAULT_HB_DELAY: u64 = 10;
+/// Default `max_sync_entries`: 4096 entries per synchronisation message.
+const DEFAULT_MAX_SYNC_ENTRIES: usize = 4096;
 /// Default `read_timeout_ticks`.
 const DEFAULT_READ_TIMEOUT_TICKS: u64 = 40;
 /// Default `max_clock_drift_percent` when a lease is configured without it.
@@ -154,6 +156,9 @@ pub enum ConfigError {
         /// The configured value.
         ticks: u64,
     },
+    /// `max_sync_entries` is 0: no follower could be synchronised.
+    #[error("`max_sync_entries` is 0; it must be at least 1")]
+    ZeroMaxSyncEntries,
     /// `read_timeout_ticks` is 0: every read would time out at once.
     #[error("`read_timeout_ticks` is 0; it must be at least 1 tick")]
     ZeroReadTimeout,
@@ -252,6 +257,8 @@ pub struct SequencePaxosConfig {
     read_lease: Option<crate::sequence_paxos::ReadLease>,
     /// Start as a learner: this replica's storage lost acknowledged state.
     learner: bool,
+    /// Entries per synchronisation message. Invariant (checked by `validate`): at least 1.
+    max_sync_entries: usize,
     #[cfg(feature = "mutations")]
     pub(crate) mutation: Option<crate::mutation::Mutation>,
 }
@@ -275,6 +282,7 @@ impl Default for SequencePaxosConfig {
             read_timeout_ticks: DEFAULT_READ_TIMEOUT_TICKS,
             read_lease: None,
             learner: false,
+            max_sync_entries: DEFAULT_MAX_SYNC_ENTRIES,
             #[cfg(feature = "mutations")]
             mutation: None,
         }
@@ -449,6 +457,18 @@ impl SequencePaxosConfig {
         self.learner
     }
 
+    /// The most entries one synchronisation message carries (default 4096): a follower far
+    /// behind is caught up in chunks, each sent when the previous one is acknowledged, so no
+    /// message grows with the gap (a runtime's frame limit stays met).
+    pub fn set_max_sync_entries(&mut self, entries: usize) {
+        self.max_sync_entries = entries;
+    }
+
+    /// See [`Self::set_max_sync_entries`].
+    pub fn max_sync_entries(&self) -> usize {
+        self.max_sync_entries
+    }
+
     /// Reintroduces a fixed bug, for mutation testing of the checkers (feature `mutations`).
     #[cfg(feature = "mutations")]
     pub fn set_mutation(&mut self, mutation: Option<crate::mutation::Mutation>) {
@@ -508,6 +528,9 @@ impl SequencePaxosConfig {
         check_timeout("flush_batch_tick_timeout", self.flush_batch_tick_timeout)?;
         check_timeout("resend_message_tick_timeout", self.resend_message_tick_timeout)?;
         check_timeout("read_timeout_ticks", self.read_timeout_ticks)?;
+        if self.max_sync_entries == 0 {
+            return Err(ConfigError::ZeroMaxSyncEntries);
+        }
         if self.read_timeout_ticks == 0 {
             return Err(ConfigError::ZeroReadTimeout);
         }
@@ -588,6 +611,7 @@ impl SequencePaxosConfig {
                 (None, Some(_)) => return Err(ConfigError::MissingKey("read_lease_ticks")),
             },
             learner: false,
+            max_sync_entries: keys.max_sync_entries.unwrap_or(defaults.max_sync_entries),
             #[cfg(feature = "mutations")]
             mutation: None,
         })
@@ -1141,6 +1165,7 @@ struct SequencePaxosKeys {
     read_timeout_ticks: Option<u64>,
     read_lease_ticks: Option<u64>,
     max_clock_drift_percent: Option<u64>,
+    max_sync_entries: Option<usize>,
 }
 
 impl SequencePaxosKeys {
@@ -1164,6 +1189,7 @@ impl SequencePaxosKeys {
             read_timeout_ticks: hocon_integer(cfg, "read_timeout_ticks", EXPECTED_U64)?,
             read_lease_ticks: hocon_integer(cfg, "read_lease_ticks", EXPECTED_U64)?,
             max_clock_drift_percent: hocon_integer(cfg, "max_clock_drift_percent", EXPECTED_U64)?,
+            max_sync_entries: hocon_integer(cfg, "max_sync_entries", EXPECTED_U64)?,
         })
     }
 }
@@ -1232,6 +1258,7 @@ struct OmniPaxosKeys {
     read_timeout_ticks: Option<u64>,
     read_lease_ticks: Option<u64>,
     max_clock_drift_percent: Option<u64>,
+    max_sync_entries: Option<usize>,
 }
 
 impl OmniPaxosKeys {
@@ -1255,6 +1282,7 @@ impl OmniPaxosKeys {
             read_timeout_ticks: self.read_timeout_ticks,
             read_lease_ticks: self.read_lease_ticks,
             max_clock_drift_percent: self.max_clock_drift_percent,
+            max_sync_entries: self.max_sync_entries,
         };
         let ble = BleKeys {
             config_id: self.config_id,

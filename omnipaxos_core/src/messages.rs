@@ -224,6 +224,10 @@ pub struct AcceptSync<T, S> {
     pub n: Ballot,
     /// The leader's decided index.
     pub decided_idx: LogIndex,
+    /// The end (accepted index) of the log the leader adopted in its Prepare phase. A follower
+    /// forwards proposals only once its log reaches it (the sync may come in chunks): only
+    /// then is a proposal still waiting there not in the leader's log.
+    pub adopted_end: LogIndex,
     /// What the follower must change to hold the leader's log.
     pub log_sync: Box<LogSync<T, S>>,
 }

@@ -29,11 +29,15 @@ pub enum Mutation {
     ReadWithoutQuorum,
     /// With leases, a new leader decides without waiting for an earlier leader's lease to end.
     LeaseWithoutWait,
+    /// A chunked synchronisation splits the log the leader adopted, so a replica can hold the
+    /// leader's round with only part of that log (a later leader then adopts it and loses
+    /// chosen entries).
+    SyncSplitsAdoptedLog,
 }
 
 impl Mutation {
     /// Every mutation.
-    pub const ALL: [Mutation; 8] = [
+    pub const ALL: [Mutation; 9] = [
         Mutation::SyncReplacesLog,
         Mutation::ForwardUnsynced,
         Mutation::DropOutcomes,
@@ -42,6 +46,7 @@ impl Mutation {
         Mutation::AcceptUnbeatableRounds,
         Mutation::ReadWithoutQuorum,
         Mutation::LeaseWithoutWait,
+        Mutation::SyncSplitsAdoptedLog,
     ];
 
     /// The kebab-case name used on command lines.
@@ -55,6 +60,7 @@ impl Mutation {
             Mutation::AcceptUnbeatableRounds => "accept-unbeatable-rounds",
             Mutation::ReadWithoutQuorum => "read-without-quorum",
             Mutation::LeaseWithoutWait => "lease-without-wait",
+            Mutation::SyncSplitsAdoptedLog => "sync-splits-adopted-log",
         }
     }
 

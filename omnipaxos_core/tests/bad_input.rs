@@ -383,6 +383,7 @@ fn follower_steps() -> Vec<Step> {
     let sync = AcceptSync {
         n,
         decided_idx: 0,
+        adopted_end: 0,
         log_sync: Box::new(LogSync {
             decided_snapshot: None,
             suffix: Vec::new(),

@@ -335,6 +335,7 @@ fn variant_name(error: &ConfigError) -> &'static str {
         ConfigError::BatchLargerThanBuffer { .. } => "BatchLargerThanBuffer",
         ConfigError::TimeoutTooLarge { .. } => "TimeoutTooLarge",
         ConfigError::ZeroReadTimeout => "ZeroReadTimeout",
+        ConfigError::ZeroMaxSyncEntries => "ZeroMaxSyncEntries",
         ConfigError::ZeroReadLease => "ZeroReadLease",
         ConfigError::ClockDriftTooLarge(_) => "ClockDriftTooLarge",
         ConfigError::ZeroHeartbeatDelay => "ZeroHeartbeatDelay",
@@ -348,7 +349,7 @@ fn variant_name(error: &ConfigError) -> &'static str {
 }
 
 /// Every variant, for the coverage test.
-const ALL_VARIANTS: [&str; 28] = [
+const ALL_VARIANTS: [&str; 29] = [
     "MissingKey",
     "WrongType",
     "IncompleteFlexibleQuorum",
@@ -368,6 +369,7 @@ const ALL_VARIANTS: [&str; 28] = [
     "BatchLargerThanBuffer",
     "TimeoutTooLarge",
     "ZeroReadTimeout",
+    "ZeroMaxSyncEntries",
     "ZeroReadLease",
     "ClockDriftTooLarge",
     "ZeroHeartbeatDelay",
@@ -434,6 +436,7 @@ fn sequence_paxos_errors() -> Vec<(ConfigError, &'static str)> {
             "`resend_message_tick_timeout` is 0",
         ),
         (sequence_paxos_error(|c| c.set_read_timeout_ticks(0)), "`read_timeout_ticks` is 0"),
+        (sequence_paxos_error(|c| c.set_max_sync_entries(0)), "`max_sync_entries` is 0"),
         (
             sequence_paxos_error(|c| {
                 c.set_read_lease(Some(ReadLease { lease_ticks: 0, max_clock_drift_percent: 5 }))

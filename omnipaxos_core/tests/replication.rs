@@ -243,3 +243,51 @@ fn piggybacked_decisions_cost_two_messages_per_follower_and_go_out_when_idle_or_
     cluster.tick(1);
     assert_eq!(cluster.decided(3).len(), entries as usize + 1);
 }
+
+/// A follower far behind is caught up in chunks of at most `max_sync_entries`, each sent when
+/// the previous one is acknowledged, and then follows new batches as before.
+#[test]
+fn a_follower_far_behind_catches_up_in_bounded_chunks() {
+    let mut cluster = Cluster::<()>::with_configs(&[1, 2, 3], |mut c| {
+        c.set_max_sync_entries(100);
+        c
+    });
+    cluster.elect(1);
+    cluster.isolate(3);
+    for v in 0..1050 {
+        cluster.replica(1).append(v).expect("append");
+        if v % 50 == 0 {
+            cluster.stabilize();
+        }
+    }
+    cluster.stabilize();
+    assert_eq!(cluster.decided(1).len(), 1050);
+    assert!(cluster.decided(3).is_empty());
+    cluster.heal();
+    let trace_from = cluster.trace.len();
+    cluster.replica(3).reconnected(1);
+    cluster.tick(30);
+    cluster.append(1, 5000);
+    cluster.stabilize();
+    assert_eq!(cluster.decided(3).len(), 1051, "caught up, then follows new entries");
+    let largest = cluster.trace[trace_from..]
+        .iter()
+        .filter(|l| l.contains("->3 "))
+        .filter_map(|l| {
+            let entries = l.split("entries=").nth(1).map(|n| n.split_whitespace().next().unwrap_or("0"));
+            let synced = l
+                .split("sync=")
+                .nth(1)
+                .and_then(|s| s.split('+').nth(1))
+                .map(|n| n.split_whitespace().next().unwrap_or("0"));
+            entries.or(synced).and_then(|n| n.parse::<usize>().ok())
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(largest <= 100, "a message to the follower carried {largest} entries");
+    let chunks = cluster.trace[trace_from..]
+        .iter()
+        .filter(|l| l.contains("1->3 AcceptDecide") && l.contains("entries=100"))
+        .count();
+    assert!(chunks >= 9, "{chunks} full chunks");
+}

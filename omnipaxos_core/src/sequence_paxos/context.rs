@@ -86,6 +86,8 @@ pub(crate) struct Context<T, S, B> {
     pub(crate) batch_size: usize,
     pub(crate) buffer_size: usize,
     pub(crate) resend_ticks: u64,
+    /// At most this many entries travel in one AcceptSync or catch-up AcceptDecide.
+    pub(crate) max_sync_entries: usize,
     /// Decided indices ride only on AcceptDecide or go out at a tick (see the config).
     pub(crate) piggyback_decide: bool,
     pub(crate) storage: B,
@@ -145,6 +147,7 @@ where
             batch_size,
             buffer_size,
             resend_ticks,
+            max_sync_entries: usize::MAX,
             piggyback_decide: false,
             storage,
             state,

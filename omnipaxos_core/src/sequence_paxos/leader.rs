@@ -62,6 +62,10 @@ struct Progress {
     /// One past the highest log index of a proposal this peer forwarded: once decided, the peer
     /// gets the decision at once (its proposer waits for the outcome).
     forwarded_until: LogIndex,
+    /// The leader's log was sent to the peer up to here in this session. Below the leader's log
+    /// end, the peer is catching up: it gets the rest in chunks of at most `max_sync_entries`,
+    /// each once the previous one is acknowledged, and no new batch until it caught up.
+    sent_until: LogIndex,
 }
 
 impl Progress {
@@ -73,6 +77,7 @@ impl Progress {
             decided_sent: 0,
             decided_reported: 0,
             forwarded_until: 0,
+            sent_until: 0,
         }
     }
 
@@ -303,6 +308,7 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
             return Ok(());
         }
         let entries = std::mem::take(batch);
+        let log_end = ctx.state.log_end;
         if std::mem::take(&mut self.batch_has_forwards) {
             let first_idx = ctx.state.log_end;
             for (offset, p) in entries.iter().enumerate() {
@@ -314,7 +320,8 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         }
         for i in 0..self.peers.0.len() {
             let (peer, progress) = &self.peers.0[i];
-            if progress.is_synced() {
+            // A peer still catching up gets these with its later chunks.
+            if progress.is_synced() && progress.sent_until == log_end {
                 self.send_accept_decide(ctx, *peer, &entries);
             }
         }
@@ -332,12 +339,15 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         let decided_idx = ctx.state.decided_idx;
         let start_idx = ctx.state.log_end;
         let Some(progress) = self.peers.get_mut(&to) else { return };
+        progress.sent_until = progress.sent_until.max(start_idx + entries.len() as LogIndex);
         if let Some(i) = progress.pending_accept {
             if let Some(PaxosMsg::AcceptDecide(acc)) = ctx.outgoing.get_mut(i).map(|m| &mut m.msg) {
-                acc.entries.extend_from_slice(entries);
-                acc.decided_idx = decided_idx;
-                progress.decided_sent = decided_idx;
-                return;
+                if acc.start_idx + acc.entries.len() as LogIndex == start_idx {
+                    acc.entries.extend_from_slice(entries);
+                    acc.decided_idx = decided_idx;
+                    progress.decided_sent = decided_idx;
+                    return;
+                }
             }
         }
         progress.pending_accept = Some(ctx.outgoing.len());
@@ -361,8 +371,14 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         }
         self.flush_batch(ctx)?;
         ctx.write([StorageOp::SetStopSign(Some(ss.clone()))])?;
-        let peers: Vec<NodeId> =
-            self.peers.iter().filter(|(_, p)| p.is_synced()).map(|(&id, _)| id).collect();
+        // Peers still catching up get it after their last chunk.
+        let log_end = ctx.state.log_end;
+        let peers: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.is_synced() && p.sent_until == log_end)
+            .map(|(&id, _)| id)
+            .collect();
         for peer in peers {
             self.send_accept_stopsign(ctx, peer, ss.clone());
         }
@@ -545,16 +561,33 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         let Some(progress) = self.peers.get(&to) else { return Ok(()) };
         let PeerState::Promised { meta, .. } = progress.state else { return Ok(()) };
         let valid_idx = valid_prefix(meta, self.n, self.adopted);
-        let log_sync = ctx.create_log_sync(valid_idx)?;
+        let mut log_sync = ctx.create_log_sync(valid_idx)?;
+        // A long way behind: the first chunk now, the rest once it is acknowledged. The sync
+        // always carries the whole log adopted in the Prepare phase: a replica whose accepted
+        // round is ours must hold all of it (a later leader ranks its log by that round), so
+        // only entries this leader appended itself may follow in chunks.
+        let adopted_part = self.adopted_end.saturating_sub(log_sync.sync_idx) as usize;
+        let keep = if mutated!(ctx, SyncSplitsAdoptedLog) {
+            ctx.max_sync_entries
+        } else {
+            ctx.max_sync_entries.max(adopted_part)
+        };
+        if log_sync.suffix.len() > keep {
+            log_sync.suffix.truncate(keep);
+            log_sync.stopsign = None;
+        }
+        let sent_until = log_sync.sync_idx + log_sync.suffix.len() as LogIndex;
         let decided_idx = ctx.state.decided_idx;
         let progress = self.peers.get_mut(&to).expect("checked above");
+        progress.sent_until = sent_until;
         progress.state = PeerState::Promised { meta, synced: true };
         progress.accepted_idx = 0;
         progress.decided_reported = 0;
         progress.pending_accept = None;
         progress.decided_sent = decided_idx;
         let log_sync = Box::new(log_sync);
-        ctx.send(to, PaxosMsg::AcceptSync(AcceptSync { n: self.n, decided_idx, log_sync }));
+        let adopted_end = self.adopted_end;
+        ctx.send(to, PaxosMsg::AcceptSync(AcceptSync { n: self.n, decided_idx, adopted_end, log_sync }));
         Ok(())
     }
 
@@ -583,7 +616,42 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         }
         progress.accepted_idx = progress.accepted_idx.max(acc.accepted_idx);
         progress.decided_reported = progress.decided_reported.max(acc.decided_idx);
+        let chunk_acknowledged = progress.accepted_idx >= progress.sent_until;
+        if chunk_acknowledged && progress.sent_until < ctx.state.log_end {
+            self.send_next_chunk(ctx, from)?;
+        }
         self.maybe_decide(ctx)
+    }
+
+    /// Sends a catching-up peer the next chunk of the log, from where it was sent up to, and the
+    /// StopSign after the last chunk.
+    fn send_next_chunk<B: Storage<T, S>>(
+        &mut self,
+        ctx: &mut Context<T, S, B>,
+        to: NodeId,
+    ) -> Result<(), StorageError> {
+        let Some(progress) = self.peers.get(&to) else { return Ok(()) };
+        let from = progress.sent_until.max(ctx.state.compacted_idx);
+        let end = ctx.state.log_end.min(from.saturating_add(ctx.max_sync_entries as LogIndex));
+        if from < progress.sent_until || from >= end {
+            return Ok(());
+        }
+        let entries = ctx.read_entries(from, end)?;
+        let decided_idx = ctx.state.decided_idx;
+        let progress = self.peers.get_mut(&to).expect("checked above");
+        progress.sent_until = end;
+        progress.pending_accept = None;
+        progress.decided_sent = decided_idx;
+        ctx.send(
+            to,
+            PaxosMsg::AcceptDecide(AcceptDecide { n: self.n, start_idx: from, decided_idx, entries }),
+        );
+        if end == ctx.state.log_end {
+            if let Some(ss) = ctx.state.stopsign.clone() {
+                self.send_accept_stopsign(ctx, to, ss);
+            }
+        }
+        Ok(())
     }
 
     /// Decides the longest prefix that a write quorum (the leader's durable log included) has
@@ -908,6 +976,15 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
             .collect();
         let stopsign = ctx.state.stopsign.clone();
         for peer in lagging {
+            let log_end = ctx.state.log_end;
+            if let Some(progress) = self.peers.get_mut(&peer) {
+                if progress.sent_until < log_end {
+                    // Catching up and a chunk went unacknowledged: send again from what it has.
+                    progress.sent_until = progress.accepted_idx.min(progress.sent_until);
+                    self.send_next_chunk(ctx, peer)?;
+                    continue;
+                }
+            }
             // The probe names the leader's log end and decided index; a StopSign the peer has
             // not acknowledged is sent again after it.
             self.send_accept_decide(ctx, peer, &[]);

@@ -63,6 +63,9 @@ pub struct SequencePaxos<T, S, B> {
     flush_batch_ticks: u64,
     /// Where a learner asks for decided entries (unused by voters).
     learner: learner::LearnerState,
+    /// The end of the log the leader of this ballot adopted, from its AcceptSync (in memory: a
+    /// restarted replica forwards nothing until synchronised again).
+    adopted_end: Option<(Ballot, LogIndex)>,
     /// An input arrived since the last `take_outgoing_messages` (held decisions may still ride
     /// on what it causes); a call without one means the replica is idle.
     input_since_take: bool,
@@ -132,6 +135,7 @@ where
             state,
         );
         ctx.piggyback_decide = config.piggyback_decide();
+        ctx.max_sync_entries = config.max_sync_entries();
         ctx.read_timeout_ticks = config.read_timeout_ticks();
         ctx.lease = config.read_lease();
         // A restarted replica may have confirmed a lease just before it stopped.
@@ -149,8 +153,12 @@ where
         }
         ctx.write(ops)?;
         ctx.flush()?;
-        ctx.ledger =
-            proposals::ProposalLedger::new(ctx.pid, incarnation, ctx.buffer_size, config.proposal_outcomes());
+        ctx.ledger = proposals::ProposalLedger::new(
+            ctx.pid,
+            incarnation,
+            ABANDONED_PROPOSALS_MAX,
+            config.proposal_outcomes(),
+        );
         if mutated!(config, DropOutcomes) {
             ctx.ledger.drop_outcomes_beyond(ctx.buffer_size);
         }
@@ -175,6 +183,7 @@ where
             flush_clock: 0,
             learner: learner::LearnerState::default(),
             input_since_take: false,
+            adopted_end: None,
             dispatch,
         };
         if recovering {
@@ -241,7 +250,10 @@ where
             PaxosMsg::Promise(prom) => self.with_leader(|l, ctx| l.handle_promise(ctx, from, prom)),
             PaxosMsg::AcceptSync(sync) => self.handle_accept_sync(from, sync),
             PaxosMsg::AcceptDecide(acc) => {
-                self.with_follower(|f, ctx| f.handle_accept_decide(ctx, from, acc))
+                let result = self.with_follower(|f, ctx| f.handle_accept_decide(ctx, from, acc));
+                // A catch-up chunk may complete the adopted log: forwards can go now.
+                self.maybe_forward_proposals();
+                result
             }
             PaxosMsg::Accepted(acc) => self.with_leader(|l, ctx| l.handle_accepted(ctx, from, acc)),
             PaxosMsg::NotAccepted(na) => self.handle_not_accepted(from, na.n),
@@ -715,6 +727,11 @@ where
         }
     }
 }
+
+/// Proposals reported `Dropped(Indeterminate)` that are remembered so that a copy reaching
+/// the log later is not reported again (8 bytes each). Independent of `buffer_size`: a small
+/// buffer must not make a proposal settle twice.
+const ABANDONED_PROPOSALS_MAX: usize = 1 << 16;
 
 /// Why a replica could not be created.
 #[derive(Debug, thiserror::Error)]

@@ -157,6 +157,7 @@ where
         if !self.ctx.apply_log_sync(*sync.log_sync, sync.n, sync.decided_idx)? {
             return Ok(());
         }
+        self.adopted_end = Some((sync.n, sync.adopted_end));
         if self.ctx.state.stopsign.is_some() {
             self.pending_stopsign = None;
         }
@@ -356,6 +357,10 @@ where
             let leader = state.promise;
             (leader, !leader.is_initial() && state.accepted_round == leader && leader.pid != self.ctx.pid)
         };
+        // Our log must hold the whole log the leader adopted (a sync may come in chunks).
+        let covers_adopted = mutated!(self.ctx, ForwardUnsynced)
+            || matches!(self.adopted_end, Some((b, end)) if b == leader && state.accepted_idx() >= end);
+        let synced = synced && covers_adopted;
         if !synced || !self.ctx.peers.contains(&leader.pid) || state.stopsign.is_some() {
             return;
         }

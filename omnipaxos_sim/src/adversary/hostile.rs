@@ -216,6 +216,7 @@ fn log_payload(
         1 => PaxosMsg::AcceptSync(AcceptSync {
             n,
             decided_idx: extreme_index(rng),
+            adopted_end: extreme_index(rng),
             log_sync: Box::new(log_sync(rng, entries)),
         }),
         2 => PaxosMsg::AcceptDecide(AcceptDecide {

@@ -130,6 +130,9 @@ pub struct Profile {
     pub resend_ticks: u64,
     /// `flush_batch_tick_timeout`.
     pub flush_batch_ticks: u64,
+    /// `max_sync_entries`: a handful in a third of the seeds, so followers catch up in chunks.
+    /// Derived from the seed, not drawn: the other choices of a seed stay as they were.
+    pub max_sync_entries: usize,
     /// Some handle_leader ballots have rounds near `u32::MAX`.
     pub extreme_rounds: bool,
     /// Chance that a delivery takes the oldest deliverable message instead of a random one.
@@ -188,6 +191,7 @@ impl Profile {
             piggyback_decide: rng.gen_bool(0.5),
             resend_ticks: rng.gen_range(2..=8),
             flush_batch_ticks: rng.gen_range(1..=4),
+            max_sync_entries: if seed % 3 == 0 { 1 + (seed / 3 % 8) as usize } else { 4096 },
             extreme_rounds: rng.gen_bool(0.1),
             oldest_first: *[0.0, 0.5, 0.9].choose(rng).expect("non-empty"),
             flush_after_input: *[0.0, 0.3, 0.6, 0.9].choose(rng).expect("non-empty"),
@@ -217,6 +221,7 @@ impl Profile {
         config.set_piggyback_decide(self.piggyback_decide);
         config.set_resend_message_tick_timeout(self.resend_ticks);
         config.set_flush_batch_tick_timeout(self.flush_batch_ticks);
+        config.set_max_sync_entries(self.max_sync_entries);
         config
     }
 
