@@ -188,6 +188,8 @@ pub struct BallotLeaderElection {
     suspect_after_ticks: u64,
     /// This round was started early because the leader fell silent.
     suspecting: bool,
+    /// The last round end dropped a leader ballot whose owner follows another leader.
+    abandoned_leader: bool,
     /// A leader was adopted from Sequence Paxos's promise during this round: its replies this
     /// round predate its leadership, so this round's end must not judge it (nor take over).
     adopted_from_paxos: bool,
@@ -253,6 +255,7 @@ impl BallotLeaderElection {
             suspect_after_ticks: config.hb_delay().saturating_add((config.hb_delay() / 5).max(1)),
             suspecting: false,
             adopted_from_paxos: false,
+            abandoned_leader: false,
             dispatch,
             #[cfg(feature = "mutations")]
             mutation: config.mutation(),
@@ -291,7 +294,10 @@ impl BallotLeaderElection {
             self.start_round();
             // Just lost a leader we followed: the new round does not wait for it.
             self.suspecting = was_happy_follower && !self.happy && self.leader == previous_leader;
-            assert!(self.leader >= previous_leader, "a round end never lowers the leader");
+            assert!(
+                self.leader >= previous_leader || std::mem::take(&mut self.abandoned_leader),
+                "a round end lowers the leader only when its owner follows another"
+            );
             assert!(self.current_ballot >= previous_ballot, "a round end never lowers our ballot");
             self.check_invariants();
         }
@@ -548,7 +554,7 @@ impl BallotLeaderElection {
         self.suspecting = false;
         self.quorum_connected = self.quorum.is_read_quorum(self.replies.len() + 1);
         let adopted_from_paxos = std::mem::take(&mut self.adopted_from_paxos);
-        let leader_changed = self.maybe_learn_leader() || adopted_from_paxos;
+        let leader_changed = self.maybe_learn_leader(adopted_from_paxos) || adopted_from_paxos;
         if !adopted_from_paxos {
             self.happy = self.judge_happiness();
         }
@@ -592,15 +598,34 @@ impl BallotLeaderElection {
     /// such a declared leader is joined; failing that, a quorum-connected server elects the
     /// highest ballot among itself and the peers that know no leader either (the first election,
     /// where the highest priority wins). Returns whether the leader changed.
-    fn maybe_learn_leader(&mut self) -> bool {
+    fn maybe_learn_leader(&mut self, adopted_from_paxos: bool) -> bool {
         let declared = self.replies.values().filter(|r| r.ballot == r.leader).map(|r| r.ballot).max();
-        let learnt = match (self.leader, declared) {
+        // The owner of the ballot we follow answered that it follows another leader: nobody
+        // leads with our ballot (a first election picked a peer that then joined someone else,
+        // or the owner moved on), so it is dropped and the leader learnt afresh, even if lower.
+        // (Not for a leader adopted from Paxos this round: the replies predate it.)
+        let abandoned = !adopted_from_paxos
+            && self.leader.is_some_and(|l| {
+                l.pid != self.pid
+                    && self
+                        .replies
+                        .get(&l.pid)
+                        .is_some_and(|r| !r.leader.is_initial() && r.leader != l && r.ballot != l)
+            });
+        let current = if abandoned { None } else { self.leader };
+        self.abandoned_leader = abandoned;
+        let learnt = match (current, declared) {
             (Some(leader), Some(declared)) => (declared > leader).then_some(declared),
             (Some(_), None) => None,
             (None, Some(declared)) => Some(declared),
             (None, None) => self.quorum_connected.then(|| self.first_election()),
         };
         let Some(new_leader) = learnt else {
+            if abandoned {
+                debug!(pid = self.pid, leader = ?self.leader, "BLE: the leader's owner follows another; no leader");
+                self.leader = None;
+                return true;
+            }
             return false;
         };
         assert_eq!(new_leader.config_id, self.config_id);

@@ -196,3 +196,30 @@ fn a_learner_learns_the_decided_log_reads_but_never_proposes_and_stays_a_learner
     cluster.stabilize();
     assert_eq!(cluster.decided(1).len(), 12);
 }
+
+/// A learner started over a log that holds entries it had only accepted (which may differ from
+/// the decided ones) replaces them with the decided entries it learns.
+#[test]
+fn a_learner_over_a_log_with_undecided_entries_learns_the_decided_ones() {
+    use omnipaxos_core::{
+        storage::{Storage, StorageOp},
+        util::{Proposal, ProposalId},
+    };
+    let mut cluster = Cluster::<()>::new(&[1, 2, 3]);
+    cluster.elect(1);
+    for v in 1..=5 {
+        cluster.append(1, v);
+    }
+    cluster.stabilize();
+    let mut storage = CrashableStorage::<u64, ()>::default();
+    let stale = |seq, entry| Proposal { id: ProposalId { node: 3, seq, incarnation: 1 }, entry };
+    let mut ops = vec![
+        StorageOp::AppendEntries(vec![stale(1, 1), stale(2, 777), stale(3, 778)]),
+        StorageOp::SetDecidedIdx(1),
+    ];
+    storage.write_atomically(&mut ops).expect("write");
+    storage.flush().expect("flush");
+    cluster.replace_storage(3, storage, true);
+    cluster.tick(25);
+    assert_eq!(cluster.decided(3), vec![1, 2, 3, 4, 5], "the accepted-only entries were replaced");
+}

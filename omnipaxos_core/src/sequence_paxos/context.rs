@@ -465,42 +465,37 @@ where
         Ok(sync)
     }
 
-    /// A learner appends decided entries from a LearnerSync (only what it lacks); everything in
-    /// its log is decided. Returns its decided index after.
+    /// A learner takes decided entries from a LearnerSync: what it lacks after its own decided
+    /// prefix replaces whatever follows that prefix (entries it only accepted before it lost its
+    /// storage may differ from the decided ones). Returns its decided index after.
     pub(crate) fn apply_decided_sync(&mut self, sync: LogSync<T, S>) -> Result<LogIndex, StorageError> {
-        let LogSync { decided_snapshot, mut suffix, sync_idx, stopsign } = sync;
-        let log_end = self.state.log_end;
-        let snapshot = if sync_idx > log_end { decided_snapshot } else { None };
-        let mut ops = self.snapshot_ops(snapshot, sync_idx)?;
-        let installed_snapshot = !ops.is_empty();
-        let start = if installed_snapshot { sync_idx } else { log_end };
-        if sync_idx > start || self.state.stopsign.is_some() {
-            // A gap (no snapshot covers it), or our log is already sealed: nothing to add.
+        if self.state.stopsign_decided() {
             return Ok(self.state.decided_idx);
         }
+        let LogSync { decided_snapshot, mut suffix, sync_idx, stopsign } = sync;
+        let decided_end = self.state.decided_idx.min(self.state.log_end);
+        let snapshot = if sync_idx > decided_end { decided_snapshot } else { None };
+        let mut ops = self.snapshot_ops(snapshot, sync_idx)?;
+        let installed_snapshot = !ops.is_empty();
+        let start = if installed_snapshot { sync_idx } else { decided_end.max(self.state.compacted_idx) };
         let Some(sync_end) = sync_idx.checked_add(suffix.len() as LogIndex) else {
             return Ok(self.state.decided_idx);
         };
-        if sync_end < start {
+        if sync_idx > start || sync_end < start {
+            // A gap no snapshot covers, or nothing beyond what is decided here.
             return Ok(self.state.decided_idx);
         }
         suffix.drain(..(start - sync_idx) as usize);
         let new_end = start + suffix.len() as LogIndex;
         let decided = new_end + u64::from(stopsign.is_some());
-        if !suffix.is_empty() {
-            self.record_own(&suffix);
-            ops.push(StorageOp::AppendEntries(suffix));
+        if decided <= self.state.decided_idx && !installed_snapshot {
+            return Ok(self.state.decided_idx);
         }
-        if stopsign.is_some() {
-            ops.push(StorageOp::SetStopSign(stopsign));
-        }
-        if decided > self.state.decided_idx || installed_snapshot {
-            ops.push(StorageOp::SetDecidedIdx(decided.max(self.state.decided_idx)));
-        }
-        if !ops.is_empty() {
-            self.write(ops)?;
-            self.observe_decided();
-        }
+        ops.push(StorageOp::AppendOnPrefix(start, suffix));
+        ops.push(StorageOp::SetStopSign(stopsign));
+        ops.push(StorageOp::SetDecidedIdx(decided.max(self.state.decided_idx)));
+        self.write(ops)?;
+        self.observe_decided();
         Ok(self.state.decided_idx)
     }
 
