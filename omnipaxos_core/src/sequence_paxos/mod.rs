@@ -153,6 +153,7 @@ where
         }
         ctx.write(ops)?;
         ctx.flush()?;
+        ctx.reads = reads::ReadBook::for_incarnation(incarnation);
         ctx.ledger = proposals::ProposalLedger::new(
             ctx.pid,
             incarnation,

@@ -117,6 +117,13 @@ pub(crate) struct ReadBook {
 }
 
 impl ReadBook {
+    /// An empty book for process incarnation `incarnation`: its ReadRequests are numbered from
+    /// `incarnation << 32`, so a ReadReply to a request of an earlier process (delayed, parked
+    /// while this replica was down, or replayed) never answers a read of this one.
+    pub(crate) fn for_incarnation(incarnation: u64) -> ReadBook {
+        ReadBook { next_round: incarnation << 32, ..ReadBook::default() }
+    }
+
     /// Reads issued and not settled yet.
     pub(crate) fn pending(&self) -> usize {
         self.pending
