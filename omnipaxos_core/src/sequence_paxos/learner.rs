@@ -39,4 +39,6 @@ pub(crate) struct LearnerState {
     pub(crate) leader: Option<Ballot>,
     /// When the last LearnerRequest went out.
     pub(crate) asked_at: Option<u64>,
+    /// When the last LearnerSync arrived.
+    pub(crate) answered_at: Option<u64>,
 }

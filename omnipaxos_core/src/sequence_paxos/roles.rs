@@ -312,7 +312,10 @@ where
     /// Periodic resend of what may have been lost.
     pub(super) fn resend(&mut self) -> Result<(), StorageError> {
         if self.is_learner() {
-            let leader = self.learner.leader.map(|b| b.pid);
+            // The leader that answered last, unless the last request went unanswered (it may
+            // have been deposed): then every peer, and the leader answers.
+            let unanswered = self.learner.asked_at > self.learner.answered_at;
+            let leader = self.learner.leader.map(|b| b.pid).filter(|_| !unanswered);
             self.ask_for_decided_entries(leader);
             return Ok(());
         }
@@ -403,6 +406,7 @@ where
         if self.learner.leader.is_none_or(|known| sync.n >= known) {
             self.learner.leader = Some(sync.n);
         }
+        self.learner.answered_at = Some(self.ctx.now);
         let decided = self.ctx.apply_decided_sync(sync.log_sync)?;
         if decided < sync.decided_idx && self.ctx.state.stopsign.is_none() {
             self.ask_for_decided_entries(Some(from));
