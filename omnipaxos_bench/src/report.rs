@@ -81,12 +81,17 @@ pub fn check_issue10_targets(fresh: &SuiteResults) -> Vec<TargetCheck> {
     for &workload in &workloads {
         let pair = fresh.get(Library::Ours, workload).zip(fresh.get(Library::OmniPaxos, workload));
         let pair = pair.filter(|(a, b)| !a.samples.is_empty() && !b.samples.is_empty());
+        // Paired like the rates: ours minus omnipaxos's faults within each repetition.
         let faults = pair.map(|(ours, theirs)| {
-            let per_run = |m: &Measurement| Spread::of(m.samples.iter().map(|s| s.page_faults as f64)).median;
+            let differences = ours
+                .samples
+                .iter()
+                .zip(&theirs.samples)
+                .map(|(a, b)| a.page_faults as f64 - b.page_faults as f64);
             (
                 ours.page_faults_per_1000_entries(),
                 theirs.page_faults_per_1000_entries(),
-                per_run(ours) - per_run(theirs),
+                Spread::of(differences),
             )
         });
         checks.push(TargetCheck {
@@ -94,10 +99,13 @@ pub fn check_issue10_targets(fresh: &SuiteResults) -> Vec<TargetCheck> {
                 "n = {}, B = {}: page faults per 1000 entries ≤ omnipaxos's",
                 workload.cluster_size, workload.batch
             ),
-            measured: faults.map_or("not run".into(), |(ours, theirs, difference)| {
-                format!("{ours:.3} vs {theirs:.3} ({difference:+.0} faults per run)")
+            measured: faults.map_or("not run".into(), |(ours, theirs, d)| {
+                format!(
+                    "{ours:.3} vs {theirs:.3}; ours − omnipaxos per run {:+.0} ({:+.0} to {:+.0})",
+                    d.median, d.min, d.max
+                )
             }),
-            met: faults.map(|(ours, theirs, _)| ours <= theirs),
+            met: faults.map(|(_, _, d)| d.median <= 0.0),
         });
     }
     checks
@@ -472,8 +480,10 @@ fn write_issue10_targets(s: &mut String, fresh: &SuiteResults) {
     let _ = writeln!(
         s,
         "### Targets (issue 10): fresh process, wall time\n\n\
-         Ratios: median (min–max) of the paired per-repetition ratios; page faults: medians, ours \
-         vs omnipaxos 0.2.4.\n\n| Target | Measured | |\n|---|---|---|"
+         Ratios: median (min–max) of the paired per-repetition ratios. Page faults: medians per \
+         1000 entries, ours vs omnipaxos 0.2.4, and the paired per-repetition difference in page \
+         faults per run (same entries per run): median (min to max); the target is met when the \
+         median difference is ≤ 0.\n\n| Target | Measured | |\n|---|---|---|"
     );
     for check in check_issue10_targets(fresh) {
         let _ = writeln!(s, "| {} | {} | {} |", check.target, check.measured, met_word(check.met));
@@ -714,7 +724,76 @@ pub fn replace_named_section(existing: Option<&str>, heading: &str, section: &st
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::harness::Sample;
+
+    fn sample(wall_ms: u64, page_faults: u64) -> Sample {
+        Sample {
+            decided_entries: 1_000_000,
+            elapsed: Duration::from_millis(wall_ms),
+            cpu_user: Duration::from_millis(wall_ms / 2),
+            cpu_system: Duration::ZERO,
+            page_faults,
+            delivered_messages: 0,
+            allocations: 0,
+            peak_rss_kib: 0,
+        }
+    }
+
+    /// One cell where ours takes `ours` ms and omnipaxos `theirs` ms per repetition.
+    fn cell(n: usize, batch: usize, ours: &[(u64, u64)], theirs: &[(u64, u64)]) -> Vec<Measurement> {
+        let workload = Workload { cluster_size: n, batch };
+        let measurement = |library, runs: &[(u64, u64)]| Measurement {
+            library,
+            workload,
+            flushes: 1,
+            samples: runs.iter().map(|&(ms, faults)| sample(ms, faults)).collect(),
+        };
+        vec![measurement(Library::Ours, ours), measurement(Library::OmniPaxos, theirs)]
+    }
+
+    #[test]
+    fn issue10_targets_use_paired_wall_ratios_and_paired_fault_differences() {
+        let mut measurements =
+            cell(3, 1, &[(100, 10), (90, 10), (100, 10)], &[(110, 10), (120, 12), (100, 9)]);
+        measurements.extend(cell(3, 1000, &[(10, 50), (10, 52), (10, 50)], &[(25, 51), (19, 51), (30, 51)]));
+        let checks = check_issue10_targets(&SuiteResults { measurements });
+        let verdicts: Vec<(String, Option<bool>)> =
+            checks.iter().map(|c| (c.target.clone(), c.met)).collect();
+        assert_eq!(
+            verdicts,
+            vec![
+                // Paired ratios 1.1, 1.33, 1.0: median 1.1.
+                ("n = 3, B = 1: ≥ 1.2× omnipaxos 0.2.4".to_string(), Some(false)),
+                // Paired ratios 2.5, 1.9, 3.0: median 2.5.
+                ("n = 3, B = 1000: ≥ 1.2× omnipaxos 0.2.4".to_string(), Some(true)),
+                ("n = 3, B = 1000: ≥ 2× omnipaxos 0.2.4".to_string(), Some(true)),
+                // Paired differences 0, -2, +1: median 0.
+                ("n = 3, B = 1: page faults per 1000 entries ≤ omnipaxos's".to_string(), Some(true)),
+                // Paired differences -1, +1, -1: median -1.
+                ("n = 3, B = 1000: page faults per 1000 entries ≤ omnipaxos's".to_string(), Some(true)),
+            ]
+        );
+        assert!(checks[0].measured.starts_with("1.10×"), "{}", checks[0].measured);
+    }
+
+    #[test]
+    fn a_cell_with_more_page_faults_misses_its_target() {
+        let measurements = cell(5, 100, &[(10, 60), (10, 61), (10, 59)], &[(20, 58), (20, 58), (20, 58)]);
+        let checks = check_issue10_targets(&SuiteResults { measurements });
+        let faults = checks.iter().find(|c| c.target.contains("page faults")).unwrap();
+        assert_eq!(faults.met, Some(false));
+        assert!(faults.measured.contains("+2 (+1 to +3)"), "{}", faults.measured);
+    }
+
+    #[test]
+    fn targets_of_cells_not_run_are_neither_met_nor_missed() {
+        let checks = check_issue10_targets(&SuiteResults::default());
+        assert_eq!(checks.len(), 1, "only the n = 3, B = 1000 target, which names its cell");
+        assert_eq!(checks[0].met, None);
+    }
 
     const OURS: &str = "## Core throughput: side by side with omnipaxos 0.2.4 and raft 0.7\n\nnew\n";
 
