@@ -362,8 +362,8 @@ fn write_method(s: &mut String, fresh: &FreshOptions, steady: &SuiteOptions) {
 - **Headline: a fresh process per run.** The benchmark re-executes itself once per measured run \
   (`--only <library> --cluster-size n --batch B --entries E`); the child builds the cluster, \
   elects, decides E entries and prints one JSON line: wall time, CPU user and system time, minor \
-  page faults (all three over the E entries only, `getrusage(RUSAGE_SELF)`), the process's peak \
-  RSS (`ru_maxrss`, the whole process: binary, cluster, logs), delivered messages and heap \
+  page faults (all three over the E entries only, from `getrusage` of the child's one thread), \
+  the process's peak RSS (`ru_maxrss`: the whole process, binary, cluster and logs), delivered messages and heap \
   allocations. Nothing is prefaulted and the allocator keeps its default settings, so every page \
   a log touches is a page fault the run pays for, as in a user's process. The rate is decided \
   entries per second of **wall time**, kernel time included. E = {} entries at B = 1 and {} at \
