@@ -179,8 +179,17 @@ fn read_run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let machine = MachineInfo::detect();
     eprintln!("machine: {}", machine.summary());
     let repetitions = if args.smoke { 1 } else { args.repetitions.max(1) };
+    let load_before = load_average();
     let rows = run_read_suite(repetitions, Duration::from_secs_f64(args.run_seconds.max(0.001)), args.smoke);
-    let section = read_section(&rows, &machine.summary(), READS_COMMAND, args.smoke);
+    let load = |l: Option<[f64; 3]>| l.map_or("unknown".to_string(), |[one, ..]| format!("{one:.2}"));
+    let summary = format!(
+        "{}; {repetitions} repetitions per cell; 1-minute load average {} before and {} after the run (2 cores: \
+         above 2, work waited for a core; the rates are per CPU-second, which leaves that wait out)",
+        machine.summary(),
+        load(load_before),
+        load(load_average())
+    );
+    let section = read_section(&rows, &summary, READS_COMMAND, args.smoke);
     println!("{section}");
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir)?;
