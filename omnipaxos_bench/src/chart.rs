@@ -1,5 +1,7 @@
-//! The PNG chart: entries/s per workload, one bar per library (median) with a min–max whisker,
-//! on a log scale.
+//! The PNG chart, two panels: on top the headline (decided entries per wall-second, a fresh
+//! process per run), below the steady state (per CPU-second, in process, memory reused). Each
+//! panel has one group per cell (n, B) with a bar per library (median, min–max whisker) on a log
+//! scale, and ours ÷ omnipaxos 0.2.4 (median of the paired ratios) written above the group.
 //!
 //! Text is drawn with a TrueType font loaded at run time (plotters' `ab_glyph` backend), so the
 //! build needs no fontconfig or freetype; the font file must exist (Debian: fonts-dejavu-core).
@@ -8,10 +10,17 @@ use std::path::{Path, PathBuf};
 
 use plotters::{
     prelude::*,
-    style::{register_font, FontStyle},
+    style::{
+        register_font,
+        text_anchor::{HPos, Pos, VPos},
+        FontStyle,
+    },
 };
 
-use crate::suite::{Library, SuiteResults};
+use crate::{
+    harness::Rate,
+    suite::{Library, SuiteResults},
+};
 
 /// Where a sans-serif TrueType font is looked for when none is given.
 pub const FONT_CANDIDATES: &[&str] = &[
@@ -22,7 +31,10 @@ pub const FONT_CANDIDATES: &[&str] = &[
 ];
 
 const WIDTH_PX: u32 = 1400;
-const HEIGHT_PX: u32 = 760;
+const HEIGHT_PX: u32 = 1200;
+
+/// The libraries in the chart.
+const CHARTED: [Library; 3] = [Library::Ours, Library::OmniPaxos, Library::Raft];
 
 /// Why the chart could not be drawn.
 #[derive(Debug)]
@@ -83,26 +95,51 @@ pub fn load_font(font: Option<&Path>) -> Result<(), ChartError> {
     register_font("sans-serif", FontStyle::Normal, bytes).map_err(|_| ChartError::BadFont(path.clone()))
 }
 
-/// Draws the chart to `path` (PNG). Call [`load_font`] first.
-pub fn draw_chart(results: &SuiteResults, title: &str, path: &Path) -> Result<(), ChartError> {
-    draw(results, title, path).map_err(|e| ChartError::Draw(e.to_string()))
+/// One panel of the chart.
+pub struct Panel<'a> {
+    pub results: &'a SuiteResults,
+    pub rate: Rate,
+    pub title: String,
 }
 
-fn draw(results: &SuiteResults, title: &str, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
-    let workloads = results.workloads();
-    let groups = workloads.len().max(1);
-    let rates = results.measurements.iter().map(|m| m.entries_per_s());
-    let (low, high) = rates.fold((f64::MAX, 0.0f64), |(lo, hi), r| (lo.min(r.min), hi.max(r.max)));
-    let y_min = 10f64.powf((low.max(1.0)).log10().floor());
-    let y_max = 10f64.powf((high.max(10.0)).log10().ceil());
+/// Draws the chart to `path` (PNG): one panel per entry of `panels`, stacked. Call
+/// [`load_font`] first.
+pub fn draw_chart(panels: &[Panel], path: &Path) -> Result<(), ChartError> {
+    draw(panels, path).map_err(|e| ChartError::Draw(e.to_string()))
+}
 
+fn draw(panels: &[Panel], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let root = BitMapBackend::new(path, (WIDTH_PX, HEIGHT_PX)).into_drawing_area();
     root.fill(&WHITE)?;
+    let areas = root.split_evenly((panels.len().max(1), 1));
+    for (panel, area) in panels.iter().zip(&areas) {
+        draw_panel(panel, area)?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+fn draw_panel(
+    panel: &Panel,
+    area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let results = panel.results;
+    let workloads = results.workloads();
+    let groups = workloads.len().max(1);
+    let measured =
+        results.measurements.iter().filter(|m| CHARTED.contains(&m.library) && !m.samples.is_empty());
+    let (low, high) = measured
+        .map(|m| m.entries_per(panel.rate))
+        .fold((f64::MAX, 0.0f64), |(lo, hi), r| (lo.min(r.min), hi.max(r.max)));
+    let y_min = 10f64.powf((low.max(1.0)).log10().floor());
+    // A decade of headroom above the tallest bar for the ratio labels.
+    let y_max = 10f64.powf((high.max(10.0)).log10().ceil() + 1.0);
+
     let x_range = -0.5f64..groups as f64 - 0.5;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 24))
+    let mut chart = ChartBuilder::on(area)
+        .caption(&panel.title, ("sans-serif", 22))
         .margin(16)
-        .x_label_area_size(48)
+        .x_label_area_size(40)
         .y_label_area_size(90)
         .build_cartesian_2d(x_range, (y_min..y_max).log_scale())?;
     // Labels only at whole numbers: the group centres.
@@ -115,26 +152,29 @@ fn draw(results: &SuiteResults, title: &str, path: &Path) -> Result<(), Box<dyn 
             .get(g as usize)
             .map_or(String::new(), |w| format!("n = {}, B = {}", w.cluster_size, w.batch))
     };
+    let y_desc = match panel.rate {
+        Rate::Wall => "decided entries per wall-second (log; whisker = min–max)",
+        Rate::Cpu => "decided entries per CPU-second (log; whisker = min–max)",
+    };
     chart
         .configure_mesh()
         .disable_x_mesh()
         .x_labels(groups)
         .x_label_formatter(&label_of)
         .y_label_formatter(&|y| axis_rate(*y))
-        .y_desc("decided entries/s (log scale; whisker = min–max)")
+        .y_desc(y_desc)
         .label_style(("sans-serif", 16))
-        .axis_desc_style(("sans-serif", 18))
+        .axis_desc_style(("sans-serif", 16))
         .draw()?;
 
-    let libraries = Library::ALL;
-    let bar_width = 0.8 / libraries.len() as f64;
-    for (k, library) in libraries.iter().copied().enumerate() {
+    let bar_width = 0.8 / CHARTED.len() as f64;
+    for (k, library) in CHARTED.iter().copied().enumerate() {
         let style = color(library);
         let mut bars = Vec::new();
         let mut whiskers = Vec::new();
         for (g, workload) in workloads.iter().enumerate() {
-            let Some(m) = results.get(library, *workload) else { continue };
-            let rate = m.entries_per_s();
+            let Some(m) = results.get(library, *workload).filter(|m| !m.samples.is_empty()) else { continue };
+            let rate = m.entries_per(panel.rate);
             let left = g as f64 - 0.4 + k as f64 * bar_width;
             let right = left + bar_width * 0.9;
             let middle = (left + right) / 2.0;
@@ -148,13 +188,31 @@ fn draw(results: &SuiteResults, title: &str, path: &Path) -> Result<(), Box<dyn 
             .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], style.filled()));
         chart.draw_series(whiskers)?;
     }
+    // Ours ÷ omnipaxos above each group.
+    let label_style = TextStyle::from(("sans-serif", 17).into_font())
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Center, VPos::Bottom));
+    let mut labels = Vec::new();
+    for (g, workload) in workloads.iter().enumerate() {
+        let Some(ratio) = results.paired_ratio(Library::OmniPaxos, *workload, panel.rate) else { continue };
+        let top = CHARTED
+            .iter()
+            .filter_map(|&l| results.get(l, *workload).filter(|m| !m.samples.is_empty()))
+            .map(|m| m.entries_per(panel.rate).max)
+            .fold(y_min, f64::max);
+        labels.push(Text::new(
+            format!("ours ÷ omnipaxos {:.2}×", ratio.median),
+            (g as f64, top * 1.4),
+            label_style.clone(),
+        ));
+    }
+    chart.draw_series(labels)?;
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .label_font(("sans-serif", 16))
         .draw()?;
-    root.present()?;
     Ok(())
 }

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{alloc_counter::allocation_count, thread_usage::ThreadUsage};
+use crate::{alloc_counter::allocation_count, usage::Usage};
 
 /// A flush that needs more delivery rounds than this is a bug in a library adapter (a message
 /// loop), not a slow library.
@@ -139,6 +139,20 @@ pub struct Sample {
     pub delivered_messages: u64,
     /// Heap allocations during the run (zero without the counting allocator).
     pub allocations: u64,
+    /// Peak resident set size of the process in KiB, where the run had a process of its own
+    /// (fresh-process runs); 0 for in-process runs, where the process's peak says nothing about
+    /// one run.
+    pub peak_rss_kib: u64,
+}
+
+/// Which time a rate is per.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rate {
+    /// Per second of CPU time (user + system) of the benchmark thread.
+    Cpu,
+    /// Per second of wall-clock time: what a user's process sees, kernel time and time other
+    /// processes held the core included.
+    Wall,
 }
 
 impl Sample {
@@ -166,6 +180,14 @@ impl Sample {
     /// Decided entries per second of wall-clock time.
     pub fn entries_per_wall_s(&self) -> f64 {
         self.decided_entries as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Decided entries per second of `rate`'s time.
+    pub fn entries_per(&self, rate: Rate) -> f64 {
+        match rate {
+            Rate::Cpu => self.entries_per_s(),
+            Rate::Wall => self.entries_per_wall_s(),
+        }
     }
 
     /// The share of the CPU time spent in the kernel (page faults, mostly).
@@ -209,13 +231,13 @@ pub fn measure<N: Node>(n: usize, batch: usize, warmup_flushes: u64, flushes: u6
     let decided_before = cluster.leader_decided_idx();
     let delivered_before = cluster.delivered_messages();
     let allocations_before = allocation_count();
-    let usage_before = ThreadUsage::now();
+    let usage_before = Usage::thread();
     let start = Instant::now();
     for _ in 0..flushes {
         cluster.flush(batch);
     }
     let elapsed = start.elapsed();
-    let usage = ThreadUsage::now().since(&usage_before);
+    let usage = Usage::thread().since(&usage_before);
     let allocations = allocation_count() - allocations_before;
     let decided_entries = cluster.leader_decided_idx() - decided_before;
     let proposed = flushes * batch as u64;
@@ -234,6 +256,7 @@ pub fn measure<N: Node>(n: usize, batch: usize, warmup_flushes: u64, flushes: u6
         page_faults: usage.minor_faults,
         delivered_messages,
         allocations,
+        peak_rss_kib: 0,
     };
     drop(cluster);
     sample

@@ -1,22 +1,25 @@
 //! Side-by-side throughput benchmark: `omnipaxos_core` against the `omnipaxos` crate 0.2.4,
-//! tikv's `raft` crate 0.7 and a null protocol, in one process, through one delivery loop.
+//! tikv's `raft` crate 0.7 and a null protocol, through one delivery loop.
 //!
 //! ```text
-//!   suite ──► for each repetition, workload (n, B), library:
-//!               Cluster<N: Node>::new(n) ─► elect node 0 ─► warm up
-//!               measure: flush × k  ──  flush = propose B at the leader,
-//!                                        then rounds of { drain every node; deliver } until quiet
-//!             ──► Sample { decided entries, time, delivered messages, allocations }
-//!   report ──► terminal table, docs/benchmarks.md section, PNG chart
+//!   headline (fresh_process) ──► for each repetition, cell (n, B), library:
+//!       spawn this binary --only <library> ... ─► child: Cluster<N: Node>::new(n) ─► elect
+//!         ─► flush × E/B (measured: wall, CPU, page faults) ─► one JSON line (+ peak RSS)
+//!   steady state (suite) ──► same loop in this process, memory reused, per CPU-second
+//!       flush = propose B at the leader, then rounds of { drain every node; deliver } until quiet
+//!   report ──► terminal tables, docs/benchmarks.md section, PNG chart (both passes)
 //! ```
 //!
-//! The key decision: every library implements the same [`harness::Node`] trait and runs in the
-//! same single-threaded loop, interleaved with the others in every repetition. So the
-//! comparison measures the libraries' CPU work per decided entry on the same core at the same
-//! time, and nothing of threads, sockets or serialization.
+//! The key decisions: every library implements the same [`harness::Node`] trait and runs in the
+//! same single-threaded loop, so the comparison measures the libraries' work per decided entry
+//! and nothing of threads, sockets or serialization; and the headline runs each measurement in a
+//! fresh process with default allocator settings, so the figures are what a user's process sees
+//! (wall time, page faults of fresh log memory, peak RSS), with ours and omnipaxos run back to
+//! back and compared per repetition.
 
 pub mod alloc_counter;
 pub mod chart;
+pub mod fresh_process;
 pub mod harness;
 pub mod machine;
 pub mod memory_policy;
@@ -24,4 +27,4 @@ pub mod peers;
 pub mod reads;
 pub mod report;
 pub mod suite;
-pub mod thread_usage;
+pub mod usage;

@@ -61,6 +61,18 @@ impl MachineInfo {
     }
 }
 
+/// The 1-, 5- and 15-minute load averages from `/proc/loadavg` (`None` where it does not exist).
+/// On this 2-core machine a load above 2 means runnable work waits for a core: wall-clock
+/// figures then include waiting.
+pub fn load_average() -> Option<[f64; 3]> {
+    parse_load_average(&std::fs::read_to_string("/proc/loadavg").ok()?)
+}
+
+fn parse_load_average(text: &str) -> Option<[f64; 3]> {
+    let mut fields = text.split_whitespace().map(str::parse::<f64>);
+    Some([fields.next()?.ok()?, fields.next()?.ok()?, fields.next()?.ok()?])
+}
+
 fn source_revision() -> String {
     if let Ok(revision) = std::env::var("OMNIPAXOS_BENCH_REVISION") {
         return revision;
@@ -124,7 +136,13 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
-    use super::civil_from_days;
+    use super::{civil_from_days, parse_load_average};
+
+    #[test]
+    fn load_averages_are_the_first_three_fields() {
+        assert_eq!(parse_load_average("3.00 3.68 4.22 2/411 12345\n"), Some([3.0, 3.68, 4.22]));
+        assert_eq!(parse_load_average("3.00 x"), None);
+    }
 
     #[test]
     fn civil_dates_match_known_days() {

@@ -1,50 +1,27 @@
-//! How the benchmark process gets memory for the ever-growing logs (glibc `mallopt`).
+//! The steady-state runs' memory: freed memory stays with the process and is reused (glibc
+//! `mallopt`), so in-process runs measure the protocol, not the kernel.
 //!
 //! Logs are never trimmed during a run, so a library's whole log is fresh memory unless the
 //! allocator hands back memory an earlier run freed. By default glibc decides that with a
-//! dynamic mmap threshold, so whether a run pays for page faults depends on the runs before it.
-//! Both policies here remove that dependence:
-//! - [`MemoryPolicy::Reuse`]: no `mmap` for allocations and no trimming of the heap, and the
-//!   heap is grown and touched once up front ([`prefault_heap`]), so runs reuse memory (steady
-//!   state, as in a server that trims its log): the figures measure the protocol, not the
-//!   kernel.
-//! - [`MemoryPolicy::Fresh`]: a fixed 128 KiB mmap threshold, so every large log is fresh memory
-//!   and each run pays the kernel for every page its logs touch.
+//! dynamic mmap threshold, so whether an in-process run pays for page faults would depend on
+//! the runs before it. [`keep_freed_memory`] removes that dependence for the steady-state pass:
+//! no `mmap` for allocations and no trimming of the heap, and the heap is grown and touched once
+//! up front ([`prefault_heap`]), as in a server that trims its log and reuses the memory.
+//!
+//! The headline runs do none of this: each is a process of its own with the allocator's
+//! default settings (see `fresh_process`).
 
 #![allow(unsafe_code)]
 
-/// See the module documentation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MemoryPolicy {
-    Reuse,
-    Fresh,
+/// Makes the allocator keep and reuse freed memory: no `mmap` for allocations, no trimming of
+/// the heap. Returns false where it cannot (not glibc): then the platform's default applies.
+pub fn keep_freed_memory() -> bool {
+    // A trim threshold of -1 disables trimming (mallopt(3)).
+    [(M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1)].iter().all(|&(parameter, value)| set(parameter, value))
 }
 
-impl MemoryPolicy {
-    pub fn name(self) -> &'static str {
-        match self {
-            MemoryPolicy::Reuse => "reuse",
-            MemoryPolicy::Fresh => "fresh",
-        }
-    }
-}
-
-/// Sets the allocator up for `policy` (may be called again to switch). Returns false where it cannot (not glibc): then glibc's
-/// or the platform's default applies.
-pub fn apply(policy: MemoryPolicy) -> bool {
-    let settings: &[(i32, i32)] = match policy {
-        // A trim threshold of -1 disables trimming (mallopt(3)).
-        MemoryPolicy::Reuse => &[(M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1)],
-        // glibc's default M_MMAP_MAX is 65536; setting it undoes an earlier `Reuse`.
-        MemoryPolicy::Fresh => {
-            &[(M_MMAP_MAX, 65_536), (M_MMAP_THRESHOLD, 128 * 1024), (M_TRIM_THRESHOLD, 128 * 1024)]
-        }
-    };
-    settings.iter().all(|&(parameter, value)| set(parameter, value))
-}
-
-/// Grows the heap by `bytes` and touches every page once, then frees it: under
-/// [`MemoryPolicy::Reuse`] the memory stays with the process, so later allocations up to about
+/// Grows the heap by `bytes` and touches every page once, then frees it: after
+/// [`keep_freed_memory`] the memory stays with the process, so later allocations up to about
 /// that size fault no pages.
 pub fn prefault_heap(bytes: usize) {
     const PAGE_BYTES: usize = 4096;
@@ -56,11 +33,9 @@ pub fn prefault_heap(bytes: usize) {
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-use libc::{M_MMAP_MAX, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD};
+use libc::{M_MMAP_MAX, M_TRIM_THRESHOLD};
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 const M_MMAP_MAX: i32 = 0;
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-const M_MMAP_THRESHOLD: i32 = 0;
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 const M_TRIM_THRESHOLD: i32 = 0;
 

@@ -20,7 +20,7 @@ use omnipaxos_core::{
 };
 use omnipaxos_storage::memory_storage::MemoryStorage;
 
-use crate::thread_usage::ThreadUsage;
+use crate::usage::Usage;
 
 type Replica = SequencePaxos<u64, (), MemoryStorage<u64, ()>>;
 
@@ -208,7 +208,7 @@ pub fn measure_reads(n: usize, reads_per_round: usize, mode: ReadMode, rounds: u
         cluster.round(reader, reads_per_round, mode);
     }
     let (delivered, writes) = (cluster.delivered, cluster.writes());
-    let usage = ThreadUsage::now();
+    let usage = Usage::thread();
     let start = Instant::now();
     let mut reads = 0;
     for _ in 0..rounds {
@@ -217,7 +217,7 @@ pub fn measure_reads(n: usize, reads_per_round: usize, mode: ReadMode, rounds: u
         reads += done;
     }
     let elapsed = start.elapsed();
-    let cpu = ThreadUsage::now().since(&usage).cpu();
+    let cpu = Usage::thread().since(&usage).cpu();
     ReadSample {
         reads,
         elapsed,

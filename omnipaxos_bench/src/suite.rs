@@ -1,11 +1,11 @@
-//! The benchmark suite: every library at every cluster size and batch size, repeated, with the
-//! libraries interleaved so that all of them see the same machine at the same time.
+//! The steady-state suite (every library at every cluster size and batch size, in this process,
+//! memory reused, repeated with the libraries interleaved so that all of them see the same
+//! machine at the same time), and the result types both suites share.
 
 use std::time::Duration;
 
 use crate::{
-    harness::{calibrate, measure, Node, Sample},
-    memory_policy::MemoryPolicy,
+    harness::{calibrate, measure, Node, Rate, Sample},
     peers::{
         null::NullNode,
         omnipaxos_peer::OmniPaxosNode,
@@ -14,14 +14,16 @@ use crate::{
     },
 };
 
-/// The libraries on the harness.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// The libraries on the harness (the command-line names are `ours`, `ours-eager`, `omnipaxos`,
+/// `raft`, `null`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
 pub enum Library {
     /// `omnipaxos_core` (this workspace), default configuration.
     Ours,
-    /// `omnipaxos_core` with `set_piggyback_decide(true)`.
+    /// `omnipaxos_core` with `set_piggyback_decide(false)`: every decision goes out at once.
     OursEager,
     /// The `omnipaxos` crate 0.2.4.
+    #[value(name = "omnipaxos")]
     OmniPaxos,
     /// tikv's `raft` crate 0.7.
     Raft,
@@ -45,7 +47,24 @@ impl Library {
         }
     }
 
-    fn measure(self, n: usize, batch: usize, warmup_flushes: u64, flushes: u64) -> Sample {
+    /// The command-line name (`--only`), also the name in a child's report.
+    pub fn arg_name(self) -> &'static str {
+        match self {
+            Library::Ours => "ours",
+            Library::OursEager => "ours-eager",
+            Library::OmniPaxos => "omnipaxos",
+            Library::Raft => "raft",
+            Library::Null => "null",
+        }
+    }
+
+    /// The library with this command-line name.
+    pub fn from_arg_name(name: &str) -> Option<Library> {
+        Library::ALL.into_iter().find(|library| library.arg_name() == name)
+    }
+
+    /// One measured run in this process (see [`measure`]).
+    pub fn measure(self, n: usize, batch: usize, warmup_flushes: u64, flushes: u64) -> Sample {
         match self {
             Library::Ours => measure::<OurNode>(n, batch, warmup_flushes, flushes),
             Library::OursEager => measure::<OurEagerNode>(n, batch, warmup_flushes, flushes),
@@ -75,10 +94,8 @@ pub struct SuiteOptions {
     pub cluster_sizes: Vec<usize>,
     pub batch_sizes: Vec<usize>,
     pub repetitions: usize,
-    /// Repetitions run first and discarded (they also grow the heap under `MemoryPolicy::Reuse`).
+    /// Repetitions run first and discarded (they also grow the reused heap).
     pub warmup_repetitions: usize,
-    /// How the process got memory for the logs (applied by the caller; recorded here).
-    pub memory_policy: MemoryPolicy,
     /// CPU time one measured run aims for.
     pub run_duration: Duration,
     /// Upper bound on the entries of one run (memory: every log grows for the whole run).
@@ -97,7 +114,7 @@ pub struct Workload {
 pub struct Measurement {
     pub library: Library,
     pub workload: Workload,
-    /// Flushes per measured run (from calibration).
+    /// Flushes per measured run (from calibration, or from the entries asked of a child).
     pub flushes: u64,
     /// One sample per repetition, in repetition order.
     pub samples: Vec<Sample>,
@@ -126,9 +143,39 @@ impl Spread {
 }
 
 impl Measurement {
-    /// Entries per CPU-second (the headline figure).
+    /// Entries per CPU-second.
     pub fn entries_per_s(&self) -> Spread {
         Spread::of(self.samples.iter().map(Sample::entries_per_s))
+    }
+
+    /// Entries per second of `rate`'s time.
+    pub fn entries_per(&self, rate: Rate) -> Spread {
+        Spread::of(self.samples.iter().map(|s| s.entries_per(rate)))
+    }
+
+    /// Median CPU seconds (user + system) of a run.
+    pub fn cpu_seconds(&self) -> f64 {
+        Spread::of(self.samples.iter().map(|s| s.cpu_time().as_secs_f64())).median
+    }
+
+    /// Median wall-clock seconds of a run.
+    pub fn wall_seconds(&self) -> f64 {
+        Spread::of(self.samples.iter().map(|s| s.elapsed.as_secs_f64())).median
+    }
+
+    /// Entries decided in one run (the same in every repetition).
+    pub fn entries_per_run(&self) -> u64 {
+        self.samples.first().map_or(0, |s| s.decided_entries)
+    }
+
+    /// Median peak RSS of a run's process in MiB (0 for in-process runs).
+    pub fn peak_rss_mib(&self) -> f64 {
+        Spread::of(self.samples.iter().map(|s| s.peak_rss_kib as f64 / 1024.0)).median
+    }
+
+    /// Median minor page faults per 1000 decided entries.
+    pub fn page_faults_per_1000_entries(&self) -> f64 {
+        1000.0 * self.page_faults_per_entry()
     }
 
     /// Entries per wall-clock second (includes time other processes held the core).
@@ -159,10 +206,9 @@ impl Measurement {
     }
 }
 
-/// Everything one invocation measured.
-#[derive(Clone, Debug)]
+/// Everything one suite measured.
+#[derive(Clone, Debug, Default)]
 pub struct SuiteResults {
-    pub options: SuiteOptions,
     pub measurements: Vec<Measurement>,
 }
 
@@ -182,13 +228,16 @@ impl SuiteResults {
         self.measurements.iter().find(|m| m.library == library && m.workload == workload)
     }
 
-    /// Our entries/s over the peer's, per repetition (the two ran back to back): median, min,
-    /// max.
-    pub fn paired_speedup(&self, peer: Library, workload: Workload) -> Option<Spread> {
+    /// Our entries per second of `rate`'s time over the peer's, per repetition (the two ran
+    /// back to back): median, min, max of those paired ratios.
+    pub fn paired_ratio(&self, peer: Library, workload: Workload, rate: Rate) -> Option<Spread> {
         let ours = self.get(Library::Ours, workload)?;
         let theirs = self.get(peer, workload)?;
+        if ours.samples.is_empty() || theirs.samples.is_empty() {
+            return None;
+        }
         let ratios =
-            ours.samples.iter().zip(&theirs.samples).map(|(a, b)| a.entries_per_s() / b.entries_per_s());
+            ours.samples.iter().zip(&theirs.samples).map(|(a, b)| a.entries_per(rate) / b.entries_per(rate));
         Some(Spread::of(ratios))
     }
 }
@@ -233,5 +282,5 @@ pub fn run_suite(options: &SuiteOptions) -> SuiteResults {
             }
         }
     }
-    SuiteResults { options: options.clone(), measurements }
+    SuiteResults { measurements }
 }
