@@ -50,10 +50,13 @@ struct Applied {
     gap: Option<String>,
 }
 
+/// A running node and what its stream applied.
+type RunningNode = (Node<u64, Sum>, Arc<Mutex<Applied>>);
+
 struct Cluster {
     addrs: BTreeMap<NodeId, SocketAddr>,
     dir: tempfile::TempDir,
-    nodes: BTreeMap<NodeId, (Node<u64, Sum>, Arc<Mutex<Applied>>)>,
+    nodes: BTreeMap<NodeId, RunningNode>,
     interval: Option<u64>,
 }
 
