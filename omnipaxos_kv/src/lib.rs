@@ -30,7 +30,7 @@
 //! HTTP contract and error codes), [`config`] (TOML/HOCON/flags), [`server`] (the node),
 //! [`client`] (exactly-once HTTP client), [`cli`] (the `opkv` command line and its exit
 //! codes), [`local`] (child-process clusters), [`cluster`] (`cluster up`), [`demo`] (`cluster
-//! demo`), [`bench`] (the load generator and its pluggable target).
+//! demo`), [`mod@bench`] (the load generator and its pluggable target).
 
 pub mod api;
 pub mod bench;

@@ -18,12 +18,15 @@ use omnipaxos_kv::{
     client::{Client, ClientError},
 };
 
+/// Acknowledged writes: key → value.
+type Acked = Arc<Mutex<BTreeMap<String, String>>>;
+
 /// Writers putting unique keys through every endpoint; returns the acknowledged writes.
 fn spawn_writers(
     test: &TestCluster,
     count: usize,
     stop: Arc<AtomicBool>,
-) -> (Vec<tokio::task::JoinHandle<()>>, Arc<Mutex<BTreeMap<String, String>>>) {
+) -> (Vec<tokio::task::JoinHandle<()>>, Acked) {
     let acked = Arc::new(Mutex::new(BTreeMap::new()));
     let tasks = (0..count)
         .map(|writer| {

@@ -72,6 +72,10 @@ pub enum StorageConfig {
         mode: OpenMode,
         /// Size of one segment file; see `PersistentStorageConfig::segment_size_bytes`.
         segment_size_bytes: u64,
+        /// The type tag recorded in the log (`PersistentStorageConfig::type_tag`): `None` uses
+        /// the Rust type names, which may change with the compiler; a service whose logs must
+        /// outlive toolchain upgrades sets a stable one (e.g. `"kv-command-v1"`).
+        type_tag: Option<String>,
     },
     /// `MemoryStorage`: nothing survives the process. For tests and benchmarks.
     Memory,
@@ -95,6 +99,7 @@ impl StorageConfig {
             data_dir: data_dir.into(),
             mode,
             segment_size_bytes: omnipaxos_storage::persistent_storage::SEGMENT_SIZE_DEFAULT_BYTES,
+            type_tag: None,
         }
     }
 }

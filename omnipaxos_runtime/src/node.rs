@@ -684,8 +684,8 @@ async fn spawn_replica_thread<T: Entry, S: SnapshotState<T>>(
                         TimedStorage::new(MemoryStorage::<T, S>::default(), flush_latency, shared, None);
                     run_replica(core_config, storage, channels, ctx, buffer_size, deliver_from, ready_tx);
                 }
-                StorageConfig::Persistent { data_dir, mode, segment_size_bytes } => {
-                    let storage_config = PersistentStorageConfig::new(
+                StorageConfig::Persistent { data_dir, mode, segment_size_bytes, type_tag } => {
+                    let mut storage_config = PersistentStorageConfig::new(
                         data_dir,
                         core_config.sequence_paxos.configuration_id(),
                         node_id,
@@ -693,6 +693,9 @@ async fn spawn_replica_thread<T: Entry, S: SnapshotState<T>>(
                     .cluster_id(cluster_id)
                     .mode(mode)
                     .segment_size_bytes(segment_size_bytes);
+                    if let Some(tag) = type_tag {
+                        storage_config = storage_config.type_tag(tag);
+                    }
                     let opened = PersistentStorage::<T, S>::open(&storage_config)
                         .map_err(StartError::from)
                         .and_then(|storage| apply_lost_storage_policy(storage, lost_storage, core_config));

@@ -84,6 +84,7 @@ impl Cluster {
             data_dir: self.dir.path().join(format!("node{id}")),
             mode,
             segment_size_bytes: 1 << 20,
+            type_tag: None,
         };
         config.backoff.max = Duration::from_millis(100);
         config.core.set_election_timeout_ticks(10);

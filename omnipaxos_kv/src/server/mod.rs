@@ -40,6 +40,9 @@ use crate::{
 
 /// Frames between nodes may carry a whole snapshot; it is bounded by the state's quota.
 pub const MAX_FRAME_BYTES: u32 = (STATE_QUOTA_BYTES + (128 << 20)) as u32;
+/// The type tag of the service's log (entries [`Command`], snapshots [`KvSnapshot`]): a node
+/// refuses a data directory written with another. Change it whenever those types change.
+pub const LOG_TYPE_TAG: &str = "omnipaxos_kv/command-v1";
 /// How often the cached leader in response headers is refreshed.
 const LEADER_REFRESH: Duration = Duration::from_millis(10);
 
@@ -111,7 +114,12 @@ fn node_config(config: &ServerConfig, options: StartOptions, mode: OpenMode) -> 
             max_clock_drift_percent: config.max_clock_drift_percent,
         }));
     }
-    node.storage = StorageConfig::persistent_with_mode(&config.data_dir, mode);
+    node.storage = StorageConfig::Persistent {
+        data_dir: config.data_dir.clone(),
+        mode,
+        segment_size_bytes: omnipaxos_storage::persistent_storage::SEGMENT_SIZE_DEFAULT_BYTES,
+        type_tag: Some(LOG_TYPE_TAG.to_string()),
+    };
     node.snapshot_interval_entries =
         (config.snapshot_interval_entries > 0).then_some(config.snapshot_interval_entries);
     node.lost_storage = if options.replace_lost_storage {
