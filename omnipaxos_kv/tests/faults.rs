@@ -213,3 +213,32 @@ async fn a_node_that_lost_its_data_rejoins_only_as_a_learner_when_asked() {
     // A client with every endpoint goes on past the learner.
     test.client().prefer(wiped as usize - 1).put("x", "y").await.expect("write elsewhere");
 }
+
+/// The fault harness's mutation (feature `test-switches`): with `--unsafe-stale-reads` a node
+/// cut off from the quorum answers "linearizable" reads from its own state instead of 503. The
+/// harness (issue 14) must report the stale reads this allows as linearizability violations.
+#[cfg(feature = "test-switches")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_stale_reads_serve_reads_without_a_quorum() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let settings = fast_settings(&["request_timeout_ms = 1000"]);
+    let (cluster, new) = omnipaxos_kv::local::LocalCluster::open(&common::opkv(), dir.path(), 3, &settings)
+        .expect("cluster dir");
+    let mut test = TestCluster { cluster, dir };
+    for id in test.cluster.ids() {
+        test.cluster.start(id, new, &["--unsafe-stale-reads"]).expect("spawn");
+    }
+    test.wait_for_leader().await;
+    test.client().put("k", "v1").await.expect("put");
+    let leader = test.leader().await;
+    let alone = test.cluster.ids().into_iter().find(|id| *id != leader).expect("a follower");
+    test.wait_status(alone, "the follower applied the put", |s| s.applied_index >= 1).await;
+    for id in test.cluster.ids() {
+        if id != alone {
+            test.cluster.kill(id).await;
+        }
+    }
+    let read =
+        test.client_of(alone).get("k", Consistency::Linearizable).await.expect("served without a quorum");
+    assert_eq!(read.kv.value, "v1");
+}
