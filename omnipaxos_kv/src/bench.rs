@@ -183,6 +183,8 @@ struct Run {
     stop: AtomicBool,
     measured_ops: AtomicU64,
     ops_limit: Option<u64>,
+    /// With an operation count: when the last measured operation completed.
+    finished_at: std::sync::Mutex<Option<Instant>>,
 }
 
 /// What one client saw while measuring.
@@ -228,6 +230,7 @@ pub async fn run_bench<T: BenchTarget>(target: &T, args: &BenchArgs) -> Result<B
         stop: AtomicBool::new(false),
         measured_ops: AtomicU64::new(0),
         ops_limit: args.ops,
+        finished_at: std::sync::Mutex::new(None),
     });
     let mut tasks = Vec::with_capacity(args.clients);
     for index in 0..args.clients {
@@ -243,7 +246,7 @@ pub async fn run_bench<T: BenchTarget>(target: &T, args: &BenchArgs) -> Result<B
     let started = Instant::now();
     let duration = Duration::from_secs_f64(args.duration_s.max(0.001));
     loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(if args.ops.is_some() { 5 } else { 100 })).await;
         let done = run.measured_ops.load(Ordering::Relaxed);
         let elapsed = started.elapsed();
         if let Some(bar) = &bar {
@@ -262,7 +265,8 @@ pub async fn run_bench<T: BenchTarget>(target: &T, args: &BenchArgs) -> Result<B
         }
     }
     run.stop.store(true, Ordering::Release);
-    let seconds = started.elapsed().as_secs_f64();
+    let finished_at = run.finished_at.lock().ok().and_then(|at| *at).unwrap_or_else(Instant::now);
+    let seconds = finished_at.duration_since(started).as_secs_f64();
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
@@ -375,18 +379,25 @@ async fn client_loop<C: BenchClient>(
         if !run.measuring.load(Ordering::Acquire) || run.stop.load(Ordering::Acquire) {
             continue;
         }
-        if run.ops_limit.is_some_and(|limit| run.measured_ops.load(Ordering::Relaxed) >= limit) {
-            continue;
-        }
         match outcome {
             Ok(()) => {
+                let done = run.measured_ops.fetch_add(1, Ordering::Relaxed) + 1;
+                if let Some(limit) = run.ops_limit {
+                    if done > limit {
+                        continue; // beyond the count: not measured
+                    }
+                    if done == limit {
+                        if let Ok(mut at) = run.finished_at.lock() {
+                            *at = Some(Instant::now());
+                        }
+                    }
+                }
                 let _ = result.histogram.record(started.elapsed().as_micros().max(1) as u64);
                 if write {
                     result.writes += 1;
                 } else {
                     result.reads += 1;
                 }
-                run.measured_ops.fetch_add(1, Ordering::Relaxed);
             }
             Err(OpError::Unknown) => result.unknown += 1,
             Err(OpError::Failed { kind }) => *result.errors.entry(kind).or_default() += 1,

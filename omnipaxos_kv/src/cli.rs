@@ -552,7 +552,7 @@ async fn status(args: &ClientArgs) -> i32 {
         }
     } else {
         println!(
-            "{:<24} {:>4} {:>6} {:>6} {:>10} {:>9} {:>9} {:>9}  peers (link, lag)",
+            "{:<24} {:>4} {:>6} {:>8} {:>10} {:>9} {:>9} {:>9}  peers (id:link/lag)",
             "endpoint", "node", "leader", "role", "ballot", "decided", "applied", "compacted"
         );
         for (endpoint, row) in &rows {
