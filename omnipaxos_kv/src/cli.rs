@@ -221,6 +221,10 @@ pub struct ServerArgs {
     #[cfg(feature = "test-switches")]
     #[arg(long)]
     pub unsafe_stale_reads: bool,
+    /// Stop (as on SIGTERM) when the process with this pid, our parent, exits: set by
+    /// `cluster up`, the demo and the tests, so that no server outlives them.
+    #[arg(long, hide = true)]
+    pub parent_pid: Option<u32>,
 }
 
 impl ServerArgs {
@@ -269,9 +273,26 @@ fn parse_consistency(text: &str) -> Result<Consistency, String> {
 /// with 130.
 pub fn shutdown_on_signals() -> watch::Receiver<bool> {
     let (sender, receiver) = watch::channel(false);
+    let mut interrupts = interrupt_counter();
+    tokio::spawn(async move {
+        while interrupts.changed().await.is_ok() {
+            if *interrupts.borrow() > 1 {
+                eprintln!("second interrupt: exiting now");
+                std::process::exit(130);
+            }
+            eprintln!("stopping (interrupt again to force)");
+            sender.send_replace(true);
+        }
+    });
+    receiver
+}
+
+/// Counts SIGINT and SIGTERM deliveries (the caller decides what the first and second mean).
+pub fn interrupt_counter() -> watch::Receiver<u32> {
+    let (sender, receiver) = watch::channel(0u32);
     tokio::spawn(async move {
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        for round in 0.. {
+        for round in 0u32.. {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = async {
@@ -281,15 +302,25 @@ pub fn shutdown_on_signals() -> watch::Receiver<bool> {
                     }
                 } => {}
             }
-            if round > 0 {
-                eprintln!("second interrupt: exiting now");
-                std::process::exit(130);
-            }
-            eprintln!("stopping (interrupt again to force)");
-            sender.send_replace(true);
+            sender.send_replace(round + 1);
         }
     });
     receiver
+}
+
+/// With `--parent-pid`: the kernel sends SIGTERM when the parent exits (and if it already
+/// has, the shutdown starts now).
+fn follow_parent(parent_pid: Option<u32>, shutdown: &watch::Receiver<bool>) -> Option<watch::Receiver<bool>> {
+    let parent = parent_pid?;
+    if let Err(error) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM) {
+        eprintln!("opkv server: cannot follow the parent process: {error}");
+    }
+    if nix::unistd::getppid().as_raw() as u32 != parent {
+        let (sender, receiver) = watch::channel(true);
+        drop(sender);
+        return Some(receiver);
+    }
+    Some(shutdown.clone())
 }
 
 /// Runs `opkv server`; returns the exit code.
@@ -312,6 +343,7 @@ pub async fn run_server(args: ServerArgs) -> i32 {
         }
     };
     let shutdown = shutdown_on_signals();
+    let shutdown = follow_parent(args.parent_pid, &shutdown).unwrap_or(shutdown);
     match server::run(config, args.start_options(), shutdown).await {
         Ok(()) => 0,
         Err(error) => {

@@ -45,7 +45,7 @@ pub async fn run(args: UpArgs) -> i32 {
                 return 2;
             }
         };
-    let shutdown = crate::cli::shutdown_on_signals();
+    let interrupts = crate::cli::interrupt_counter();
     println!(
         "{} cluster {} of {} nodes in {}",
         if new { "creating" } else { "restarting" },
@@ -62,8 +62,8 @@ pub async fn run(args: UpArgs) -> i32 {
     }
     let leader = tokio::select! {
         leader = cluster.wait_for_leader(Duration::from_secs(args.timeout_s)) => leader,
-        _ = wait(shutdown.clone()) => {
-            cluster.stop_all().await;
+        _ = interrupted(interrupts.clone(), 1) => {
+            cluster.kill_all().await;
             return 130;
         }
     };
@@ -77,9 +77,17 @@ pub async fn run(args: UpArgs) -> i32 {
         }
     };
     print_endpoints(&cluster, leader);
-    monitor(&mut cluster, shutdown).await;
-    println!("stopping the cluster (graceful: each node makes its data durable and closes its log)");
-    cluster.stop_all().await;
+    monitor(&mut cluster, interrupts.clone()).await;
+    println!("stopping the cluster (graceful: each node makes its data durable and closes its log; Ctrl-C again kills them)");
+    let forced = tokio::select! {
+        _ = cluster.stop_all() => false,
+        _ = interrupted(interrupts, 2) => true,
+    };
+    if forced {
+        cluster.kill_all().await;
+        eprintln!("killed every node (SIGKILL)");
+        return 130;
+    }
     println!(
         "stopped; run `opkv cluster up --nodes {} --data-dir {}` to restart it",
         args.nodes,
@@ -88,8 +96,9 @@ pub async fn run(args: UpArgs) -> i32 {
     0
 }
 
-async fn wait(mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
+/// Resolves once `count` interrupts were received.
+async fn interrupted(mut interrupts: tokio::sync::watch::Receiver<u32>, count: u32) {
+    let _ = interrupts.wait_for(|seen| *seen >= count).await;
 }
 
 fn print_endpoints(cluster: &LocalCluster, leader: u64) {
@@ -118,12 +127,12 @@ fn print_endpoints(cluster: &LocalCluster, leader: u64) {
 }
 
 /// Reports children that die, until Ctrl-C.
-async fn monitor(cluster: &mut LocalCluster, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+async fn monitor(cluster: &mut LocalCluster, interrupts: tokio::sync::watch::Receiver<u32>) {
     let mut interval = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
             _ = interval.tick() => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = interrupted(interrupts.clone(), 1) => return,
         }
         for (id, status) in cluster.reap_exited() {
             eprintln!(

@@ -136,7 +136,11 @@ pub async fn run(args: DemoArgs) -> i32 {
         _ = interrupted() => Err("interrupted".to_string()),
     };
     ui.finish();
-    cluster.stop_all().await;
+    if outcome.is_ok() {
+        cluster.stop_all().await;
+    } else {
+        cluster.kill_all().await;
+    }
     report.wall_time_ms = started.elapsed().as_millis() as u64;
     if let Err(failure) = outcome {
         report.failure = Some(failure);

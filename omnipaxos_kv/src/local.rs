@@ -235,6 +235,8 @@ impl LocalCluster {
             .arg("server")
             .arg("--config")
             .arg(self.config_path(id))
+            .arg("--parent-pid")
+            .arg(std::process::id().to_string())
             .args(extra)
             .stdin(Stdio::null())
             .stdout(log)
@@ -283,26 +285,25 @@ impl LocalCluster {
         }
     }
 
-    /// Stops every node gracefully (in parallel).
+    /// Stops every node gracefully: SIGTERM to all, then waits for each until a common
+    /// deadline ([`STOP_TIMEOUT`]), then SIGKILL. Cancellation-safe: a node not yet reaped stays
+    /// in the cluster (for [`LocalCluster::kill_all`]).
     pub async fn stop_all(&mut self) {
-        let children = std::mem::take(&mut self.children);
-        let mut waits = Vec::new();
-        for (_, mut child) in children {
+        for child in self.children.values() {
             if let Some(pid) = child.id() {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid as i32),
                     nix::sys::signal::Signal::SIGTERM,
                 );
             }
-            waits.push(tokio::spawn(async move {
-                if tokio::time::timeout(STOP_TIMEOUT, child.wait()).await.is_err() {
-                    let _ = child.kill().await;
-                }
-            }));
         }
-        for wait in waits {
-            let _ = wait.await;
+        let deadline = tokio::time::Instant::now() + STOP_TIMEOUT;
+        for child in self.children.values_mut() {
+            if tokio::time::timeout_at(deadline, child.wait()).await.is_err() {
+                let _ = child.kill().await;
+            }
         }
+        self.children.clear();
     }
 
     /// Kills every node at once (SIGKILL).
