@@ -288,9 +288,18 @@ pub async fn run_bench<T: BenchTarget>(target: &T, args: &BenchArgs) -> Result<B
         unknown_outcomes: 0,
         errors: Default::default(),
     };
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("constant, valid bounds");
+    let mut results = Vec::with_capacity(tasks.len());
     for task in tasks {
-        let result = task.await.map_err(|error| format!("a client task failed: {error}"))?;
+        results.push(task.await.map_err(|error| format!("a client task failed: {error}"))?);
+    }
+    summarize(&mut report, results);
+    Ok(report)
+}
+
+/// Adds the clients' results to `report`.
+fn summarize(report: &mut BenchReport, results: Vec<ClientResult>) {
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("constant, valid bounds");
+    for result in results {
         let _ = histogram.add(&result.histogram);
         report.reads += result.reads;
         report.writes += result.writes;
@@ -300,12 +309,11 @@ pub async fn run_bench<T: BenchTarget>(target: &T, args: &BenchArgs) -> Result<B
         }
     }
     report.ops = report.reads + report.writes;
-    report.ops_per_second = report.ops as f64 / seconds.max(1e-9);
+    report.ops_per_second = report.ops as f64 / report.seconds.max(1e-9);
     report.latency_us_p50 = histogram.value_at_quantile(0.5);
     report.latency_us_p99 = histogram.value_at_quantile(0.99);
     report.latency_us_p999 = histogram.value_at_quantile(0.999);
     report.latency_us_max = histogram.max();
-    Ok(report)
 }
 
 fn progress_bar(args: &BenchArgs) -> Option<ProgressBar> {

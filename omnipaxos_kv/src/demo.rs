@@ -229,9 +229,28 @@ async fn run_phases(
     ));
     wait_with_progress(ui, &tally, Duration::from_millis(args.warmup_ms), "warm-up").await;
 
-    // Kill the leader of the moment.
     let client = Client::new(&endpoints).map_err(|error| error.to_string())?;
+    let victim = kill_leader(cluster, &client, ui, report).await?;
+    wait_with_progress(ui, &tally, Duration::from_millis(args.after_failover_ms), "two nodes").await;
     let statuses = cluster.statuses(&client).await;
+    report.new_leader = statuses.values().find(|s| s.is_leader).map_or(0, |s| s.node_id);
+    restart(cluster, &client, victim, ui, report).await?;
+    wait_with_progress(ui, &tally, Duration::from_millis(args.after_restart_ms), "three nodes again").await;
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        let _ = writer.await;
+    }
+    finish(cluster, &tally, ui, report).await
+}
+
+/// SIGKILL to the leader of the moment, then the time until writes succeed again.
+async fn kill_leader(
+    cluster: &mut LocalCluster,
+    client: &Client,
+    ui: &Ui,
+    report: &mut DemoReport,
+) -> Result<u64, String> {
+    let statuses = cluster.statuses(client).await;
     let victim = statuses
         .values()
         .find(|status| status.is_leader)
@@ -251,35 +270,43 @@ async fn run_phases(
         "writes succeed again {:.0} ms after the kill ({:.2} election timeouts of {} ms)",
         report.failover_ms, report.failover_election_timeouts, report.election_timeout_ms
     ));
-    wait_with_progress(ui, &tally, Duration::from_millis(args.after_failover_ms), "two nodes").await;
-    let statuses = cluster.statuses(&client).await;
-    report.new_leader = statuses.values().find(|s| s.is_leader).map_or(0, |s| s.node_id);
+    Ok(victim)
+}
 
-    // Restart the killed node over its data directory.
+/// Restarts the killed node over its data directory and waits until it caught up.
+async fn restart(
+    cluster: &mut LocalCluster,
+    client: &Client,
+    victim: u64,
+    ui: &Ui,
+    report: &mut DemoReport,
+) -> Result<(), String> {
     let restart_at = Instant::now();
     cluster.start(victim, false, &[]).map_err(|error| error.to_string())?;
     ui.step(&format!("restarted node {victim} over its data directory"));
-    let caught_up = wait_caught_up(cluster, &client, victim, Duration::from_secs(30)).await?;
+    let caught_up = wait_caught_up(cluster, client, victim, Duration::from_secs(30)).await?;
     report.restarted_catch_up_ms = restart_at.elapsed().as_millis() as u64;
     report.restarted_compacted_index = caught_up.compacted_index;
     report.caught_up_from_snapshot = caught_up.compacted_index > report.restarted_decided_before_kill;
-    ui.step(&format!(
-        "node {victim} caught up in {} ms{}",
-        report.restarted_catch_up_ms,
-        if report.caught_up_from_snapshot {
-            format!(
-                " from a snapshot (the others had compacted past its log; it now starts at {})",
-                caught_up.compacted_index
-            )
-        } else {
-            String::new()
-        }
-    ));
-    wait_with_progress(ui, &tally, Duration::from_millis(args.after_restart_ms), "three nodes again").await;
-    stop.store(true, Ordering::Relaxed);
-    for writer in writers {
-        let _ = writer.await;
-    }
+    let how = if report.caught_up_from_snapshot {
+        format!(
+            " from a snapshot (the others had compacted past its log; it now starts at {})",
+            caught_up.compacted_index
+        )
+    } else {
+        String::new()
+    };
+    ui.step(&format!("node {victim} caught up in {} ms{how}", report.restarted_catch_up_ms));
+    Ok(())
+}
+
+/// Counts, then checks every acknowledged write on every node.
+async fn finish(
+    cluster: &LocalCluster,
+    tally: &Tally,
+    ui: &Ui,
+    report: &mut DemoReport,
+) -> Result<(), String> {
     report.writes_acknowledged = tally.acked.load(Ordering::Relaxed);
     report.writes_unknown_outcome = tally.unknown.load(Ordering::Relaxed);
     report.writes_failed = tally.failed.load(Ordering::Relaxed);
@@ -289,7 +316,7 @@ async fn run_phases(
         "workload stopped: {} writes acknowledged; checking every one on every node",
         report.writes_acknowledged
     ));
-    check(cluster, &tally, report).await?;
+    check(cluster, tally, report).await?;
     let stale = tally.stale_examples.lock().map(|examples| examples.clone()).unwrap_or_default();
     report.passed = report.lost_writes.values().all(|n| *n == 0)
         && report.changed_writes.values().all(|n| *n == 0)
