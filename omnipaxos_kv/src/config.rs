@@ -22,6 +22,7 @@
 //! max_concurrent_requests = 4096
 //! max_watchers = 256
 //! watch_history_events = 100000
+//! watch_history_bytes = 16777216
 //! ```
 
 use std::{
@@ -59,6 +60,8 @@ pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 4096;
 pub const DEFAULT_MAX_WATCHERS: usize = 256;
 /// Default number of recent changes kept for watches that start in the past.
 pub const DEFAULT_WATCH_HISTORY_EVENTS: usize = 100_000;
+/// Default bound on the bytes of keys and values kept for watches from the past.
+pub const DEFAULT_WATCH_HISTORY_BYTES: usize = 16 << 20;
 /// Largest accepted value of `max_value_bytes` and `max_request_bytes`.
 pub const MAX_REQUEST_BYTES_LIMIT: usize = 64 << 20;
 
@@ -102,6 +105,8 @@ pub struct FileConfig {
     pub max_watchers: Option<usize>,
     /// Changes kept for watches from the past.
     pub watch_history_events: Option<usize>,
+    /// Bytes of keys and values kept for watches from the past.
+    pub watch_history_bytes: Option<usize>,
 }
 
 impl FileConfig {
@@ -155,7 +160,8 @@ impl FileConfig {
             max_request_bytes,
             max_concurrent_requests,
             max_watchers,
-            watch_history_events
+            watch_history_events,
+            watch_history_bytes
         )
     }
 }
@@ -225,6 +231,8 @@ pub struct ServerConfig {
     pub max_watchers: usize,
     /// Changes kept for watches from the past.
     pub watch_history_events: usize,
+    /// Bytes of keys and values kept for watches from the past.
+    pub watch_history_bytes: usize,
 }
 
 impl ServerConfig {
@@ -299,6 +307,7 @@ impl ServerConfig {
             )?,
             max_watchers: file.max_watchers.unwrap_or(DEFAULT_MAX_WATCHERS),
             watch_history_events: file.watch_history_events.unwrap_or(DEFAULT_WATCH_HISTORY_EVENTS),
+            watch_history_bytes: file.watch_history_bytes.unwrap_or(DEFAULT_WATCH_HISTORY_BYTES),
         })
     }
 

@@ -188,7 +188,7 @@ pub async fn run(
     let exporter = PrometheusExporter::install().ok();
     let (node, decided) = start_node(&config, options).await?;
     let handle = node.handle();
-    let store = store::Store::new(config.watch_history_events);
+    let store = store::Store::new(config.watch_history_events, config.watch_history_bytes);
     let applier = tokio::spawn(store::run_applier(decided, store.clone()));
     let leader = Arc::new(AtomicU64::new(0));
     tokio::spawn(refresh_leader(handle.clone(), leader.clone(), shutdown.clone()));

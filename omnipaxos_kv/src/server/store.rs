@@ -36,6 +36,9 @@ pub enum WatchMessage {
 struct History {
     events: VecDeque<WatchEvent>,
     limit: usize,
+    /// Bytes of keys and values held, and their limit.
+    bytes: usize,
+    limit_bytes: usize,
     /// Every change with a revision at or above this is in `events` (or still to come).
     complete_from: Revision,
 }
@@ -76,14 +79,21 @@ pub enum WatchStart {
 }
 
 impl Store {
-    /// An empty store keeping `history_limit` recent changes for watches.
-    pub fn new(history_limit: usize) -> Arc<Store> {
+    /// An empty store keeping at most `history_limit` recent changes (and `history_limit_bytes`
+    /// of their keys and values) for watches that start in the past.
+    pub fn new(history_limit: usize, history_limit_bytes: usize) -> Arc<Store> {
         let (events, _) = broadcast::channel(WATCH_CHANNEL_BATCHES);
         Arc::new(Store {
             state: RwLock::new(KvState::default()),
             applied: watch::channel(0).0,
             waiters: Mutex::new(HashMap::new()),
-            history: Mutex::new(History { events: VecDeque::new(), limit: history_limit, complete_from: 1 }),
+            history: Mutex::new(History {
+                events: VecDeque::new(),
+                limit: history_limit,
+                bytes: 0,
+                limit_bytes: history_limit_bytes,
+                complete_from: 1,
+            }),
             events,
         })
     }
@@ -175,12 +185,13 @@ impl Store {
         if !events.is_empty() {
             let mut history = self.lock_history();
             for event in &events {
+                history.bytes += event_bytes(event);
                 history.events.push_back(event.clone());
             }
-            while history.events.len() > history.limit {
-                if let Some(old) = history.events.pop_front() {
-                    history.complete_from = old.revision + 1;
-                }
+            while history.events.len() > history.limit || history.bytes > history.limit_bytes {
+                let Some(old) = history.events.pop_front() else { break };
+                history.bytes -= event_bytes(&old);
+                history.complete_from = old.revision + 1;
             }
             // Sent under the history lock, so `watch_from` sees each change exactly once.
             let _ = self.events.send(WatchMessage::Events(Arc::new(events)));
@@ -213,11 +224,17 @@ impl Store {
         {
             let mut history = self.lock_history();
             history.events.clear();
+            history.bytes = 0;
             history.complete_from = applied + 1;
             let _ = self.events.send(WatchMessage::Reset);
         }
         self.applied.send_replace(applied);
     }
+}
+
+/// What an event costs in the history's byte limit.
+fn event_bytes(event: &WatchEvent) -> usize {
+    event.key.len() + event.value.as_ref().map_or(0, String::len) + 32
 }
 
 /// Applies the decided stream to `store` until the node shuts down.
@@ -227,5 +244,58 @@ pub async fn run_applier(mut stream: DecidedStream<Command, KvSnapshot>, store: 
             DecidedEvent::Entries(batch) => store.apply_batch(batch),
             DecidedEvent::Snapshot { snapshot, end } => store.install(snapshot, end),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use omnipaxos_runtime::Decided;
+
+    use super::*;
+    use crate::command::{Op, SessionRef};
+
+    fn put(index: u64, key: &str) -> Decided<Command> {
+        let op = Op::Put { key: key.into(), value: "v".into() };
+        Decided { index, entry: Command { session: SessionRef { client_id: 0, seq: index + 1 }, op } }
+    }
+
+    #[tokio::test]
+    async fn watches_start_from_the_kept_history_or_are_told_it_is_compacted() {
+        let store = Store::new(3, 1 << 20);
+        let mut waiter = store.wait_for_answer(SessionRef { client_id: 0, seq: 2 }).1;
+        store.apply_batch((0..5).map(|i| put(i, &format!("k{i}"))).collect());
+        assert_eq!(store.applied(), 5);
+        assert_eq!(
+            waiter.try_recv(),
+            Ok(WriteResult::Put { revision: 2 }),
+            "the writer of index 1 got its answer"
+        );
+        // Three changes kept: revisions 3, 4, 5.
+        assert!(matches!(store.watch_from(2), WatchStart::Compacted(3)));
+        let WatchStart::Ready(backlog, mut receiver) = store.watch_from(4) else { panic!("kept") };
+        assert_eq!(backlog.iter().map(|e| e.revision).collect::<Vec<_>>(), [4, 5]);
+        store.apply_batch(vec![put(5, "k5")]);
+        match receiver.try_recv() {
+            Ok(WatchMessage::Events(events)) => assert_eq!(events[0].revision, 6),
+            other => panic!("the next change reaches the watcher: {other:?}"),
+        }
+        // A snapshot replaces the state: watchers are told, history restarts after it.
+        let mut state = KvState::default();
+        let mut events = Vec::new();
+        for i in 0..10 {
+            state.apply(&put(i, "x").entry, &mut events);
+        }
+        store.install(KvSnapshot::of(state), 10);
+        assert!(matches!(receiver.try_recv(), Ok(WatchMessage::Reset)));
+        assert_eq!(store.applied(), 10);
+        assert!(matches!(store.watch_from(10), WatchStart::Compacted(11)));
+    }
+
+    #[test]
+    fn the_history_is_bounded_in_bytes_too() {
+        let store = Store::new(1000, 200);
+        store.apply_batch((0..10).map(|i| put(i, &"k".repeat(50))).collect());
+        let WatchStart::Ready(backlog, _) = store.watch_from(store.watch_complete_from()) else { panic!() };
+        assert!(backlog.len() <= 2, "{} events of ~83 bytes kept under 200 bytes", backlog.len());
     }
 }
