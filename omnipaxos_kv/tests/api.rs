@@ -203,3 +203,30 @@ async fn watch_streams_changes_from_a_revision_as_server_sent_events() {
     assert_eq!((seen[1].0.as_str(), seen[1].1["key"].as_str()), ("delete", Some("w/a")));
     assert_eq!((seen[2].0.as_str(), seen[2].1["value"].as_str()), ("put", Some("2")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_read_leases_lease_reads_see_every_acknowledged_write() {
+    let mut test = TestCluster::start(3, fast_settings(&["read_lease_ms = 80"])).await;
+    let ids = test.cluster.ids();
+    for round in 0..20 {
+        let writer = ids[round % ids.len()];
+        test.client_of(writer).put("k", &format!("v{round}")).await.expect("put");
+        for reader in &ids {
+            for consistency in [Consistency::Lease, Consistency::Linearizable] {
+                let read = test.client_of(*reader).get("k", consistency).await.expect("get");
+                assert_eq!(read.kv.value, format!("v{round}"), "{consistency} read at node {reader}");
+            }
+        }
+    }
+    // After the leader dies, the new leader waits out the old lease, then serves again.
+    let leader = test.leader().await;
+    test.cluster.kill(leader).await;
+    let mut client = test.client();
+    client.put("k", "after").await.expect("put after the failover");
+    let read = client.get("k", Consistency::Lease).await.expect("lease read after the failover");
+    assert_eq!(read.kv.value, "after");
+    assert_eq!(
+        test.status(ids.iter().copied().find(|id| *id != leader).unwrap()).await.unwrap().read_lease_ms,
+        80
+    );
+}
