@@ -126,7 +126,7 @@ pub async fn run(args: DemoArgs) -> i32 {
             return 2;
         }
     };
-    let ui = Ui::new(args.json);
+    let ui = Ui::new(args.json, args.warmup_ms + args.after_failover_ms + args.after_restart_ms);
     let mut report = DemoReport {
         election_timeout_ms: crate::config::DEFAULT_TICK_MS * crate::config::DEFAULT_ELECTION_TIMEOUT_TICKS,
         ..DemoReport::default()
@@ -165,17 +165,26 @@ struct Ui {
 }
 
 impl Ui {
-    fn new(quiet: bool) -> Ui {
+    /// A bar over the workload's planned duration (`workload_ms`; the failover and the
+    /// catch-up add to it).
+    fn new(quiet: bool, workload_ms: u64) -> Ui {
         let bar = (!quiet && console_is_terminal()).then(|| {
-            let bar = ProgressBar::new_spinner();
+            let bar = ProgressBar::new(workload_ms);
             bar.set_style(
-                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                ProgressStyle::with_template("{bar:30.cyan/blue} [{elapsed}] {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             bar.enable_steady_tick(Duration::from_millis(100));
             bar
         });
         Ui { bar, quiet }
+    }
+
+    /// Moves the bar by `ms` of workload.
+    fn advance(&self, ms: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(ms);
+        }
     }
 
     /// A step of the story: printed above the bar.
@@ -407,8 +416,13 @@ async fn write_and_read(
 }
 
 async fn wait_with_progress(ui: &Ui, tally: &Tally, duration: Duration, phase: &str) {
-    let end = tokio::time::Instant::now() + duration;
+    let start = tokio::time::Instant::now();
+    let end = start + duration;
+    let mut shown = 0;
     while tokio::time::Instant::now() < end {
+        let elapsed = start.elapsed().as_millis() as u64;
+        ui.advance(elapsed - shown);
+        shown = elapsed;
         ui.progress(format!(
             "{phase}: {} writes acknowledged, {} reads checked, {} unknown outcomes",
             tally.acked.load(Ordering::Relaxed),
