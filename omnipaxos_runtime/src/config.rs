@@ -72,6 +72,10 @@ pub enum StorageConfig {
         mode: OpenMode,
         /// Size of one segment file; see `PersistentStorageConfig::segment_size_bytes`.
         segment_size_bytes: u64,
+        /// The type tag recorded in the log (`PersistentStorageConfig::type_tag`): `None` uses
+        /// the Rust type names, which may change with the compiler; a service whose logs must
+        /// outlive toolchain upgrades sets a stable one (e.g. `"kv-command-v1"`).
+        type_tag: Option<String>,
     },
     /// `MemoryStorage`: nothing survives the process. For tests and benchmarks.
     Memory,
@@ -95,8 +99,23 @@ impl StorageConfig {
             data_dir: data_dir.into(),
             mode,
             segment_size_bytes: omnipaxos_storage::persistent_storage::SEGMENT_SIZE_DEFAULT_BYTES,
+            type_tag: None,
         }
     }
+}
+
+/// What a node does when its storage reports that acknowledged state may have been lost
+/// (`OpenReport::acknowledged_state_may_be_lost`: a replaced log, or a damaged tail that cannot
+/// be ruled out). A replica that already is a learner always starts (as a learner).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LostStoragePolicy {
+    /// Refuse to start ([`crate::StartError::AcknowledgedStateMayBeLost`]): the default, so
+    /// that an operator decides.
+    #[default]
+    Refuse,
+    /// Start as a learner (`SequencePaxosConfig::set_learner`): it learns the decided log and
+    /// serves reads, but never votes or proposes again in this configuration.
+    StartAsLearner,
 }
 
 /// Reconnection backoff: the delay doubles from `initial` up to `max` after each failed
@@ -199,6 +218,13 @@ pub struct NodeConfig {
     pub resync_after_drop: bool,
     /// The core's settings (batching, timeouts in ticks, priority, quorums, ...).
     pub core: OmniPaxosConfig,
+    /// Snapshot the decided prefix (the core's `snapshot`, on this node only) whenever this
+    /// many decided entries delivered to the decided stream lie beyond the last snapshot; a
+    /// peer that needs compacted entries is sent the snapshot instead. `None` (the default)
+    /// never compacts. Has an effect only with a snapshot type other than `()`.
+    pub snapshot_interval_entries: Option<u64>,
+    /// What to do when the storage may have lost acknowledged state (default: refuse).
+    pub lost_storage: LostStoragePolicy,
     /// Where durable state lives.
     pub storage: StorageConfig,
     /// Queue and frame limits.
@@ -229,6 +255,8 @@ impl NodeConfig {
             progress_interval_ticks: DEFAULT_PROGRESS_INTERVAL_TICKS,
             resync_after_drop: true,
             core,
+            snapshot_interval_entries: None,
+            lost_storage: LostStoragePolicy::Refuse,
             storage: StorageConfig::Memory,
             limits: Limits::default(),
             backoff: BackoffConfig::default(),
@@ -267,6 +295,7 @@ impl NodeConfig {
             ("tick_interval", self.tick_interval.is_zero()),
             ("append_timeout", self.append_timeout.is_zero()),
             ("progress_interval_ticks", self.progress_interval_ticks == 0),
+            ("snapshot_interval_entries", self.snapshot_interval_entries == Some(0)),
             ("peer_queue_limit_bytes", limits.peer_queue_limit_bytes == 0),
             ("proposal_queue_limit", limits.proposal_queue_limit == 0),
             ("inbound_queue_limit", limits.inbound_queue_limit == 0),

@@ -35,6 +35,10 @@ pub enum AppendError {
     /// The replica stopped after a storage failure (fail-stop); restart the node. Definite.
     #[error("the replica stopped after a storage failure; the entry was not appended")]
     Stopped,
+    /// This node is a learner (it lost storage it may have acknowledged) and cannot propose;
+    /// append at another node. Definite.
+    #[error("this node is a learner and cannot propose; the entry was not appended")]
+    Learner,
 }
 
 impl AppendError {
@@ -111,4 +115,16 @@ pub enum StartError {
     /// `Node::start` was called outside a tokio runtime.
     #[error("Node::start must run inside a tokio runtime")]
     NoRuntime,
+    /// The data directory reports that acknowledged state (a promise, an accepted entry) may
+    /// have been lost (its log was replaced, or its tail was damaged in a way that cannot be
+    /// ruled out), and [`crate::NodeConfig::lost_storage`] says to refuse. Rejoining as a voter
+    /// could break agreement; start it with [`crate::LostStoragePolicy::StartAsLearner`].
+    #[error(
+        "the data directory may have lost acknowledged state ({report:?}); refusing to start as a \
+         voter (start it as a learner instead)"
+    )]
+    AcknowledgedStateMayBeLost {
+        /// What the storage found when it opened.
+        report: Box<omnipaxos_storage::persistent_storage::OpenReport>,
+    },
 }

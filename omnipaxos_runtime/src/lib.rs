@@ -98,6 +98,34 @@
 //! index reaches it. The brief for this crate was written while the core had no read index;
 //! it landed meanwhile and this was added at the end (two tests in `tests/reads.rs`).
 //!
+//! # Snapshots and compaction
+//!
+//! A node's entry type `T` may come with a snapshot type `S` (the core's
+//! [`Snapshot`](omnipaxos_core::storage::Snapshot), serializable; [`SnapshotState`]): `Node<T, S>`.
+//! With [`NodeConfig::snapshot_interval_entries`] set, the replica thread calls the core's
+//! `snapshot(idx, local_only = true)` whenever that many delivered decided entries lie beyond
+//! the compacted index: the core builds the snapshot from the entries (and the previous
+//! snapshot), stores it with the trim in the same write, and from then on sends it (in an
+//! AcceptSync or LearnerSync) to any peer that needs compacted entries. Each node compacts on
+//! its own schedule, only what its own state machine has already received; nothing waits for
+//! the slowest peer, and a peer that is down for long catches up from the snapshot. The
+//! decided stream ([`DecidedStream::next_event`]) then yields [`DecidedEvent::Snapshot`]:
+//! first after a start over a compacted log (state = snapshot + the log after it), and
+//! whenever the node installed a peer's snapshot. With `S = ()` (the default) nothing is ever
+//! compacted and `recv`/`recv_batch` work as before. The snapshot lives in the data
+//! directory's log (each segment's checkpoint holds it) and in memory, and travels in one
+//! frame: keep it below `max_frame_bytes`.
+//!
+//! # A data directory that may have lost acknowledged state
+//!
+//! If `PersistentStorage` reports a possible loss (`OpenReport::acknowledged_state_may_be_lost`:
+//! a log replaced with `OpenMode::Replace`, a damaged tail it cannot rule out), the node must not
+//! vote again in its configuration (ARCHITECTURE.md, "Amnesia"). [`NodeConfig::lost_storage`]
+//! decides: [`LostStoragePolicy::Refuse`] (default) fails the start with
+//! [`StartError::AcknowledgedStateMayBeLost`]; [`LostStoragePolicy::StartAsLearner`] starts it
+//! as a learner (it learns the decided log and serves reads; appends answer
+//! [`AppendError::Learner`]). A replica that already is a learner restarts as one.
+//!
 //! # Example
 //!
 //! ```no_run
@@ -135,14 +163,15 @@ mod status;
 pub mod transport;
 
 pub use config::{
-    BackoffConfig, Limits, NodeConfig, NodeConfigError, PeerConfig, StorageConfig, DEFAULT_APPEND_TIMEOUT,
-    DEFAULT_DECIDED_BATCH_LIMIT_ENTRIES, DEFAULT_DECIDED_QUEUE_LIMIT_BATCHES, DEFAULT_ELECTION_TIMEOUT_TICKS,
-    DEFAULT_INBOUND_CONNECTION_LIMIT, DEFAULT_INBOUND_QUEUE_LIMIT, DEFAULT_MAX_FRAME_BYTES,
-    DEFAULT_PEER_QUEUE_LIMIT_BYTES, DEFAULT_PROGRESS_INTERVAL_TICKS, DEFAULT_PROPOSAL_QUEUE_LIMIT,
-    DEFAULT_ROUND_LIMIT_INPUTS, DEFAULT_TICK_INTERVAL, DEFAULT_UNDELIVERED_LIMIT_ENTRIES,
+    BackoffConfig, Limits, LostStoragePolicy, NodeConfig, NodeConfigError, PeerConfig, StorageConfig,
+    DEFAULT_APPEND_TIMEOUT, DEFAULT_DECIDED_BATCH_LIMIT_ENTRIES, DEFAULT_DECIDED_QUEUE_LIMIT_BATCHES,
+    DEFAULT_ELECTION_TIMEOUT_TICKS, DEFAULT_INBOUND_CONNECTION_LIMIT, DEFAULT_INBOUND_QUEUE_LIMIT,
+    DEFAULT_MAX_FRAME_BYTES, DEFAULT_PEER_QUEUE_LIMIT_BYTES, DEFAULT_PROGRESS_INTERVAL_TICKS,
+    DEFAULT_PROPOSAL_QUEUE_LIMIT, DEFAULT_ROUND_LIMIT_INPUTS, DEFAULT_TICK_INTERVAL,
+    DEFAULT_UNDELIVERED_LIMIT_ENTRIES,
 };
 pub use error::{AppendError, IndeterminateCause, ReadError, StartError};
-pub use node::{Decided, DecidedStream, Entry, Node, NodeBuilder, NodeHandle};
+pub use node::{Decided, DecidedEvent, DecidedStream, Entry, Node, NodeBuilder, NodeHandle, SnapshotState};
 pub use omnipaxos_storage::persistent_storage::OpenMode;
 pub use status::{LatencyHistogram, LinkState, PeerStatus, QueueStatus, Status};
 pub use transport::filter::LinkFilter;

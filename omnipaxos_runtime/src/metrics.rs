@@ -13,6 +13,8 @@
 //! | `omnipaxos_ballot_round` | gauge | node | round number of the promised ballot |
 //! | `omnipaxos_decided_index` | gauge | node | decided index |
 //! | `omnipaxos_accepted_index` | gauge | node | accepted index |
+//! | `omnipaxos_compacted_index` | gauge | node | entries below it are compacted into a snapshot |
+//! | `omnipaxos_snapshots_total` | counter | node | snapshots this node took |
 //! | `omnipaxos_proposals_total` | counter | node | appends handed to the replica (rate = proposals/s) |
 //! | `omnipaxos_decisions_total` | counter | node | entries decided (rate = decisions/s) |
 //! | `omnipaxos_append_failures_total` | counter | node, reason | appends that did not resolve to an index |
@@ -89,6 +91,8 @@ pub(crate) struct NodeMetrics {
     pub ballot_round: Gauge,
     pub decided_index: Gauge,
     pub accepted_index: Gauge,
+    pub compacted_index: Gauge,
+    pub snapshots: Counter,
     pub proposals: Counter,
     pub decisions: Counter,
     pub append_latency: Histogram,
@@ -112,6 +116,8 @@ impl NodeMetrics {
             ballot_round: gauge!("omnipaxos_ballot_round", "node" => node.clone()),
             decided_index: gauge!("omnipaxos_decided_index", "node" => node.clone()),
             accepted_index: gauge!("omnipaxos_accepted_index", "node" => node.clone()),
+            compacted_index: gauge!("omnipaxos_compacted_index", "node" => node.clone()),
+            snapshots: counter!("omnipaxos_snapshots_total", "node" => node.clone()),
             proposals: counter!("omnipaxos_proposals_total", "node" => node.clone()),
             decisions: counter!("omnipaxos_decisions_total", "node" => node.clone()),
             append_latency: histogram!("omnipaxos_append_to_decided_seconds", "node" => node.clone()),

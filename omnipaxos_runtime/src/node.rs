@@ -15,7 +15,7 @@ use std::{
 
 use omnipaxos_core::{
     ballot_leader_election::Ballot,
-    storage::Storage,
+    storage::{Snapshot, Storage},
     util::{LogIndex, NodeId},
     OmniPaxos,
 };
@@ -33,7 +33,7 @@ use tracing::{info, info_span, warn, Instrument};
 
 use crate::{
     appends::{completer, proposal_queue, AppendRequest, ProposalSender, QueueRefused},
-    config::{NodeConfig, StorageConfig},
+    config::{LostStoragePolicy, NodeConfig, StorageConfig},
     error::{AppendError, IndeterminateCause, ReadError, StartError},
     metrics::{NodeMetrics, PeerMetrics},
     replica::{ReadReply, Replica, ReplicaChannels, ReplicaContext, TimedStorage},
@@ -52,6 +52,13 @@ const TASK_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 pub trait Entry: Serialize + DeserializeOwned + Clone + Debug + Send + 'static {}
 impl<T: Serialize + DeserializeOwned + Clone + Debug + Send + 'static> Entry for T {}
 
+/// What a snapshot type must be to travel through the runtime: the core's
+/// [`Snapshot`](omnipaxos_core::storage::Snapshot) of entries `T`, serializable (it is stored in
+/// the data directory and sent to peers that fell behind the compacted prefix). `()` (the
+/// default everywhere) means no snapshots: the runtime then never compacts.
+pub trait SnapshotState<T>: Snapshot<T> + Serialize + DeserializeOwned + Send + 'static {}
+impl<T, S: Snapshot<T> + Serialize + DeserializeOwned + Send + 'static> SnapshotState<T> for S {}
+
 /// One decided entry and its log index.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decided<T> {
@@ -61,23 +68,69 @@ pub struct Decided<T> {
     pub entry: T,
 }
 
+/// What the replica thread hands to the decided stream.
+pub(crate) enum Delivery<T, S> {
+    /// Consecutive decided entries.
+    Entries(Vec<Decided<T>>),
+    /// A snapshot of the decided prefix `[0, end)`: this node's log below `end` was compacted
+    /// before it was delivered (it caught up from a peer's snapshot, or it restarted over a
+    /// compacted log).
+    Snapshot { snapshot: S, end: LogIndex },
+}
+
+/// One step of a [`DecidedStream`]: decided entries, or a snapshot that replaces everything
+/// delivered before it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DecidedEvent<T, S> {
+    /// Consecutive decided entries, in log order, directly after what was delivered before.
+    Entries(Vec<Decided<T>>),
+    /// The state of the decided prefix `[0, end)`: replace the state machine with it; the next
+    /// entries start at `end`. Comes first after a start over a compacted log, and whenever this
+    /// node caught up from a peer's snapshot because the entries it lacked were compacted.
+    Snapshot {
+        /// The snapshot (built by the core from the decided entries, the same at every node).
+        snapshot: S,
+        /// The first log index it does not cover.
+        end: LogIndex,
+    },
+}
+
 /// Decided entries in log order, for the application's state machine. The queue behind it is
 /// bounded; while it is full the replica keeps decided entries in storage, and once
 /// `undelivered_limit_entries` wait it takes no new appends (a slow consumer slows proposals).
 /// Dropping the stream turns delivery off.
-pub struct DecidedStream<T> {
-    receiver: mpsc::Receiver<Vec<Decided<T>>>,
+///
+/// With snapshots (`S` other than `()`), read it with [`DecidedStream::next_event`], which also
+/// yields snapshots; `recv` and `recv_batch` exist only for `S = ()`, whose streams never hold
+/// one.
+pub struct DecidedStream<T, S = ()> {
+    receiver: mpsc::Receiver<Delivery<T, S>>,
     buffered: VecDeque<Decided<T>>,
 }
 
-impl<T> DecidedStream<T> {
+impl<T, S> DecidedStream<T, S> {
+    /// The next batch of decided entries or a snapshot; `None` once the node has shut down and
+    /// everything was read.
+    pub async fn next_event(&mut self) -> Option<DecidedEvent<T, S>> {
+        if !self.buffered.is_empty() {
+            return Some(DecidedEvent::Entries(self.buffered.drain(..).collect()));
+        }
+        Some(match self.receiver.recv().await? {
+            Delivery::Entries(entries) => DecidedEvent::Entries(entries),
+            Delivery::Snapshot { snapshot, end } => DecidedEvent::Snapshot { snapshot, end },
+        })
+    }
+}
+
+impl<T> DecidedStream<T, ()> {
     /// The next decided entry; `None` once the node has shut down and everything was read.
     pub async fn recv(&mut self) -> Option<Decided<T>> {
         loop {
             if let Some(decided) = self.buffered.pop_front() {
                 return Some(decided);
             }
-            self.buffered.extend(self.receiver.recv().await?);
+            let batch = self.recv_batch().await?;
+            self.buffered.extend(batch);
         }
     }
 
@@ -86,7 +139,13 @@ impl<T> DecidedStream<T> {
         if !self.buffered.is_empty() {
             return Some(self.buffered.drain(..).collect());
         }
-        self.receiver.recv().await
+        loop {
+            match self.receiver.recv().await? {
+                Delivery::Entries(entries) => return Some(entries),
+                // `()` never snapshots, so the runtime never compacts a `()` log.
+                Delivery::Snapshot { .. } => continue,
+            }
+        }
     }
 }
 
@@ -100,6 +159,8 @@ pub(crate) struct ReplicaView {
     pub decided_idx: LogIndex,
     pub accepted_idx: LogIndex,
     pub delivered_idx: LogIndex,
+    pub compacted_idx: LogIndex,
+    pub is_learner: bool,
     pub pending_appends: usize,
     pub pending_reads: usize,
     pub stopped: bool,
@@ -145,15 +206,15 @@ impl Shared {
     }
 }
 
-struct HandleInner<T> {
+struct HandleInner<T, S> {
     node_id: NodeId,
     listen_addr: SocketAddr,
     append_timeout: Duration,
     proposals: ProposalSender<T>,
     reads: mpsc::Sender<ReadReply>,
     /// Kept only to report the inbound queue's depth.
-    inbound: mpsc::Sender<omnipaxos_core::messages::Message<T, ()>>,
-    decided_queue: mpsc::WeakSender<Vec<Decided<T>>>,
+    inbound: mpsc::Sender<omnipaxos_core::messages::Message<T, S>>,
+    decided_queue: mpsc::WeakSender<Delivery<T, S>>,
     decided_queue_limit: usize,
     undelivered_limit: u64,
     shutdown: watch::Sender<bool>,
@@ -163,17 +224,17 @@ struct HandleInner<T> {
 }
 
 /// What the application holds: append, status, shutdown. `Clone + Send + Sync`.
-pub struct NodeHandle<T> {
-    inner: Arc<HandleInner<T>>,
+pub struct NodeHandle<T, S = ()> {
+    inner: Arc<HandleInner<T, S>>,
 }
 
-impl<T> Clone for NodeHandle<T> {
+impl<T, S> Clone for NodeHandle<T, S> {
     fn clone(&self) -> Self {
         NodeHandle { inner: self.inner.clone() }
     }
 }
 
-impl<T: Entry> NodeHandle<T> {
+impl<T: Entry, S: SnapshotState<T>> NodeHandle<T, S> {
     /// Appends `entry` to the replicated log and resolves to the index where it was decided.
     ///
     /// Waits for room in the proposal queue (backpressure) and then for the outcome, both
@@ -284,6 +345,8 @@ impl<T: Entry> NodeHandle<T> {
             decided_idx: view.decided_idx,
             accepted_idx: view.accepted_idx,
             delivered_idx: view.delivered_idx,
+            compacted_idx: view.compacted_idx,
+            is_learner: view.is_learner,
             stopped: view.stopped,
             rounds: view.rounds,
             flushes: inner.shared.flushes.load(Ordering::Relaxed),
@@ -332,29 +395,29 @@ fn peer_status(link: &PeerLink, own_accepted_idx: LogIndex) -> PeerStatus {
 
 /// A running node. Dropping it signals shutdown without waiting; prefer
 /// [`NodeHandle::shutdown`] (or [`Node::shutdown`]) to wait until the data directory is closed.
-pub struct Node<T> {
-    handle: NodeHandle<T>,
+pub struct Node<T, S = ()> {
+    handle: NodeHandle<T, S>,
 }
 
-impl<T> Drop for Node<T> {
+impl<T, S> Drop for Node<T, S> {
     fn drop(&mut self) {
         self.handle.inner.shutdown.send_replace(true);
     }
 }
 
-impl<T: Entry> Node<T> {
+impl<T: Entry, S: SnapshotState<T>> Node<T, S> {
     /// Starts a node from `config`; see [`NodeBuilder`] for the options.
-    pub async fn start(config: NodeConfig) -> Result<(Node<T>, DecidedStream<T>), StartError> {
+    pub async fn start(config: NodeConfig) -> Result<(Node<T, S>, DecidedStream<T, S>), StartError> {
         NodeBuilder::new(config).start().await
     }
 
     /// A builder, for the options beyond the configuration.
-    pub fn builder(config: NodeConfig) -> NodeBuilder<T> {
+    pub fn builder(config: NodeConfig) -> NodeBuilder<T, S> {
         NodeBuilder::new(config)
     }
 
     /// A handle for the application (cheap to clone).
-    pub fn handle(&self) -> NodeHandle<T> {
+    pub fn handle(&self) -> NodeHandle<T, S> {
         self.handle.clone()
     }
 
@@ -370,15 +433,15 @@ impl<T: Entry> Node<T> {
 }
 
 /// Starts a [`Node`] with options beyond its [`NodeConfig`].
-pub struct NodeBuilder<T> {
+pub struct NodeBuilder<T, S = ()> {
     config: NodeConfig,
     listener: Option<std::net::TcpListener>,
     filter: Option<LinkFilter>,
     deliver_from: LogIndex,
-    _entry: PhantomData<fn() -> T>,
+    _entry: PhantomData<fn() -> (T, S)>,
 }
 
-impl<T: Entry> NodeBuilder<T> {
+impl<T: Entry, S: SnapshotState<T>> NodeBuilder<T, S> {
     fn new(config: NodeConfig) -> Self {
         NodeBuilder { config, listener: None, filter: None, deliver_from: 0, _entry: PhantomData }
     }
@@ -405,7 +468,7 @@ impl<T: Entry> NodeBuilder<T> {
 
     /// Binds the listener, opens the storage and creates the replica on the replica thread,
     /// then starts the transport tasks. Must run inside a multi-threaded tokio runtime.
-    pub async fn start(self) -> Result<(Node<T>, DecidedStream<T>), StartError> {
+    pub async fn start(self) -> Result<(Node<T, S>, DecidedStream<T, S>), StartError> {
         let NodeBuilder { config, listener, filter, deliver_from, .. } = self;
         config.validate()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
@@ -444,7 +507,7 @@ impl<T: Entry> NodeBuilder<T> {
             runtime.clone(),
         );
         let replica_done =
-            spawn_replica_thread::<T>(&config, channels, replica_ctx, deliver_from, span.clone()).await?;
+            spawn_replica_thread::<T, S>(&config, channels, replica_ctx, deliver_from, span.clone()).await?;
 
         // Answers wake the appending tasks: from a task of their own runtime that is cheap.
         // It ends when the replica thread drops its end, after the last answers.
@@ -466,7 +529,7 @@ impl<T: Entry> NodeBuilder<T> {
             shutdown: shutdown_rx.clone(),
             span: span.clone(),
         };
-        let io_done = spawn_io_thread::<T>(node_id, listener, listen_addr, io)?;
+        let io_done = spawn_io_thread::<T, S>(node_id, listener, listen_addr, io)?;
         runtime.spawn(
             supervise(replica_done, completer, io_done, shutdown_rx, finished_tx).instrument(span.clone()),
         );
@@ -520,8 +583,8 @@ fn register_links(config: &NodeConfig) -> Vec<Arc<PeerLink>> {
 }
 
 /// The transport tasks of one node, to be started on its I/O thread.
-struct IoTasks<T> {
-    inbound: Arc<InboundContext<T>>,
+struct IoTasks<T, S> {
+    inbound: Arc<InboundContext<T, S>>,
     connection_limit: usize,
     links: Vec<Arc<PeerLink>>,
     backoff: crate::config::BackoffConfig,
@@ -536,11 +599,11 @@ struct IoTasks<T> {
 /// listener, the readers, the writers and the ticker. The application's tasks run on its own
 /// runtime, so however many of them are runnable, they never delay a heartbeat or a frame of
 /// this node. Returns a receiver that resolves when every transport task has ended.
-fn spawn_io_thread<T: Entry>(
+fn spawn_io_thread<T: Entry, S: SnapshotState<T>>(
     node_id: NodeId,
     listener: std::net::TcpListener,
     listen_addr: SocketAddr,
-    io: IoTasks<T>,
+    io: IoTasks<T, S>,
 ) -> Result<oneshot::Receiver<()>, StartError> {
     let io_runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(StartError::Thread)?;
@@ -563,7 +626,7 @@ fn spawn_io_thread<T: Entry>(
 
 /// Runs the transport tasks until shutdown, then waits for them to end (aborting them after
 /// a timeout).
-async fn run_io<T: Entry>(io: IoTasks<T>, listener: TcpListener) {
+async fn run_io<T: Entry, S: SnapshotState<T>>(io: IoTasks<T, S>, listener: TcpListener) {
     let IoTasks {
         inbound,
         connection_limit,
@@ -596,9 +659,9 @@ async fn run_io<T: Entry>(io: IoTasks<T>, listener: TcpListener) {
 /// Starts the replica thread: it opens the storage and creates the replica (both may do disk
 /// I/O, so not on a tokio worker), reports readiness, then runs rounds. Returns a receiver
 /// that resolves when the thread has closed the replica.
-async fn spawn_replica_thread<T: Entry>(
+async fn spawn_replica_thread<T: Entry, S: SnapshotState<T>>(
     config: &NodeConfig,
-    channels: ReplicaChannels<T>,
+    channels: ReplicaChannels<T, S>,
     ctx: ReplicaContext,
     deliver_from: LogIndex,
     span: tracing::Span,
@@ -608,6 +671,7 @@ async fn spawn_replica_thread<T: Entry>(
     let core_config = config.core.clone();
     let storage_config = config.storage.clone();
     let (cluster_id, node_id) = (config.cluster_id, config.node_id);
+    let lost_storage = config.lost_storage;
     let buffer_size = config.core.sequence_paxos.buffer_size();
     std::thread::Builder::new()
         .name(format!("omnipaxos-replica-{node_id}"))
@@ -617,11 +681,11 @@ async fn spawn_replica_thread<T: Entry>(
             match storage_config {
                 StorageConfig::Memory => {
                     let storage =
-                        TimedStorage::new(MemoryStorage::<T, ()>::default(), flush_latency, shared, None);
+                        TimedStorage::new(MemoryStorage::<T, S>::default(), flush_latency, shared, None);
                     run_replica(core_config, storage, channels, ctx, buffer_size, deliver_from, ready_tx);
                 }
-                StorageConfig::Persistent { data_dir, mode, segment_size_bytes } => {
-                    let storage_config = PersistentStorageConfig::new(
+                StorageConfig::Persistent { data_dir, mode, segment_size_bytes, type_tag } => {
+                    let mut storage_config = PersistentStorageConfig::new(
                         data_dir,
                         core_config.sequence_paxos.configuration_id(),
                         node_id,
@@ -629,9 +693,15 @@ async fn spawn_replica_thread<T: Entry>(
                     .cluster_id(cluster_id)
                     .mode(mode)
                     .segment_size_bytes(segment_size_bytes);
-                    match PersistentStorage::<T, ()>::open(&storage_config) {
-                        Ok(storage) => {
-                            let closer: fn(PersistentStorage<T, ()>) -> _ = PersistentStorage::close;
+                    if let Some(tag) = type_tag {
+                        storage_config = storage_config.type_tag(tag);
+                    }
+                    let opened = PersistentStorage::<T, S>::open(&storage_config)
+                        .map_err(StartError::from)
+                        .and_then(|storage| apply_lost_storage_policy(storage, lost_storage, core_config));
+                    match opened {
+                        Ok((storage, core_config)) => {
+                            let closer: fn(PersistentStorage<T, S>) -> _ = PersistentStorage::close;
                             let storage = TimedStorage::new(storage, flush_latency, shared, Some(closer));
                             run_replica(
                                 core_config,
@@ -644,7 +714,7 @@ async fn spawn_replica_thread<T: Entry>(
                             );
                         }
                         Err(error) => {
-                            let _ = ready_tx.send(Err(error.into()));
+                            let _ = ready_tx.send(Err(error));
                         }
                     }
                 }
@@ -661,10 +731,42 @@ async fn spawn_replica_thread<T: Entry>(
     }
 }
 
-fn run_replica<T: Entry, B: Storage<T, ()>>(
+/// Decides whether a storage that may have lost acknowledged state may start, and as what.
+/// A replica that already holds the learner promise (a round no leader can reach) is a learner
+/// for good and starts as one; otherwise the node's [`LostStoragePolicy`] decides: refuse, or
+/// start as a learner (it never votes again in this configuration; ARCHITECTURE.md, "Amnesia").
+fn apply_lost_storage_policy<T, S>(
+    storage: PersistentStorage<T, S>,
+    policy: LostStoragePolicy,
+    mut core_config: omnipaxos_core::OmniPaxosConfig,
+) -> Result<(PersistentStorage<T, S>, omnipaxos_core::OmniPaxosConfig), StartError>
+where
+    T: Entry,
+    S: SnapshotState<T>,
+{
+    let report = storage.open_report();
+    if !report.acknowledged_state_may_be_lost() {
+        return Ok((storage, core_config));
+    }
+    let promise = storage.get_promise().map_err(|error| StartError::Thread(std::io::Error::other(error)))?;
+    // The core's learner promise is the largest round there is (`u32::MAX`), which no leader
+    // can ever hold.
+    let already_learner = promise.is_some_and(|promise| promise.n == u32::MAX);
+    if already_learner || policy == LostStoragePolicy::StartAsLearner {
+        warn!(
+            ?report,
+            already_learner, "the storage may have lost acknowledged state: starting as a learner"
+        );
+        core_config.sequence_paxos.set_learner(true);
+        return Ok((storage, core_config));
+    }
+    Err(StartError::AcknowledgedStateMayBeLost { report: Box::new(report.clone()) })
+}
+
+fn run_replica<T: Entry, S: SnapshotState<T>, B: Storage<T, S>>(
     core_config: omnipaxos_core::OmniPaxosConfig,
     storage: B,
-    channels: ReplicaChannels<T>,
+    channels: ReplicaChannels<T, S>,
     ctx: ReplicaContext,
     buffer_size: usize,
     deliver_from: LogIndex,

@@ -21,7 +21,7 @@ use omnipaxos_core::{
     errors::{ProposeErr, ReadErr, ReplicaError},
     messages::Message,
     sequence_paxos::{DropReason, ProposalOutcome, ReadFailure, ReadId, ReadOutcome},
-    storage::{ReplicaIdentity, StopSign, Storage, StorageError, StorageOp, StorageResult},
+    storage::{ReplicaIdentity, Snapshot, StopSign, Storage, StorageError, StorageOp, StorageResult},
     util::{LogEntry, LogIndex, NodeId, Proposal, ProposalId},
     OmniPaxos,
 };
@@ -34,7 +34,7 @@ use crate::{
     config::{Limits, NodeConfig},
     error::{AppendError, IndeterminateCause, ReadError},
     metrics::NodeMetrics,
-    node::{Decided, ReplicaView, Shared},
+    node::{Decided, Delivery, ReplicaView, Shared},
     status::LinkState,
     transport::{
         filter::LinkFilter,
@@ -44,14 +44,14 @@ use crate::{
 };
 
 /// The inputs and outputs of the replica thread.
-pub(crate) struct ReplicaChannels<T> {
+pub(crate) struct ReplicaChannels<T, S> {
     pub proposals: ProposalReceiver<T>,
     pub reads: mpsc::Receiver<ReadReply>,
-    pub inbound: mpsc::Receiver<Message<T, ()>>,
+    pub inbound: mpsc::Receiver<Message<T, S>>,
     pub ticks: mpsc::Receiver<()>,
     pub shutdown: watch::Receiver<bool>,
     /// `None` once the user dropped the decided stream.
-    pub decided: Option<mpsc::Sender<Vec<Decided<T>>>>,
+    pub decided: Option<mpsc::Sender<Delivery<T, S>>>,
     /// Answers to appends, sent once per round.
     pub completions: Completions,
 }
@@ -64,6 +64,7 @@ pub(crate) struct ReplicaContext {
     pub progress_interval_ticks: u64,
     pub append_timeout: Duration,
     pub resync_after_drop: bool,
+    pub snapshot_interval_entries: Option<u64>,
     pub links: Vec<Arc<PeerLink>>,
     pub filter: Option<LinkFilter>,
     pub shared: Arc<Shared>,
@@ -87,6 +88,7 @@ impl ReplicaContext {
             progress_interval_ticks: config.progress_interval_ticks,
             append_timeout: config.append_timeout,
             resync_after_drop: config.resync_after_drop,
+            snapshot_interval_entries: config.snapshot_interval_entries,
             links,
             filter,
             shared,
@@ -112,9 +114,9 @@ struct PeerOut {
 
 impl PeerOut {
     /// Appends one core message to this round's buffer, or counts it dropped.
-    fn frame_message<T: Serialize>(
+    fn frame_message<T: Serialize, S: Serialize>(
         &mut self,
-        message: &Message<T, ()>,
+        message: &Message<T, S>,
         cluster_id: u64,
         own_id: NodeId,
         max_frame_bytes: u32,
@@ -179,8 +181,8 @@ impl PeerOut {
 pub(crate) type ReadReply = oneshot::Sender<Result<LogIndex, ReadError>>;
 
 /// What woke the replica thread.
-enum Wake<T> {
-    Message(Message<T, ()>),
+enum Wake<T, S> {
+    Message(Message<T, S>),
     Tick,
     Proposal(AppendRequest<T>),
     Read(ReadReply),
@@ -190,15 +192,15 @@ enum Wake<T> {
 /// Largest buffer kept between rounds for a peer; a larger one (one big round) is freed.
 const ROUND_BUFFER_KEEP_BYTES: usize = 4 << 20;
 
-pub(crate) struct Replica<T, B: Storage<T, ()>> {
-    op: OmniPaxos<T, (), B>,
-    channels: ReplicaChannels<T>,
+pub(crate) struct Replica<T, S, B: Storage<T, S>> {
+    op: OmniPaxos<T, S, B>,
+    channels: ReplicaChannels<T, S>,
     ctx: ReplicaContext,
     peers: Vec<PeerOut>,
     /// Invariant: at most the core's `buffer_size` entries (appends are taken only below it).
     pending: PendingAppends,
     buffer_size: usize,
-    outgoing: Vec<Message<T, ()>>,
+    outgoing: Vec<Message<T, S>>,
     outcomes: Vec<(ProposalId, ProposalOutcome)>,
     /// Reads handed to the core, waiting for their read index. Invariant: at most the core's
     /// `buffer_size` (the core refuses more).
@@ -215,14 +217,15 @@ pub(crate) struct Replica<T, B: Storage<T, ()>> {
     rounds: u64,
 }
 
-impl<T, B> Replica<T, B>
+impl<T, S, B> Replica<T, S, B>
 where
     T: Clone + std::fmt::Debug + Serialize + Send + 'static,
-    B: Storage<T, ()>,
+    S: Snapshot<T> + Serialize + Send + 'static,
+    B: Storage<T, S>,
 {
     pub fn new(
-        op: OmniPaxos<T, (), B>,
-        channels: ReplicaChannels<T>,
+        op: OmniPaxos<T, S, B>,
+        channels: ReplicaChannels<T, S>,
         ctx: ReplicaContext,
         buffer_size: usize,
         deliver_from: LogIndex,
@@ -238,7 +241,10 @@ where
                 needs_resync: false,
             })
             .collect();
-        let delivered_idx = deliver_from.max(op.get_compacted_idx()).min(op.get_decided_idx());
+        // With snapshots, a compacted prefix is delivered as the snapshot first; without, the
+        // compacted prefix cannot be named and delivery starts after it.
+        let first = if S::use_snapshots() { deliver_from } else { deliver_from.max(op.get_compacted_idx()) };
+        let delivered_idx = first.min(op.get_decided_idx());
         let counted_decided_idx = op.get_decided_idx();
         Replica {
             op,
@@ -299,7 +305,7 @@ where
     }
 
     /// Blocks until an input arrives or shutdown is signalled.
-    fn wait(&mut self) -> Wake<T> {
+    fn wait(&mut self) -> Wake<T, S> {
         let accept_proposals = self.proposal_room() > 0;
         let channels = &mut self.channels;
         self.ctx.runtime.block_on(async {
@@ -315,7 +321,7 @@ where
         })
     }
 
-    fn take(&mut self, wake: Wake<T>) {
+    fn take(&mut self, wake: Wake<T, S>) {
         match wake {
             Wake::Message(message) => self.handle_message(message),
             Wake::Tick => self.tick(),
@@ -363,7 +369,7 @@ where
         taken
     }
 
-    fn handle_message(&mut self, message: Message<T, ()>) {
+    fn handle_message(&mut self, message: Message<T, S>) {
         // A storage failure here also fails the next take_outgoing_messages, which stops us.
         if let Err(error) = self.op.handle_incoming(message) {
             warn!(%error, "handling a message failed");
@@ -391,6 +397,8 @@ where
         let AppendRequest { entry, reply, enqueued } = request;
         let refused = if now.duration_since(enqueued) >= self.ctx.append_timeout {
             AppendError::Overloaded // waited its whole timeout in the queue; never handed over
+        } else if self.op.sequence_paxos().is_learner() {
+            AppendError::Learner // never proposes, whoever leads
         } else if !leader_ready {
             AppendError::NotLeaderReachable
         } else {
@@ -407,6 +415,7 @@ where
                 Err(ProposeErr::BufferFull(..)) => AppendError::Overloaded,
                 Err(ProposeErr::Stopped(_)) => AppendError::Stopped,
                 Err(ProposeErr::Storage(_)) => AppendError::Indeterminate(IndeterminateCause::StorageFailure),
+                Err(ProposeErr::Learner(_)) => AppendError::Learner,
                 Err(_) => AppendError::Dropped, // the log is sealed by a StopSign
             }
         };
@@ -487,6 +496,7 @@ where
         self.channels.completions.flush();
         self.deliver_decided();
         self.settle_reads();
+        self.maybe_snapshot();
         self.rounds += 1;
         self.ctx.metrics.rounds.increment(1);
         self.publish();
@@ -554,7 +564,8 @@ where
         }
     }
 
-    /// Hands decided entries to the decided stream while it has room.
+    /// Hands decided entries to the decided stream while it has room: the snapshot first if
+    /// the next entry to deliver was compacted, then entries in batches.
     fn deliver_decided(&mut self) {
         let decided_idx = self.op.get_decided_idx();
         if decided_idx > self.counted_decided_idx {
@@ -575,27 +586,75 @@ where
                     break;
                 }
             };
-            let end =
-                decided_idx.min(self.delivered_idx + self.ctx.limits.decided_batch_limit_entries as u64);
+            let compacted_idx = self.op.get_compacted_idx();
+            let end = if self.delivered_idx < compacted_idx {
+                compacted_idx.min(decided_idx)
+            } else {
+                decided_idx.min(self.delivered_idx + self.ctx.limits.decided_batch_limit_entries as u64)
+            };
             let Some(entries) = self.op.read_entries(self.delivered_idx..end) else {
                 error!(from = self.delivered_idx, end, "decided entries cannot be read; delivery stops");
                 stop_delivery = true;
                 break;
             };
+            if self.delivered_idx < compacted_idx && S::use_snapshots() {
+                // The range starts below the compacted index and ends at it: one element.
+                match entries.into_iter().next() {
+                    Some(LogEntry::Snapshotted(snapshotted)) => {
+                        let end = snapshotted.trimmed_idx.max(self.delivered_idx);
+                        permit.send(Delivery::Snapshot { snapshot: snapshotted.snapshot, end });
+                        self.delivered_idx = end;
+                        continue;
+                    }
+                    other => {
+                        error!(?other, compacted_idx, "compacted prefix has no snapshot; delivery stops");
+                        stop_delivery = true;
+                        break;
+                    }
+                }
+            }
             let mut batch = Vec::with_capacity(entries.len());
             for (index, entry) in (self.delivered_idx..).zip(entries) {
                 match entry {
                     LogEntry::Decided(entry) => batch.push(Decided { index, entry }),
-                    // This runtime never trims, snapshots or reconfigures; skip what it cannot name.
+                    // Without snapshots the runtime never compacts; skip what it cannot name.
                     other => warn!(index, ?other, "decided slot is not an entry; skipped"),
                 }
             }
             self.delivered_idx = end;
-            permit.send(batch);
+            permit.send(Delivery::Entries(batch));
         }
         if stop_delivery {
             self.channels.decided = None;
             self.delivered_idx = decided_idx;
+        }
+    }
+
+    /// Snapshots the delivered decided prefix on this node once `snapshot_interval_entries`
+    /// delivered entries lie beyond the compacted index (only with a snapshot type). The core
+    /// builds the snapshot from the entries and the previous snapshot, writes it with the trim
+    /// (durable at the next flush), and sends it to a peer that later needs compacted entries.
+    fn maybe_snapshot(&mut self) {
+        let Some(interval) = self.ctx.snapshot_interval_entries else { return };
+        if !S::use_snapshots() || self.op.sequence_paxos().is_stopped() {
+            return;
+        }
+        let compacted_idx = self.op.get_compacted_idx();
+        let target = self.delivered_idx.min(self.op.get_decided_idx());
+        if target < compacted_idx.saturating_add(interval) {
+            return;
+        }
+        let started = Instant::now();
+        match self.op.snapshot(Some(target), true) {
+            Ok(()) => {
+                self.ctx.metrics.snapshots.increment(1);
+                info!(
+                    compacted_idx = target,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "snapshot taken"
+                );
+            }
+            Err(error) => warn!(target, %error, "snapshot not taken"),
         }
     }
 
@@ -611,6 +670,8 @@ where
             decided_idx: self.op.get_decided_idx(),
             accepted_idx: sp.get_accepted_idx(),
             delivered_idx: self.delivered_idx,
+            compacted_idx: self.op.get_compacted_idx(),
+            is_learner: sp.is_learner(),
             pending_appends: self.pending.len(),
             pending_reads: self.reads_waiting.len() + self.reads_ready.len(),
             stopped: sp.is_stopped(),
@@ -622,6 +683,7 @@ where
         metrics.ballot_round.set(f64::from(view.ballot.n));
         metrics.decided_index.set(view.decided_idx as f64);
         metrics.accepted_index.set(view.accepted_idx as f64);
+        metrics.compacted_index.set(view.compacted_idx as f64);
         metrics.pending_appends.set(view.pending_appends as f64);
         metrics.undelivered.set((view.decided_idx - view.delivered_idx) as f64);
         metrics.proposals_queued.set(self.channels.proposals.len() as f64);
@@ -717,6 +779,7 @@ fn append_error_reason(error: &AppendError) -> &'static str {
         AppendError::ShuttingDown => "shutting_down",
         AppendError::Overloaded => "overloaded",
         AppendError::Stopped => "stopped",
+        AppendError::Learner => "learner",
     }
 }
 
@@ -768,8 +831,8 @@ impl<B> Drop for TimedStorage<B> {
     }
 }
 
-impl<T, B: Storage<T, ()>> Storage<T, ()> for TimedStorage<B> {
-    fn write_atomically(&mut self, ops: &mut Vec<StorageOp<T, ()>>) -> StorageResult<()> {
+impl<T, S, B: Storage<T, S>> Storage<T, S> for TimedStorage<B> {
+    fn write_atomically(&mut self, ops: &mut Vec<StorageOp<T, S>>) -> StorageResult<()> {
         self.dirty = true;
         self.inner_mut()?.write_atomically(ops)
     }
@@ -814,7 +877,7 @@ impl<T, B: Storage<T, ()>> Storage<T, ()> for TimedStorage<B> {
         self.inner()?.get_stopsign()
     }
 
-    fn get_snapshot(&self) -> StorageResult<Option<()>> {
+    fn get_snapshot(&self) -> StorageResult<Option<S>> {
         self.inner()?.get_snapshot()
     }
 

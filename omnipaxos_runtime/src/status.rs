@@ -115,6 +115,11 @@ pub struct Status {
     pub accepted_idx: LogIndex,
     /// Entries `[0, delivered_idx)` were handed to the decided stream.
     pub delivered_idx: LogIndex,
+    /// Entries below this index are compacted into a snapshot (0 without snapshots).
+    pub compacted_idx: LogIndex,
+    /// True if this replica is a learner: it lost storage it may have acknowledged, never votes
+    /// again in this configuration and cannot propose (see ARCHITECTURE.md, "Amnesia").
+    pub is_learner: bool,
     /// True after a storage failure: the replica refuses all work until restarted.
     pub stopped: bool,
     /// Rounds the replica thread ran.

@@ -38,21 +38,21 @@ const READ_BUFFER_BYTES: usize = 256 << 10;
 const PAYLOAD_BUFFER_KEEP_BYTES: usize = 1 << 20;
 
 /// What every reader of a node shares.
-pub(crate) struct InboundContext<T> {
+pub(crate) struct InboundContext<T, S> {
     pub own_id: NodeId,
     pub cluster_id: u64,
     pub max_frame_bytes: u32,
     pub links: Vec<Arc<PeerLink>>,
-    pub inbound: mpsc::Sender<Message<T, ()>>,
+    pub inbound: mpsc::Sender<Message<T, S>>,
     pub shared: Arc<Shared>,
     pub metrics: Arc<NodeMetrics>,
 }
 
-impl<T> InboundContext<T> {
+impl<T, S> InboundContext<T, S> {
     pub fn new(
         config: &NodeConfig,
         links: Vec<Arc<PeerLink>>,
-        inbound: mpsc::Sender<Message<T, ()>>,
+        inbound: mpsc::Sender<Message<T, S>>,
         shared: Arc<Shared>,
         metrics: Arc<NodeMetrics>,
     ) -> Self {
@@ -97,13 +97,14 @@ impl From<FrameError> for ReadEnd {
 }
 
 /// Accepts connections until shutdown; at most `connection_limit` are served at once.
-pub(crate) async fn run_listener<T>(
+pub(crate) async fn run_listener<T, S>(
     listener: TcpListener,
-    ctx: Arc<InboundContext<T>>,
+    ctx: Arc<InboundContext<T, S>>,
     connection_limit: usize,
     mut shutdown: watch::Receiver<bool>,
 ) where
     T: DeserializeOwned + Send + 'static,
+    S: DeserializeOwned + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(connection_limit));
     let mut readers = JoinSet::new();
@@ -139,10 +140,10 @@ pub(crate) async fn run_listener<T>(
     readers.shutdown().await;
 }
 
-async fn serve_connection<T: DeserializeOwned>(
+async fn serve_connection<T: DeserializeOwned, S: DeserializeOwned>(
     stream: TcpStream,
     remote: SocketAddr,
-    ctx: &InboundContext<T>,
+    ctx: &InboundContext<T, S>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
@@ -162,9 +163,9 @@ async fn serve_connection<T: DeserializeOwned>(
     }
 }
 
-async fn read_frames<T: DeserializeOwned>(
+async fn read_frames<T: DeserializeOwned, S: DeserializeOwned>(
     reader: &mut BufReader<TcpStream>,
-    ctx: &InboundContext<T>,
+    ctx: &InboundContext<T, S>,
 ) -> ReadEnd {
     match read_frames_inner(reader, ctx).await {
         Ok(()) => ReadEnd::Closed,
@@ -172,9 +173,9 @@ async fn read_frames<T: DeserializeOwned>(
     }
 }
 
-async fn read_frames_inner<T: DeserializeOwned>(
+async fn read_frames_inner<T: DeserializeOwned, S: DeserializeOwned>(
     reader: &mut BufReader<TcpStream>,
-    ctx: &InboundContext<T>,
+    ctx: &InboundContext<T, S>,
 ) -> Result<(), ReadEnd> {
     let mut first_sender: Option<NodeId> = None;
     let mut payload = Vec::new();
@@ -195,7 +196,7 @@ async fn read_frames_inner<T: DeserializeOwned>(
         link.record_incoming(LENGTH_BYTES + HEADER_BYTES + payload_len);
         match header.kind {
             FrameKind::CoreMessage => {
-                let message: Message<T, ()> = decode_payload(&payload)?;
+                let message: Message<T, S> = decode_payload(&payload)?;
                 let (sender, receiver) = (message.get_sender(), message.get_receiver());
                 if sender != header.sender || receiver != ctx.own_id {
                     return Err(FrameError::PayloadMismatch { sender, receiver }.into());

@@ -126,6 +126,7 @@ impl TestCluster {
                 data_dir: self.data_dir(id),
                 mode: if create { OpenMode::Bootstrap } else { OpenMode::Restart },
                 segment_size_bytes: SEGMENT_BYTES,
+                type_tag: None,
             };
         }
         // Peers come back within a tenth of a second, and leaders are elected in 100 ms
