@@ -173,8 +173,10 @@ fn a_learner_learns_the_decided_log_reads_but_never_proposes_and_stays_a_learner
         cluster.append(1, v);
     }
     cluster.stabilize();
+    assert!(!cluster.replica(3).get_promise().is_learner_promise());
     cluster.replace_storage(3, CrashableStorage::default(), true);
     assert!(cluster.replicas[&3].is_learner());
+    assert!(cluster.replica(3).get_promise().is_learner_promise(), "runtimes recognise a learner's storage");
     cluster.tick(25);
     assert_eq!(cluster.decided(3), (1..=10).collect::<Vec<_>>(), "caught up from the leader");
     cluster.append(2, 11);
