@@ -36,11 +36,13 @@ pub mod comparison;
 pub mod invariants;
 pub mod kv;
 pub mod linearizability;
+pub mod mutation;
 pub mod nemesis;
 pub mod network;
 pub mod node;
 #[cfg(feature = "raft-comparison")]
 pub mod raft_node;
+pub mod reads;
 pub mod runner;
 pub mod scenarios;
 pub mod sim;

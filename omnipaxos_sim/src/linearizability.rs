@@ -53,18 +53,40 @@ pub struct NotLinearizable {
     pub key: Key,
     /// The key's operations (failed ones and indeterminate reads left out), by call time.
     pub ops: Vec<HistoryOp>,
+    /// Where the search got furthest: the completed operation (an index into `ops`) that no
+    /// linearization of the operations before it could place, the usual culprit (a stale read).
+    pub stuck_at: Option<usize>,
 }
+
+/// Operations shown before and after the one the search got stuck at.
+const CONTEXT_OPS: usize = 12;
 
 impl std::fmt::Display for NotLinearizable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "key k{} has no linearization; its operations:", self.key)?;
-        for op in &self.ops {
+        let shown = match self.stuck_at {
+            Some(stuck) => {
+                let op = &self.ops[stuck];
+                writeln!(
+                    f,
+                    "key k{} has no linearization; the search got furthest up to c{} {} called at {} \
+                     (marked >>); operations around it:",
+                    self.key, op.client, op.op, op.call
+                )?;
+                stuck.saturating_sub(CONTEXT_OPS)..(stuck + CONTEXT_OPS).min(self.ops.len())
+            }
+            None => {
+                writeln!(f, "key k{} has no linearization; its operations:", self.key)?;
+                0..self.ops.len()
+            }
+        };
+        for (i, op) in self.ops.iter().enumerate().filter(|(i, _)| shown.contains(i)) {
+            let mark = if Some(i) == self.stuck_at { ">>" } else { "  " };
             let end = match op.outcome {
                 Outcome::Ok { result, at } => format!("{result} at {at}"),
                 Outcome::Failed => "failed".into(),
                 Outcome::Indeterminate => "indeterminate".into(),
             };
-            writeln!(f, "  c{} {} called at {} -> {}", op.client, op.op, op.call, end)?;
+            writeln!(f, "{mark}c{} {} called at {} -> {}", op.client, op.op, op.call, end)?;
         }
         Ok(())
     }
@@ -96,8 +118,8 @@ pub fn check(history: &[HistoryOp]) -> Verdict {
     for (key, mut ops) in by_key {
         ops.sort_by_key(|op| op.call);
         match check_key(&ops) {
-            Some(true) => {}
-            Some(false) => return Verdict::NotLinearizable(NotLinearizable { key, ops }),
+            Some(Ok(())) => {}
+            Some(Err(stuck_at)) => return Verdict::NotLinearizable(NotLinearizable { key, ops, stuck_at }),
             None => return Verdict::Inconclusive(key),
         }
     }
@@ -217,7 +239,9 @@ fn model_step(state: Option<Value>, op: &HistoryOp) -> Option<Option<Value>> {
 }
 
 /// `Some(verdict)` for one key's operations sorted by call time; `None` if the search gave up.
-fn check_key(ops: &[HistoryOp]) -> Option<bool> {
+/// A failed verdict names the completed operation whose return the deepest partial
+/// linearization could not get past.
+fn check_key(ops: &[HistoryOp]) -> Option<Result<(), Option<usize>>> {
     let mut list = EventList::new(ops);
     let mut completed_left = ops.iter().filter(|op| matches!(op.outcome, Outcome::Ok { .. })).count();
     let mut linearized = Bitset::new(ops.len());
@@ -227,9 +251,11 @@ fn check_key(ops: &[HistoryOp]) -> Option<bool> {
     let mut state: Option<Value> = None;
     let mut cursor = list.first();
     let mut steps = 0u64;
+    // The fewest completed operations left unlinearized when a return blocked the search.
+    let mut deepest: Option<(usize, usize)> = None;
     loop {
         if completed_left == 0 {
-            return Some(true);
+            return Some(Ok(()));
         }
         steps += 1;
         if steps > SEARCH_STEPS_MAX {
@@ -259,8 +285,13 @@ fn check_key(ops: &[HistoryOp]) -> Option<bool> {
             // A completed operation returns before being linearized (or the list ran out):
             // undo the last linearization and try the next call after it.
             _ => {
+                if let Some((_, event)) = event {
+                    if deepest.is_none_or(|(left, _)| completed_left < left) {
+                        deepest = Some((completed_left, event.op));
+                    }
+                }
                 let Some((index, previous_state)) = stack.pop() else {
-                    return Some(false);
+                    return Some(Err(deepest.map(|(_, op)| op)));
                 };
                 let event = list.events[index];
                 list.unlift(index);

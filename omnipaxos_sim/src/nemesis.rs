@@ -537,7 +537,7 @@ impl Simulation {
                     4..=5 => CrashKeep::All,
                     _ => CrashKeep::Prefix(rng.gen_range(0..=unflushed)),
                 }),
-                StorageKind::Persistent => DiskLoss::draw_bytes(rng),
+                StorageKind::Persistent => DiskLoss::draw_bytes(rng, disk.possible_loss_allowed()),
             };
             kept.push(format!("{loss} of {unflushed}"));
             *losses.entry(loss.name()).or_default() += 1;

@@ -29,11 +29,12 @@ use rand::{rngs::SmallRng, Rng, SeedableRng};
 use crate::{
     clients::{client_endpoint, ClientMessage, Clients, OpCounts, CLIENT_ENDPOINT_BASE},
     invariants::{Checker, Violation},
-    kv::{Command, KvSnapshot, KvState},
+    kv::{Command, KvSnapshot, KvState, Op},
     linearizability::{self, Verdict},
     nemesis::{FaultKind, Nemesis},
     network::{LinkConfig, Network, NetworkStats, SendFate},
     node::{Node, ReplicaSettings, Reply},
+    reads::{GetPath, ReadCounts, ReadMode, ReadProfile},
     storage::{DiskLoss, StorageKind},
 };
 
@@ -50,6 +51,9 @@ pub(crate) fn show_message(message: &NodeMessage) -> String {
 
 /// Limit on deliveries in one tick: a livelock of zero-delay messages ends the tick.
 const DELIVERIES_PER_TICK_MAX: usize = 200_000;
+
+/// Seeds the generator of the read profile and the clocks (xor the run's seed).
+const READS_STREAM: u64 = 0x7265_6164_735f_636b;
 
 /// Everything one run depends on besides the seed's random choices.
 #[derive(Clone, Debug)]
@@ -89,7 +93,17 @@ pub struct SimConfig {
     /// instead of being dropped; archived messages are replayed to their original receivers
     /// (also after either end restarted); leader priorities change at runtime (`set_priority`);
     /// some seeds run with a small `buffer_size`. Off, a seed runs exactly as before them.
+    /// Issue 9 and 11 added more: amnesia (a replica's disk destroyed or truncated), the
+    /// leader isolated from every replica but still reachable by clients, priority storms,
+    /// corrupted heartbeat replies.
     pub extended_faults: bool,
+    /// How client gets are served (`Mixed`: each seed draws a mode).
+    pub reads: ReadMode,
+    /// Lease seeds: clock rates beyond `max_clock_drift_percent` (unsafe by the documentation).
+    pub drift_beyond_bound: bool,
+    /// Deliberately unsafe: a replica whose disk was destroyed restarts as a voter, not as a
+    /// learner (shows why learners exist).
+    pub amnesia_voter: bool,
 }
 
 impl SimConfig {
@@ -107,6 +121,8 @@ impl SimConfig {
                 resend_ticks: 2 * hb_delay_ticks,
                 batch_size: 1,
                 buffer_size: crate::node::DEFAULT_BUFFER_SIZE,
+                read_lease: None,
+                mutation: None,
             },
             storage: StorageKind::Crashable,
             client_timeout_ticks: 8 * hb_delay_ticks,
@@ -118,6 +134,9 @@ impl SimConfig {
             trace_print: false,
             read_locally: false,
             extended_faults: true,
+            reads: ReadMode::Mixed,
+            drift_beyond_bound: false,
+            amnesia_voter: false,
         }
     }
 }
@@ -162,8 +181,13 @@ pub struct Report {
     /// Configurations started after the first.
     pub reconfigurations: u32,
     /// Replica disks crashed (by the nemesis or after a storage failure), by kind of loss; and
-    /// (`recovered-*`) what the persistent storage's recovery repaired when reopening them.
+    /// (`recovered-*`) what the persistent storage's recovery repaired when reopening them;
+    /// amnesia faults and restarts as learners.
     pub disk_losses: BTreeMap<&'static str, u64>,
+    /// The seed's read mode (`log`, `leader`, `follower`, `lease`).
+    pub read_mode: ReadMode,
+    /// Client gets by how they were served.
+    pub reads: ReadCounts,
     /// The trace, if asked for.
     pub trace: Vec<String>,
 }
@@ -196,6 +220,12 @@ pub struct Simulation {
     pub(crate) recovered_ticks: Option<u64>,
     /// Replica disks crashed, by kind of loss.
     pub(crate) disk_losses: BTreeMap<&'static str, u64>,
+    /// The seed's reads: mode, lease, clock rates.
+    pub(crate) read_profile: ReadProfile,
+    /// Draws the clocks of nodes that join later (a generator of its own).
+    clock_rng: SmallRng,
+    /// Replicas created so far (each takes the next clock of the profile).
+    replicas_created: usize,
 }
 
 /// Runs one seed to the end.
@@ -219,23 +249,27 @@ impl Simulation {
         if let Some(buffer_size) = nemesis.small_buffer_size() {
             config.settings.buffer_size = buffer_size;
         }
-        let nodes = first
-            .nodes
-            .iter()
-            .map(|&pid| {
-                let checkpoint_every = rng.gen_range(1..=40);
-                let mut node = Node::new(
-                    pid,
-                    &first,
-                    config.settings,
-                    config.storage,
-                    KvState::default(),
-                    checkpoint_every,
-                );
-                node.read_locally = config.read_locally;
-                (pid, node)
-            })
-            .collect();
+        // A generator of its own: the main stream does not depend on the read mode.
+        let mut clock_rng = SmallRng::seed_from_u64(config.seed ^ READS_STREAM);
+        let read_profile = ReadProfile::draw(
+            config.reads,
+            config.drift_beyond_bound,
+            config.settings.hb_delay_ticks,
+            &mut clock_rng,
+        );
+        config.settings.read_lease = read_profile.lease;
+        let mut nodes = BTreeMap::new();
+        for (index, &pid) in first.nodes.iter().enumerate() {
+            let checkpoint_every = rng.gen_range(1..=40);
+            let mut node =
+                Node::new(pid, &first, config.settings, config.storage, KvState::default(), checkpoint_every);
+            node.read_locally = config.read_locally;
+            node.get_path = read_profile.path;
+            node.clock = read_profile.clock(index, &mut clock_rng);
+            node.amnesia_voter = config.amnesia_voter;
+            nodes.insert(pid, node);
+        }
+        let replicas_created = nodes.len();
         let mut network = Network::new(nemesis.base_link());
         if config.faults && config.extended_faults {
             network.park_for_down_nodes();
@@ -259,11 +293,16 @@ impl Simulation {
             trace,
             recovered_ticks: None,
             disk_losses: BTreeMap::new(),
+            read_profile,
+            clock_rng,
+            replicas_created,
             config,
         };
         if let Some(buffer_size) = small_buffer {
             sim.trace(|| format!("PROFILE buffer_size {buffer_size}"));
         }
+        let reads = sim.read_profile.to_string();
+        sim.trace(|| format!("PROFILE {reads}"));
         sim
     }
 
@@ -534,7 +573,7 @@ impl Simulation {
             let loss = match disk.kind() {
                 _ if disk.interrupted().is_some() => disk.interrupted().expect("checked"),
                 StorageKind::Crashable => DiskLoss::Calls(CrashKeep::Prefix(rng.gen_range(0..=unflushed))),
-                StorageKind::Persistent => DiskLoss::draw_bytes(rng),
+                StorageKind::Persistent => DiskLoss::draw_bytes(rng, disk.possible_loss_allowed()),
             };
             kept.push(format!("{loss} of {unflushed}"));
             *losses.entry(loss.name()).or_default() += 1;
@@ -575,6 +614,10 @@ impl Simulation {
                     checkpoint_every,
                 );
                 node.read_locally = self.config.read_locally;
+                node.get_path = self.read_profile.path;
+                node.clock = self.read_profile.clock(self.replicas_created, &mut self.clock_rng);
+                node.amnesia_voter = self.config.amnesia_voter;
+                self.replicas_created += 1;
                 self.nodes.insert(pid, node);
                 self.trace(|| {
                     format!(
@@ -593,8 +636,11 @@ impl Simulation {
             self.trace(|| format!("client timeout {request} (indeterminate)"));
         }
         let members = self.latest().nodes.clone();
-        let requests =
-            self.clients.issue(self.now, &mut self.rng, |rng| members[rng.gen_range(0..members.len())]);
+        let to_leader = self.read_profile.path == GetPath::LeaderReadIndex;
+        let requests = self.clients.issue(self.now, &mut self.rng, |rng, op, hint| match (op, hint) {
+            (Op::Get { .. }, Some(leader)) if to_leader && members.contains(&leader) => leader,
+            _ => members[rng.gen_range(0..members.len())],
+        });
         for (client, to, command) in requests {
             self.trace(|| format!("c{client} sends {} {} to {to}", command.request, command.op));
             let from = client_endpoint(client);
@@ -694,6 +740,11 @@ impl Simulation {
             decided: self.checker.decided_count(),
             reconfigurations: self.configurations.len() as u32 - 1,
             disk_losses: std::mem::take(&mut self.disk_losses),
+            read_mode: self.read_profile.mode,
+            reads: self.nodes.values().fold(ReadCounts::default(), |mut total, node| {
+                total.add(&node.read_counts);
+                total
+            }),
             trace: self.trace.take().unwrap_or_default(),
         }
     }
