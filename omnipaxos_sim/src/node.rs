@@ -192,6 +192,19 @@ pub struct Node {
     /// Deliberately unsafe (`--amnesia-voter`): a replica that lost its disk restarts as a
     /// voter, to show that the simulator then finds agreement broken.
     pub amnesia_voter: bool,
+    /// A replica whose storage reports a possible loss becomes a learner over the log
+    /// recovery left (`--learner-keeps-log`), instead of over an empty one.
+    pub learner_keeps_log: bool,
+}
+
+/// What a restart found.
+#[derive(Clone, Debug, Default)]
+pub struct Restarted {
+    /// What the disks' recovery repaired or reported, and restarts as learners, as
+    /// `(summary name, trace detail)`.
+    pub findings: Vec<(&'static str, String)>,
+    /// Configurations whose replica starts over a fresh disk (its incarnations count anew).
+    pub fresh_disks: Vec<ConfigurationId>,
 }
 
 /// A client get waiting for its read's outcome.
@@ -258,6 +271,7 @@ impl Node {
             wiped: BTreeSet::new(),
             suspect_loss: BTreeSet::new(),
             amnesia_voter: false,
+            learner_keeps_log: false,
         };
         node.initial_states.insert(cluster.configuration_id, node.checkpoint.state.clone());
         node.start_replica(cluster);
@@ -664,8 +678,16 @@ impl Node {
     /// one opened with `OpenMode::Replace` because the old one was missing or refused) — makes
     /// the replica restart as a learner, for good in that configuration (unless
     /// [`Node::amnesia_voter`], the deliberately unsafe variant).
-    pub fn restart(&mut self) -> Result<Vec<(&'static str, String)>, String> {
+    ///
+    /// A replica that becomes a learner over a log that recovery opened with a possible loss
+    /// starts over an empty log instead (`OpenMode::Replace`), unless
+    /// [`Node::learner_keeps_log`]: its log may hold entries it accepted but that were never
+    /// decided, and the core's learner takes everything in its log for decided (a core bug,
+    /// see docs/simulator.md). Returns what recovery found and the configurations whose replica
+    /// starts over a fresh disk.
+    pub fn restart(&mut self) -> Result<Restarted, String> {
         let mut findings = Vec::new();
+        let mut fresh_disks = Vec::new();
         self.suspect_loss.clear();
         for (config_id, disk) in std::mem::take(&mut self.down_storage) {
             let wiped = self.wiped.remove(&config_id);
@@ -692,10 +714,19 @@ impl Node {
                 findings
                     .push(("amnesia-undetected", format!("c{config_id}: opened without a possible loss")));
             }
+            let mut storage = storage;
+            if wiped {
+                fresh_disks.push(config_id);
+            }
             if lost && !self.learner_in.contains(&config_id) {
                 if self.amnesia_voter {
                     findings.push(("amnesia-restarted-as-voter", format!("c{config_id}: unsafe")));
                 } else {
+                    if !wiped && !self.learner_keeps_log {
+                        findings.push(("possible-loss-log-replaced", format!("c{config_id}: log replaced")));
+                        storage = SimStorage::replaced(self.storage, self.pid, config_id);
+                        fresh_disks.push(config_id);
+                    }
                     findings.push(("restarted-as-learner", format!("c{config_id}: as a learner")));
                     self.learner_in.insert(config_id);
                     let config = self.configs.get_mut(&config_id).expect("every replica has a config");
@@ -708,7 +739,7 @@ impl Node {
             self.replicas.insert(config_id, replica);
         }
         self.up = true;
-        Ok(findings)
+        Ok(Restarted { findings, fresh_disks })
     }
 
     /// An amnesia fault on the down node: the disk of its newest replica loses state the replica

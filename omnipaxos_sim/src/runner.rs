@@ -260,6 +260,10 @@ pub struct Batch {
     pub drift_beyond_bound: bool,
     /// Wiped replicas restart as voters ([`SimConfig::amnesia_voter`], unsafe).
     pub amnesia_voter: bool,
+    /// Learners keep the log recovery left ([`SimConfig::learner_keeps_log`]).
+    pub learner_keeps_log: bool,
+    /// Only these kinds of fault ([`SimConfig::fault_kinds`]; empty: all).
+    pub fault_kinds: Vec<FaultKind>,
     /// A core bug switched back on in every replica.
     pub mutation: Option<Mutation>,
     /// Stop at the first violating seed: seeds above the lowest violating seed found so far
@@ -277,6 +281,8 @@ impl Batch {
         config.reads = self.reads;
         config.drift_beyond_bound = self.drift_beyond_bound;
         config.amnesia_voter = self.amnesia_voter;
+        config.learner_keeps_log = self.learner_keeps_log;
+        config.fault_kinds = self.fault_kinds.clone();
         config.settings.mutation = self.mutation;
         config
     }
