@@ -231,6 +231,31 @@ struct ExtendedProfile {
     corrupt_per_tick: f64,
 }
 
+/// The network faults the nemesis draws among.
+const NETWORK_FAULTS: [FaultKind; 11] = [
+    FaultKind::Loss,
+    FaultKind::Duplication,
+    FaultKind::Delay,
+    FaultKind::FullPartition,
+    FaultKind::PartialPartition,
+    FaultKind::OneWayLink,
+    FaultKind::FlappingLink,
+    FaultKind::QuorumLoss,
+    FaultKind::ConstrainedElection,
+    FaultKind::Chained,
+    FaultKind::LeaderIsolation,
+];
+
+/// The process faults the nemesis draws among.
+const PROCESS_FAULTS: [FaultKind; 6] = [
+    FaultKind::Crash,
+    FaultKind::Amnesia,
+    FaultKind::DiskFailure,
+    FaultKind::Reconfiguration,
+    FaultKind::Trim,
+    FaultKind::Snapshot,
+];
+
 /// Most learner replacements proposed in one run.
 const LEARNER_REPLACEMENTS_MAX: u32 = 4;
 /// Chance per tick that the operator proposes replacing a learner of the newest configuration.
@@ -344,6 +369,16 @@ impl Nemesis {
         self.only.as_ref().is_none_or(|only| only.contains(&kind))
     }
 
+    /// `kind` if it is allowed, else one of the allowed kinds among `group` (drawn only when
+    /// the kinds are restricted, so unrestricted seeds draw as before), or none.
+    fn allowed_instead(&self, kind: FaultKind, group: &[FaultKind], rng: &mut SmallRng) -> Option<FaultKind> {
+        if self.allows(kind) {
+            return Some(kind);
+        }
+        let allowed: Vec<FaultKind> = group.iter().copied().filter(|&k| self.allows(k)).collect();
+        allowed.choose(rng).copied()
+    }
+
     /// The small `buffer_size` this seed gives every replica, if it does.
     pub fn small_buffer_size(&self) -> Option<usize> {
         self.profile.extended.and_then(|e| e.small_buffer_size)
@@ -423,9 +458,7 @@ impl Simulation {
             _ => FaultKind::Chained,
         };
         let duration = self.nemesis.duration(&mut self.rng);
-        if !self.nemesis.allows(kind) {
-            return;
-        }
+        let Some(kind) = self.nemesis.allowed_instead(kind, &NETWORK_FAULTS, &mut self.rng) else { return };
         let faults = self.network_fault(kind, &nodes, duration);
         self.nemesis.count(kind);
         for fault in faults {
@@ -641,16 +674,17 @@ impl Simulation {
             68..=83 => FaultKind::Trim,
             _ => FaultKind::Snapshot,
         };
-        if !self.nemesis.allows(kind) {
+        let Some(kind) = self.nemesis.allowed_instead(kind, &PROCESS_FAULTS, &mut self.rng) else {
             return Ok(());
-        }
+        };
         match kind {
-            FaultKind::Amnesia => self.amnesia(),
+            FaultKind::Amnesia if extended => self.amnesia(),
             FaultKind::Crash => self.crash_a_node(),
             FaultKind::DiskFailure => self.arm_disk_failure(),
             FaultKind::Reconfiguration => self.propose_reconfiguration(),
             FaultKind::Trim => self.trim_log(),
-            _ => self.snapshot_log(),
+            FaultKind::Snapshot => self.snapshot_log(),
+            _ => {}
         }
         Ok(())
     }
