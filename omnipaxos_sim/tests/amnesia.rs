@@ -121,3 +121,30 @@ fn a_learner_over_its_recovered_log_agrees_with_the_others() {
 fn every_voter_follows_the_same_leader_after_healing() {
     assert_eq!(runner::run_one(SimConfig::new(988, 5)).violation, None);
 }
+
+/// `--expect-violation`: a batch that stops at the first violating seed still finds the lowest
+/// one (every seed below it runs) and skips most seeds above it.
+#[test]
+fn a_batch_stopping_at_the_first_violation_finds_the_lowest_violating_seed() {
+    let batch = runner::Batch {
+        seeds: 0..30,
+        node_counts: vec![3],
+        ops: 500,
+        threads: 2,
+        storage: StorageKind::Crashable,
+        extended_faults: true,
+        reads: ReadMode::Follower,
+        drift_beyond_bound: false,
+        amnesia_voter: true,
+        learner_keeps_log: false,
+        fault_kinds: vec![FaultKind::Amnesia],
+        mutation: None,
+        stop_at_first_violation: true,
+    };
+    let summary = runner::run_batch(&batch, |_| {});
+    let lowest = (0..30).find(|&seed| runner::run_one(batch.config(seed, 3)).violation.is_some());
+    assert!(lowest.is_some(), "a wiped voter breaks something within 30 seeds");
+    let found = summary.violations().iter().map(|&(_, seed, _)| seed).min();
+    assert_eq!(found, lowest);
+    assert!(summary.by_nodes[&3].seeds < 20, "ran {} seeds", summary.by_nodes[&3].seeds);
+}
