@@ -56,6 +56,56 @@ pub struct NotLinearizable {
     /// Where the search got furthest: the completed operation (an index into `ops`) that no
     /// linearization of the operations before it could place, the usual culprit (a stale read).
     pub stuck_at: Option<usize>,
+    /// A stale read found without a search, if that is how it was found.
+    pub stale: Option<StaleRead>,
+}
+
+/// A read of a value that a completed operation had overwritten before the read was called:
+/// values are unique, so it can never be current again. Indices into [`NotLinearizable::ops`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StaleRead {
+    /// The read.
+    pub read: usize,
+    /// The completed write of the value it read.
+    pub write: usize,
+    /// A completed operation that changed the value after the write returned and before the
+    /// read was called.
+    pub overwrite: usize,
+}
+
+/// A stale read in one key's operations (sorted by call time), if there is one: the cheap
+/// check the search would take long to reach on a badly broken history. Sound: the write
+/// returned before the overwrite was called, which returned before the read was called, so
+/// every linearization orders them so, and the overwritten value (unique) cannot come back.
+fn stale_read(ops: &[HistoryOp]) -> Option<StaleRead> {
+    let returned = |op: &HistoryOp| match op.outcome {
+        Outcome::Ok { at, .. } => Some(at),
+        _ => None,
+    };
+    let changes = |op: &HistoryOp| match (op.op, op.outcome) {
+        (Op::Put { .. } | Op::Delete { .. }, Outcome::Ok { .. }) => true,
+        (Op::Cas { .. }, Outcome::Ok { result: OpResult::Swapped(swapped), .. }) => swapped,
+        _ => false,
+    };
+    let written = |op: &HistoryOp| match (op.op, op.outcome) {
+        (Op::Put { value, .. }, Outcome::Ok { .. }) => Some(value),
+        (Op::Cas { new, .. }, Outcome::Ok { result: OpResult::Swapped(true), .. }) => Some(new),
+        _ => None,
+    };
+    let writers: BTreeMap<Value, usize> =
+        ops.iter().enumerate().filter_map(|(i, op)| written(op).map(|v| (v, i))).collect();
+    for (read, op) in ops.iter().enumerate() {
+        let Outcome::Ok { result: OpResult::Read(Some(value)), .. } = op.outcome else { continue };
+        let Some(&write) = writers.get(&value) else { continue };
+        let write_returned = returned(&ops[write]).expect("a completed write");
+        let overwrite = ops.iter().position(|x| {
+            changes(x) && x.call > write_returned && returned(x).is_some_and(|at| at < op.call)
+        });
+        if let Some(overwrite) = overwrite {
+            return Some(StaleRead { read, write, overwrite });
+        }
+    }
+    None
 }
 
 /// Operations shown before and after the one the search got stuck at.
@@ -63,6 +113,24 @@ const CONTEXT_OPS: usize = 12;
 
 impl std::fmt::Display for NotLinearizable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(StaleRead { read, write, overwrite }) = self.stale {
+            let show = |i: usize| {
+                let op = &self.ops[i];
+                let end = match op.outcome {
+                    Outcome::Ok { result, at } => format!("{result} at {at}"),
+                    _ => "?".into(),
+                };
+                format!("c{} {} (called at {}, {end})", op.client, op.op, op.call,)
+            };
+            writeln!(
+                f,
+                "key k{}: stale read {} — {} had overwritten the value written by {} before the read was called",
+                self.key,
+                show(read),
+                show(overwrite),
+                show(write)
+            )?;
+        }
         let shown = match self.stuck_at {
             Some(stuck) => {
                 let op = &self.ops[stuck];
@@ -117,9 +185,19 @@ pub fn check(history: &[HistoryOp]) -> Verdict {
     }
     for (key, mut ops) in by_key {
         ops.sort_by_key(|op| op.call);
+        if let Some(stale) = stale_read(&ops) {
+            return Verdict::NotLinearizable(NotLinearizable {
+                key,
+                stuck_at: Some(stale.read),
+                ops,
+                stale: Some(stale),
+            });
+        }
         match check_key(&ops) {
             Some(Ok(())) => {}
-            Some(Err(stuck_at)) => return Verdict::NotLinearizable(NotLinearizable { key, ops, stuck_at }),
+            Some(Err(stuck_at)) => {
+                return Verdict::NotLinearizable(NotLinearizable { key, ops, stuck_at, stale: None })
+            }
             None => return Verdict::Inconclusive(key),
         }
     }

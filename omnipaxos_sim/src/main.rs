@@ -305,6 +305,7 @@ fn facade_batch(cli: &Cli) -> Batch {
         fault_kinds: cli.faults.clone(),
         mutation: cli.mutation,
         stop_at_first_violation: cli.expect_violation,
+        expected_properties: cli.expect_property.clone(),
     }
 }
 

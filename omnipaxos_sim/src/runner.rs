@@ -269,6 +269,8 @@ pub struct Batch {
     /// Stop at the first violating seed: seeds above the lowest violating seed found so far
     /// are skipped; every seed below it still runs, so the lowest is always found.
     pub stop_at_first_violation: bool,
+    /// With `stop_at_first_violation`: only violations of these properties count (empty: any).
+    pub expected_properties: Vec<String>,
 }
 
 impl Batch {
@@ -305,7 +307,11 @@ pub fn run_batch(batch: &Batch, on_report: impl Fn(&Report) + Sync) -> Summary {
                     continue;
                 }
                 let report = run_one(batch.config(seed, nodes));
-                if report.violation.is_some() {
+                let expected = |v: &Violation| {
+                    batch.expected_properties.is_empty()
+                        || batch.expected_properties.iter().any(|p| p == v.property)
+                };
+                if report.violation.as_ref().is_some_and(expected) {
                     lowest_violating_seed.fetch_min(seed, Ordering::Relaxed);
                 }
                 let mut summary = summary.lock().expect("no worker panics while holding the lock");

@@ -140,6 +140,7 @@ fn a_batch_stopping_at_the_first_violation_finds_the_lowest_violating_seed() {
         fault_kinds: vec![FaultKind::Amnesia],
         mutation: None,
         stop_at_first_violation: true,
+        expected_properties: Vec::new(),
     };
     let summary = runner::run_batch(&batch, |_| {});
     let lowest = (0..30).find(|&seed| runner::run_one(batch.config(seed, 3)).violation.is_some());
