@@ -226,6 +226,14 @@ impl Summary {
                 r.failed_reconfigured
             );
         }
+        for (nodes, t) in self.by_nodes.iter().filter(|(_, t)| !t.inconclusive.is_empty()) {
+            let mut seeds = t.inconclusive.clone();
+            seeds.sort_unstable();
+            let _ = writeln!(
+                out,
+                "\nN={nodes}: the linearizability search gave up (no verdict) on seeds {seeds:?}"
+            );
+        }
         let mut by_property: BTreeMap<&str, usize> = BTreeMap::new();
         for (_, _, v) in self.violations() {
             *by_property.entry(v.property).or_default() += 1;
