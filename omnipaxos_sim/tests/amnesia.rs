@@ -149,3 +149,16 @@ fn a_batch_stopping_at_the_first_violation_finds_the_lowest_violating_seed() {
     assert_eq!(found, lowest);
     assert!(summary.by_nodes[&3].seeds < 20, "ran {} seeds", summary.by_nodes[&3].seeds);
 }
+
+/// Core bug (open): a learner asks only the leader that last answered it; once that leader is
+/// deposed (and the new leader's Prepare did not reach the learner) it never learns again, and
+/// its node cannot move on to the next configuration. Seed 2472 with N = 3 and leader reads at
+/// the branch's core: `replicas_converge_after_healing`, the learner of configuration 2 stuck at
+/// 179 of 187 decided entries, asking node 3 while node 2 leads. Passes once fixed.
+#[test]
+#[ignore = "open core bug: a learner keeps asking a deposed leader"]
+fn a_learner_finds_the_new_leader_after_a_leader_change() {
+    let mut config = SimConfig::new(2472, 3);
+    config.reads = ReadMode::Leader;
+    assert_eq!(runner::run_one(config).violation, None);
+}
