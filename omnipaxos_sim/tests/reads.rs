@@ -123,3 +123,18 @@ mod mutations {
         assert!(first_violation(Mutation::LeaseWithoutWait, ReadMode::Lease, 0..10).is_some());
     }
 }
+
+/// Core bug (open): a follower numbers its ReadRequests from 1 in every process, and a
+/// ReadReply answers every read asked of that leader in a round up to the reply's; so a reply
+/// from before the follower's restart (parked while it was down, or replayed) answers a new
+/// read with an old read index: a stale read. Seeds 5565 (N = 3) and 5581 (N = 5) with follower
+/// reads at the branch's core: `client_history_is_linearizable` (`ReadReply round=4 idx=31`
+/// answers round 2; `round=7 idx=30` answers round 1). Passes once fixed.
+#[test]
+#[ignore = "open core bug: a ReadReply from before a follower's restart answers a new read"]
+fn a_read_reply_from_before_a_restart_answers_no_new_read() {
+    for (seed, nodes) in [(5565, 3), (5581, 5)] {
+        let report = runner::run_one(config(seed, nodes, ReadMode::Follower));
+        assert_eq!(report.violation, None, "seed {seed} N={nodes}");
+    }
+}
