@@ -354,6 +354,17 @@ fn batch(cli: &Cli) -> ExitCode {
                 eprintln!("  replay: {}", replay_command(cli, report.seed, report.nodes));
             });
         }
+        if let Some(count) = report.disk_losses.get("amnesia-undetected") {
+            // Not a violation by itself (the run goes on with the replica as a voter, as an
+            // operator without a signal would), but the storage missed damage it must report.
+            progress.suspend(|| {
+                eprintln!(
+                    "note: seed {} N={}: {count} damaged log(s) opened without a reported loss",
+                    report.seed, report.nodes
+                );
+                eprintln!("  replay: {}", replay_command(cli, report.seed, report.nodes));
+            });
+        }
     });
     progress.finish_and_clear();
     let mutation = cli.mutation.map_or(String::new(), |m| format!(", mutation {}", m.name()));

@@ -871,7 +871,8 @@ impl Simulation {
             let restart_at = self.now + self.nemesis.restart_delay(&mut self.rng);
             self.nemesis.schedule_restart(victim, restart_at);
         }
-        let Some(damaged) = self.nodes.get_mut(&victim).expect("exists").suffer_amnesia(amnesia) else {
+        let Some((damaged, what)) = self.nodes.get_mut(&victim).expect("exists").suffer_amnesia(amnesia)
+        else {
             return;
         };
         self.checker.forget_replica(victim, damaged);
@@ -880,7 +881,9 @@ impl Simulation {
         self.update_possible_loss_allowance();
         let restart_at = self.nemesis.restarts.get(&victim).copied();
         self.trace(|| {
-            format!("FAULT amnesia: node {victim}'s disk of configuration {damaged} {amnesia}; restart at t={restart_at:?}")
+            format!(
+                "FAULT amnesia: node {victim}'s disk of configuration {damaged} {amnesia}: {what}; restart at t={restart_at:?}"
+            )
         });
     }
 

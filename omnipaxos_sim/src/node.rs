@@ -743,14 +743,15 @@ impl Node {
     }
 
     /// An amnesia fault on the down node: the disk of its newest replica loses state the replica
-    /// acknowledged (see [`Amnesia`]). Returns that configuration.
-    pub fn suffer_amnesia(&mut self, amnesia: Amnesia) -> Option<ConfigurationId> {
+    /// acknowledged (see [`Amnesia`]). Returns that configuration and what was done.
+    pub fn suffer_amnesia(&mut self, amnesia: Amnesia) -> Option<(ConfigurationId, String)> {
         assert!(!self.up, "amnesia strikes a node that is down");
         let config_id = *self.down_storage.keys().next_back()?;
         let disk = self.down_storage.remove(&config_id).expect("listed");
-        self.down_storage.insert(config_id, disk.damaged(amnesia));
+        let (disk, what) = disk.damaged(amnesia);
+        self.down_storage.insert(config_id, disk);
         self.wiped.insert(config_id);
-        Some(config_id)
+        Some((config_id, what))
     }
 
     /// True if this node's replica of `config_id` is a learner, or may restart as one (its disk

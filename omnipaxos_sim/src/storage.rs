@@ -273,27 +273,34 @@ impl fmt::Display for Amnesia {
 }
 
 impl CrashedDisk {
-    /// The disk after `amnesia`: state the replica acknowledged is gone.
-    pub fn damaged(self, amnesia: Amnesia) -> CrashedDisk {
+    /// The disk after `amnesia`: state the replica acknowledged is gone. Also says what was
+    /// done, for the trace.
+    pub fn damaged(self, amnesia: Amnesia) -> (CrashedDisk, String) {
         match (self, amnesia) {
-            (CrashedDisk::Crashable(_), _) => CrashedDisk::Crashable(Box::default()),
+            (CrashedDisk::Crashable(_), _) => (CrashedDisk::Crashable(Box::default()), "emptied".into()),
             (CrashedDisk::Persistent { config, .. }, Amnesia::Wiped) => {
-                CrashedDisk::Persistent { fs: SimFs::new(), config }
+                let what = format!("{} wiped", config.path.display());
+                (CrashedDisk::Persistent { fs: SimFs::new(), config }, what)
             }
             (CrashedDisk::Persistent { fs, config }, Amnesia::Truncated { seed }) => {
                 let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
                 let mut segments = fs.list_files(&config.path).unwrap_or_default();
                 segments.retain(|name| name.starts_with("wal-") && name.ends_with(".log"));
                 segments.sort();
-                if let Some(last) = segments.last() {
-                    let path = config.path.join(last);
-                    let length = fs.file_bytes(&path).map_or(0, |bytes| bytes.len());
-                    match rng.gen_bool(0.25) {
-                        true => fs.remove_durably(&path),
-                        false => fs.truncate_durably(&path, rng.gen_range(0..=length)),
-                    }
-                }
-                CrashedDisk::Persistent { fs, config }
+                let Some(last) = segments.last() else {
+                    return (CrashedDisk::Persistent { fs, config }, "no segment to cut".into());
+                };
+                let path = config.path.join(last);
+                let length = fs.file_bytes(&path).map_or(0, |bytes| bytes.len());
+                let what = if length == 0 || rng.gen_bool(0.25) {
+                    fs.remove_durably(&path);
+                    format!("{} removed ({length} bytes)", path.display())
+                } else {
+                    let cut = rng.gen_range(0..length);
+                    fs.truncate_durably(&path, cut);
+                    format!("{} cut from {length} to {cut} bytes", path.display())
+                };
+                (CrashedDisk::Persistent { fs, config }, what)
             }
         }
     }
