@@ -1097,6 +1097,7 @@ impl Simulation {
         let idx = self.rng.gen_range(compacted + 1..=bound);
         if replica.trim(Some(idx)).is_ok() {
             self.nemesis.trimmed.insert(latest.configuration_id);
+            self.update_possible_loss_allowance();
             self.nemesis.count(FaultKind::Trim);
             self.trace(|| {
                 format!("FAULT leader {leader} trims configuration {} to {idx}", latest.configuration_id)

@@ -187,7 +187,7 @@ pub struct Node {
     /// Replica disks destroyed while the node was down: the restart must not take them for a
     /// log that is simply missing (`OpenMode::Replace` instead of `Restart`).
     wiped: BTreeSet<ConfigurationId>,
-    /// Replica disks whose crash flipped an unsynced bit: recovery may report a possible loss.
+    /// Replica disks whose crash kept unsynced bytes: recovery may report a possible loss.
     suspect_loss: BTreeSet<ConfigurationId>,
     /// Deliberately unsafe (`--amnesia-voter`): a replica that lost its disk restarts as a
     /// voter, to show that the simulator then finds agreement broken.

@@ -141,29 +141,31 @@ impl DiskLoss {
     }
 
     /// True if a crash with this loss may make recovery report a possible loss of
-    /// acknowledged state (a flipped bit: recovery cannot tell it from damage).
+    /// acknowledged state: any variant that keeps some unsynced bytes (a flipped bit, or a kept
+    /// prefix or sector that ends a complete frame with bad padding, cannot be told from damage).
     pub fn may_report_possible_loss(&self) -> bool {
-        matches!(
-            self,
-            DiskLoss::Bytes { variant: CrashVariant::FlipUnsyncedBit, .. }
-                | DiskLoss::InFlush { variant: CrashVariant::FlipUnsyncedBit, .. }
-        )
+        match self {
+            DiskLoss::Bytes { variant, .. } | DiskLoss::InFlush { variant, .. } => {
+                *variant != CrashVariant::LoseUnsynced
+            }
+            DiskLoss::Calls(_) => false,
+        }
     }
 
-    /// A persistent-backend crash: a uniformly drawn variant and seed (a flipped bit becomes
-    /// lost unsynced bytes unless `possible_loss_allowed`, see
-    /// [`SimStorage::set_possible_loss_allowed`]).
+    /// A persistent-backend crash: a uniformly drawn variant and seed (`LoseUnsynced` unless
+    /// `possible_loss_allowed`, see [`SimStorage::set_possible_loss_allowed`]).
     pub fn draw_bytes(rng: &mut impl Rng, possible_loss_allowed: bool) -> DiskLoss {
         let variant = CrashVariant::ALL[rng.gen_range(0..CrashVariant::ALL.len())];
         let variant = DiskLoss::allowed_variant(variant, possible_loss_allowed);
         DiskLoss::Bytes { variant, seed: rng.gen() }
     }
 
-    /// `variant`, or `LoseUnsynced` for a flipped bit when a possible loss is not allowed.
+    /// `variant`, or `LoseUnsynced` when a possible loss is not allowed (only it keeps no
+    /// unsynced byte).
     fn allowed_variant(variant: CrashVariant, possible_loss_allowed: bool) -> CrashVariant {
-        match variant {
-            CrashVariant::FlipUnsyncedBit if !possible_loss_allowed => CrashVariant::LoseUnsynced,
-            other => other,
+        match possible_loss_allowed {
+            true => variant,
+            false => CrashVariant::LoseUnsynced,
         }
     }
 }
@@ -217,7 +219,7 @@ pub struct SimStorage {
     injected_poison: bool,
     /// Persistent backend: the process died inside a flush; the disk it left, and how.
     interrupted: Option<(SimFs, DiskLoss)>,
-    /// A crash may flip an unsynced bit (see [`SimStorage::set_possible_loss_allowed`]).
+    /// A crash may keep unsynced bytes (see [`SimStorage::set_possible_loss_allowed`]).
     possible_loss_allowed: Cell<bool>,
 }
 
@@ -370,10 +372,11 @@ impl SimStorage {
         }
     }
 
-    /// Whether a crash of this disk may flip a bit of unsynced bytes (which recovery reports
-    /// as a possible loss, making the replica a learner). The simulator forbids it while
-    /// another replica of the same configuration is a learner, to stay within the tolerated
-    /// minority; a forbidden flip loses the unsynced bytes instead.
+    /// Whether a crash of this disk may keep some unsynced bytes (a flipped bit, a torn frame:
+    /// recovery may report a possible loss, making the replica a learner). The simulator
+    /// forbids it while another replica of the same configuration is (or may become) a learner,
+    /// to stay within the tolerated minority, and in a configuration whose log it trimmed (no
+    /// new learner could catch up there); a forbidden crash loses the unsynced bytes instead.
     pub fn set_possible_loss_allowed(&self, allowed: bool) {
         self.possible_loss_allowed.set(allowed);
     }
