@@ -609,6 +609,7 @@ impl BallotLeaderElection {
         // round: the replies predate it.)
         let abandoned = !adopted_from_paxos
             && !mutated!(self, KeepAbandonedLeader)
+            && !mutated!(self, LowerAnnouncedBallot)
             && self.leader.is_some_and(|l| {
                 l.pid != self.pid
                     && self.replies.get(&l.pid).is_some_and(|r| {
