@@ -598,6 +598,14 @@ impl BallotLeaderElection {
     /// such a declared leader is joined; failing that, a quorum-connected server elects the
     /// highest ballot among itself and the peers that know no leader either (the first election,
     /// where the highest priority wins). Returns whether the leader changed.
+    /// The abandoned-leader rule of `maybe_learn_leader` is on (off only as a mutation).
+    fn drops_abandoned_leaders(&self) -> bool {
+        if mutated!(self, KeepAbandonedLeader) {
+            return false;
+        }
+        !mutated!(self, LowerAnnouncedBallot)
+    }
+
     fn maybe_learn_leader(&mut self, adopted_from_paxos: bool) -> bool {
         let declared = self.replies.values().filter(|r| r.ballot == r.leader).map(|r| r.ballot).max();
         // The owner of the ballot we follow answered that it follows another leader and either
@@ -608,8 +616,7 @@ impl BallotLeaderElection {
         // over above it instead of adopting gossip. (Not for a leader adopted from Paxos this
         // round: the replies predate it.)
         let abandoned = !adopted_from_paxos
-            && !mutated!(self, KeepAbandonedLeader)
-            && !mutated!(self, LowerAnnouncedBallot)
+            && self.drops_abandoned_leaders()
             && self.leader.is_some_and(|l| {
                 l.pid != self.pid
                     && self.replies.get(&l.pid).is_some_and(|r| {
