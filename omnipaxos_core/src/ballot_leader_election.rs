@@ -190,6 +190,10 @@ pub struct BallotLeaderElection {
     suspecting: bool,
     /// The last round end dropped a leader ballot whose owner follows another leader.
     abandoned_leader: bool,
+    /// The highest leader ballot dropped because its owner follows another leader: Sequence
+    /// Paxos's promise of it (or of a lower one) is not adopted again (it would make this
+    /// server follow, and count as happy with, a ballot nobody leads with, round after round).
+    abandoned_floor: Option<Ballot>,
     /// A leader was adopted from Sequence Paxos's promise during this round: its replies this
     /// round predate its leadership, so this round's end must not judge it (nor take over).
     adopted_from_paxos: bool,
@@ -256,6 +260,7 @@ impl BallotLeaderElection {
             suspecting: false,
             adopted_from_paxos: false,
             abandoned_leader: false,
+            abandoned_floor: None,
             dispatch,
             #[cfg(feature = "mutations")]
             mutation: config.mutation(),
@@ -403,7 +408,7 @@ impl BallotLeaderElection {
 
     fn set_paxos_state_inner(&mut self, promise: Ballot, is_accepting_leader: bool) {
         self.paxos_accepting = is_accepting_leader;
-        if promise.is_initial() || Some(promise) <= self.leader {
+        if promise.is_initial() || Some(promise) <= self.leader || Some(promise) <= self.abandoned_floor {
             return;
         }
         if promise.config_id != self.config_id {
@@ -625,6 +630,9 @@ impl BallotLeaderElection {
             });
         let current = if abandoned { None } else { self.leader };
         self.abandoned_leader = abandoned;
+        if abandoned {
+            self.abandoned_floor = self.abandoned_floor.max(self.leader);
+        }
         let learnt = match (current, declared) {
             (Some(leader), Some(declared)) => (declared > leader).then_some(declared),
             (Some(_), None) => None,
