@@ -259,6 +259,8 @@ pub struct SequencePaxosConfig {
     learner: bool,
     /// Entries per synchronisation message. Invariant (checked by `validate`): at least 1.
     max_sync_entries: usize,
+    /// Differs between this replica's processes even when its storage was lost.
+    process_nonce: Option<u32>,
     #[cfg(feature = "mutations")]
     pub(crate) mutation: Option<crate::mutation::Mutation>,
 }
@@ -283,6 +285,7 @@ impl Default for SequencePaxosConfig {
             read_lease: None,
             learner: false,
             max_sync_entries: DEFAULT_MAX_SYNC_ENTRIES,
+            process_nonce: None,
             #[cfg(feature = "mutations")]
             mutation: None,
         }
@@ -424,6 +427,26 @@ impl SequencePaxosConfig {
     /// The read timeout in ticks.
     pub fn read_timeout_ticks(&self) -> u64 {
         self.read_timeout_ticks
+    }
+
+    /// A number that differs between the processes of this replica, also when its storage was
+    /// lost (a runtime uses randomness or the start time; `omnipaxos_runtime` sets one).
+    ///
+    /// A follower numbers its read requests from it, and a `ReadReply` answers the reads asked
+    /// up to its request number; so a reply to an earlier process (delayed, parked while the
+    /// replica was down, or replayed) must never carry a number this process uses. Without a
+    /// nonce the numbering starts from the incarnation kept in storage, which is enough as
+    /// long as the storage survives; a replica restarted over a replaced (wiped) log counts
+    /// incarnations from 1 again, and without a nonce a reply to its previous life could
+    /// answer a new read with an old read index: a stale read. Set a nonce whenever a replica
+    /// may start over lost storage (a learner, see [`Self::set_learner`]).
+    pub fn set_process_nonce(&mut self, nonce: u32) {
+        self.process_nonce = Some(nonce);
+    }
+
+    /// See [`Self::set_process_nonce`].
+    pub fn process_nonce(&self) -> Option<u32> {
+        self.process_nonce
     }
 
     /// Turns on leases for reads (default off): a leader answers reads without messages while
@@ -612,6 +635,7 @@ impl SequencePaxosConfig {
             },
             learner: false,
             max_sync_entries: keys.max_sync_entries.unwrap_or(defaults.max_sync_entries),
+            process_nonce: None,
             #[cfg(feature = "mutations")]
             mutation: None,
         })

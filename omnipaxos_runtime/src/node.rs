@@ -774,7 +774,7 @@ where
 }
 
 fn run_replica<T: Entry, S: SnapshotState<T>, B: Storage<T, S>>(
-    core_config: omnipaxos_core::OmniPaxosConfig,
+    mut core_config: omnipaxos_core::OmniPaxosConfig,
     storage: B,
     channels: ReplicaChannels<T, S>,
     ctx: ReplicaContext,
@@ -782,6 +782,9 @@ fn run_replica<T: Entry, S: SnapshotState<T>, B: Storage<T, S>>(
     deliver_from: LogIndex,
     ready: oneshot::Sender<Result<(), StartError>>,
 ) {
+    // Read request numbers never repeat across this replica's processes, also after its
+    // storage was lost (a learner over a replaced log counts incarnations from 1 again).
+    core_config.sequence_paxos.set_process_nonce(rand::random());
     let op = match OmniPaxos::try_with(core_config, storage) {
         Ok(op) => op,
         Err(error) => {

@@ -190,6 +190,9 @@ pub struct Node {
     /// Configurations in which this node's replica is a learner: its disk lost state it may
     /// have acknowledged (durable: the disk holds the learner promise from the restart on).
     learner_in: BTreeSet<ConfigurationId>,
+    /// Restarts over a fresh (wiped or replaced) disk so far: each such process gets its own
+    /// `process_nonce` (the simulator's stand-in for a runtime's start time or randomness).
+    fresh_starts: u32,
     /// Replica disks destroyed while the node was down: the restart must not take them for a
     /// log that is simply missing (`OpenMode::Replace` instead of `Restart`).
     wiped: BTreeSet<ConfigurationId>,
@@ -275,6 +278,7 @@ impl Node {
             stashed_replies: Vec::new(),
             stashed_violation: None,
             learner_in: BTreeSet::new(),
+            fresh_starts: 0,
             wiped: BTreeSet::new(),
             suspect_loss: BTreeSet::new(),
             amnesia_voter: false,
@@ -765,7 +769,13 @@ impl Node {
                     config.sequence_paxos.set_learner(true);
                 }
             }
-            let config = self.configs[&config_id].clone();
+            let mut config = self.configs[&config_id].clone();
+            if fresh_disks.contains(&config_id) {
+                // A fresh disk counts incarnations from 1 again: the nonce keeps this process's
+                // read request numbers apart from its earlier lives' (above any incarnation).
+                self.fresh_starts += 1;
+                config.sequence_paxos.set_process_nonce(0x8000_0000 | self.fresh_starts);
+            }
             let replica = OmniPaxos::try_with(config, storage)
                 .map_err(|e| format!("node {} config {config_id} cannot restart: {e}", self.pid))?;
             self.replicas.insert(config_id, replica);

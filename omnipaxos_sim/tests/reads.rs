@@ -137,3 +137,14 @@ fn a_read_reply_from_before_a_restart_answers_no_new_read() {
         assert_eq!(report.violation, None, "seed {seed} N={nodes}");
     }
 }
+
+/// Core bug (fixed with `SequencePaxosConfig::set_process_nonce` and replies to numbers a
+/// process never sent ignored), found by the follower-read soak on the final core: a replica
+/// whose disk was wiped restarts as a learner counting incarnations from 1 again, so a
+/// replayed ReadReply to its earlier life answered a new read with an old read index. Seed
+/// 8777 N=3 with follower reads: `client_history_is_linearizable` (a stale read of k0).
+#[test]
+fn a_read_reply_to_a_wiped_replica_s_earlier_life_answers_no_new_read() {
+    let report = runner::run_one(config(8777, 3, ReadMode::Follower));
+    assert_eq!(report.violation, None);
+}

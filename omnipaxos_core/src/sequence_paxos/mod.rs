@@ -153,7 +153,7 @@ where
         }
         ctx.write(ops)?;
         ctx.flush()?;
-        ctx.reads = reads::ReadBook::for_incarnation(incarnation);
+        ctx.reads = reads::ReadBook::for_process(incarnation, config.process_nonce());
         ctx.ledger = proposals::ProposalLedger::new(
             ctx.pid,
             incarnation,

@@ -128,18 +128,24 @@ pub(crate) struct ReadBook {
     next_id: u64,
     reads: VecDeque<LocalRead>,
     outcomes: Vec<(ReadId, ReadOutcome)>,
-    /// Number of the next ReadRequest this replica sends.
+    /// Number of the last ReadRequest this replica sent (`first_round` before the first).
     next_round: u64,
+    /// Number of this process's first ReadRequest minus one: replies to numbers outside
+    /// `first_round + 1..=next_round` answer requests of another process and are ignored.
+    first_round: u64,
     /// Reads issued and not yet settled, wherever they wait.
     pending: usize,
 }
 
 impl ReadBook {
-    /// An empty book for process incarnation `incarnation`: its ReadRequests are numbered from
-    /// `incarnation << 32`, so a ReadReply to a request of an earlier process (delayed, parked
-    /// while this replica was down, or replayed) never answers a read of this one.
-    pub(crate) fn for_incarnation(incarnation: u64) -> ReadBook {
-        ReadBook { next_round: incarnation << 32, ..ReadBook::default() }
+    /// An empty book for a process: its ReadRequests are numbered from `nonce << 32` if the
+    /// process has a nonce, else from `incarnation << 32`, and a ReadReply to a number this
+    /// process did not send (an earlier process's request, delayed, parked while this replica
+    /// was down, or replayed) answers nothing. The incarnation alone repeats after the storage
+    /// was lost (see `SequencePaxosConfig::set_process_nonce`).
+    pub(crate) fn for_process(incarnation: u64, nonce: Option<u32>) -> ReadBook {
+        let first = nonce.map_or(incarnation, u64::from) << 32;
+        ReadBook { next_round: first, first_round: first, ..ReadBook::default() }
     }
 
     /// Reads issued and not settled yet.
@@ -220,6 +226,9 @@ impl ReadBook {
     /// The leader of ballot `leader` answered request `round` (and so every earlier one) with
     /// `read_idx`.
     pub(crate) fn answered(&mut self, leader: Ballot, round: u64, read_idx: LogIndex) {
+        if round <= self.first_round || round > self.next_round {
+            return; // not a request of this process (an earlier life's, or a forged one)
+        }
         for read in self.reads.iter_mut() {
             if matches!(read.stage, Stage::Asked { leader: l, round: r, .. } if l == leader && r <= round) {
                 read.stage = Stage::Indexed(read_idx);

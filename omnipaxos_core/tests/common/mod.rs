@@ -235,9 +235,22 @@ impl<S: Snapshot<u64>> Cluster<S> {
     /// Replaces `pid` by a replica over `storage` (e.g. an empty one: its disk was wiped),
     /// started as a learner if `learner`.
     pub fn replace_storage(&mut self, pid: NodeId, storage: CrashableStorage<u64, S>, learner: bool) {
+        self.replace_storage_with(pid, storage, |mut c| {
+            c.set_learner(learner);
+            c
+        });
+    }
+
+    /// Replaces `pid` by a replica over `storage` with its configuration changed by `adjust`.
+    pub fn replace_storage_with(
+        &mut self,
+        pid: NodeId,
+        storage: CrashableStorage<u64, S>,
+        adjust: impl FnOnce(SequencePaxosConfig) -> SequencePaxosConfig,
+    ) {
         self.replicas.remove(&pid);
-        let mut config = self.configs[&pid].clone();
-        config.set_learner(learner);
+        let config = adjust(self.configs[&pid].clone());
+        let learner = config.learner();
         self.trace.push(format!("replace the storage of {pid} (learner: {learner})"));
         self.replicas.insert(pid, SequencePaxos::with(config, storage));
     }
@@ -312,6 +325,21 @@ impl<S: Snapshot<u64>> Cluster<S> {
         if let Some(message) = self.network.remove(position) {
             self.trace.push(format!("LOST {message}"));
         }
+    }
+
+    /// Copies of the in-flight messages that `matches` (the originals stay in flight).
+    pub fn copy_in_flight(
+        &self,
+        matches: impl Fn(&PaxosMessage<u64, S>) -> bool,
+    ) -> Vec<PaxosMessage<u64, S>> {
+        self.network.iter().filter(|m| matches(m)).cloned().collect()
+    }
+
+    /// Puts `message` in flight (at the front: it is delivered next), e.g. a copy kept from
+    /// earlier, replayed.
+    pub fn replay(&mut self, message: PaxosMessage<u64, S>) {
+        self.trace.push(format!("REPLAYED {message}"));
+        self.network.push_front(message);
     }
 
     /// Delivers a copy of the in-flight message at `position`, keeping the original in flight.
