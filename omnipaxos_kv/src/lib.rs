@@ -40,6 +40,9 @@ pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod demo;
+#[cfg(feature = "etcd")]
+pub mod etcd;
+pub mod http1;
 pub mod local;
 pub mod server;
 pub mod state;
