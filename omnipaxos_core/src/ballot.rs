@@ -34,6 +34,13 @@ impl Ballot {
     pub fn is_initial(&self) -> bool {
         *self == Ballot::default()
     }
+
+    /// True for the promise a learner stores (see `SequencePaxosConfig::set_learner`): the
+    /// largest round there is, which no leader can hold. A storage whose promise is this belongs
+    /// to a replica that must restart as a learner.
+    pub fn is_learner_promise(&self) -> bool {
+        self.n == u32::MAX && self.priority == u32::MAX
+    }
 }
 
 impl fmt::Display for Ballot {

@@ -600,17 +600,20 @@ impl BallotLeaderElection {
     /// where the highest priority wins). Returns whether the leader changed.
     fn maybe_learn_leader(&mut self, adopted_from_paxos: bool) -> bool {
         let declared = self.replies.values().filter(|r| r.ballot == r.leader).map(|r| r.ballot).max();
-        // The owner of the ballot we follow answered that it follows another leader: nobody
-        // leads with our ballot (a first election picked a peer that then joined someone else,
-        // or the owner moved on), so it is dropped and the leader learnt afresh, even if lower.
-        // (Not for a leader adopted from Paxos this round: the replies predate it.)
+        // The owner of the ballot we follow answered that it follows another leader and either
+        // moved on to another ballot or follows a lower one (a first election picked a peer
+        // that then joined someone else): nobody leads with our ballot, so it is dropped and the
+        // leader learnt afresh, even if lower. An owner that still holds our ballot but follows
+        // a higher one was deposed by a leader we may not hear: we stay, become unhappy and take
+        // over above it instead of adopting gossip. (Not for a leader adopted from Paxos this
+        // round: the replies predate it.)
         let abandoned = !adopted_from_paxos
+            && !mutated!(self, KeepAbandonedLeader)
             && self.leader.is_some_and(|l| {
                 l.pid != self.pid
-                    && self
-                        .replies
-                        .get(&l.pid)
-                        .is_some_and(|r| !r.leader.is_initial() && r.leader != l && r.ballot != l)
+                    && self.replies.get(&l.pid).is_some_and(|r| {
+                        !r.leader.is_initial() && r.leader != l && (r.ballot != l || r.leader < l)
+                    })
             });
         let current = if abandoned { None } else { self.leader };
         self.abandoned_leader = abandoned;

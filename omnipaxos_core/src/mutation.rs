@@ -33,11 +33,17 @@ pub enum Mutation {
     /// leader's round with only part of that log (a later leader then adopts it and loses
     /// chosen entries).
     SyncSplitsAdoptedLog,
+    /// A read whose index reaches a decided StopSign is reported `Ready` (it may miss writes
+    /// of the next configuration) instead of failing as `Reconfigured`.
+    ReadPastStopSign,
+    /// Ballot Leader Election keeps following a leader ballot whose owner answers that it
+    /// follows another leader (nobody leads with that ballot; the follower waits forever).
+    KeepAbandonedLeader,
 }
 
 impl Mutation {
     /// Every mutation.
-    pub const ALL: [Mutation; 9] = [
+    pub const ALL: [Mutation; 11] = [
         Mutation::SyncReplacesLog,
         Mutation::ForwardUnsynced,
         Mutation::DropOutcomes,
@@ -47,6 +53,8 @@ impl Mutation {
         Mutation::ReadWithoutQuorum,
         Mutation::LeaseWithoutWait,
         Mutation::SyncSplitsAdoptedLog,
+        Mutation::ReadPastStopSign,
+        Mutation::KeepAbandonedLeader,
     ];
 
     /// The kebab-case name used on command lines.
@@ -61,6 +69,8 @@ impl Mutation {
             Mutation::ReadWithoutQuorum => "read-without-quorum",
             Mutation::LeaseWithoutWait => "lease-without-wait",
             Mutation::SyncSplitsAdoptedLog => "sync-splits-adopted-log",
+            Mutation::ReadPastStopSign => "read-past-stopsign",
+            Mutation::KeepAbandonedLeader => "keep-abandoned-leader",
         }
     }
 

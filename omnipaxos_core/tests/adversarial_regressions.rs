@@ -386,6 +386,80 @@ fn foreign_storage(adjust: &dyn Fn(&mut SequencePaxosConfig)) {
 
 type Facade = OmniPaxos<u64, (), CrashableStorage<u64, ()>>;
 
+/// One step: deliver until nothing is in flight (over the links that are up), then tick.
+fn step(replicas: &mut BTreeMap<NodeId, Facade>, up: &dyn Fn(&Message<u64, ()>) -> bool) {
+    for _ in 0..100 {
+        let mut in_flight: Vec<Message<u64, ()>> = Vec::new();
+        for r in replicas.values_mut() {
+            r.take_outgoing_messages(&mut in_flight).expect("take");
+        }
+        in_flight.retain(|m| up(m));
+        if in_flight.is_empty() {
+            break;
+        }
+        for m in in_flight {
+            let to = m.get_receiver();
+            replicas.get_mut(&to).expect("up").handle_incoming(m).expect("handle");
+        }
+    }
+    for r in replicas.values_mut() {
+        r.tick().expect("tick");
+    }
+}
+
+/// Whether every replica's Ballot Leader Election follows the same leader.
+fn election_agrees(replicas: &BTreeMap<NodeId, Facade>) -> Result<(), String> {
+    let elected: Vec<_> =
+        replicas.values().map(|r| r.ballot_leader_election().get_current_leader()).collect();
+    match elected.windows(2).all(|w| w[0] == w[1]) {
+        true => Ok(()),
+        false => Err(format!("leader election disagrees: {elected:?}")),
+    }
+}
+
+/// The simulator's find (seed 988, N = 5, before ec2b535): at a first election n1 elects n3's
+/// ballot from a reply of n3, which knows no leader yet; n3 then joins n2, which had declared
+/// itself. n1 must drop the ballot nobody leads with and follow n2, not wait on it forever.
+#[test]
+fn a_follower_drops_a_first_election_ballot_its_owner_never_leads_with() {
+    first_election_ballot_abandoned_by_its_owner(&|_| {});
+}
+
+fn first_election_ballot_abandoned_by_its_owner(adjust: &dyn Fn(&mut OmniPaxosConfig)) {
+    let pids = [1, 2, 3];
+    let mut replicas: BTreeMap<NodeId, Facade> = pids
+        .iter()
+        .map(|&pid| {
+            let mut config = OmniPaxosConfig::new(sp_config(pid, &pids));
+            config.set_hb_delay(2);
+            adjust(&mut config);
+            (pid, OmniPaxos::with(config, CrashableStorage::default()))
+        })
+        .collect();
+    // Round 1: n1 hears only n3 (so it elects n3's ballot), n2 hears only n1 (so it elects
+    // itself), n3 hears nobody.
+    let round_1 = |m: &Message<u64, ()>| match m {
+        Message::BLE(BLEMessage { from, to, msg: HeartbeatMsg::Request(_), .. }) => {
+            (*from, *to) == (1, 3) || (*from, *to) == (2, 1)
+        }
+        Message::BLE(BLEMessage { from, to, msg: HeartbeatMsg::Reply(_), .. }) => {
+            (*from, *to) == (3, 1) || (*from, *to) == (1, 2)
+        }
+        Message::SequencePaxos(_) => false,
+    };
+    for _ in 0..2 {
+        step(&mut replicas, &round_1);
+    }
+    let n1_follows = replicas[&1].ballot_leader_election().get_current_leader();
+    assert_eq!(n1_follows.map(|b| b.pid), Some(3), "the scenario needs n1 to elect n3's ballot first");
+    for _ in 0..100 {
+        step(&mut replicas, &|_| true);
+    }
+    if let Err(e) = election_agrees(&replicas) {
+        panic!("{e}");
+    }
+}
+
 /// Finding 3: a follower must not follow a dead leader ballot forever on a healthy network.
 #[test]
 fn a_follower_leaves_a_ballot_its_owner_no_longer_leads_with() {
@@ -407,26 +481,6 @@ fn priority_lowered_before_first_leadership(adjust: &dyn Fn(&mut OmniPaxosConfig
             (pid, OmniPaxos::with(config, CrashableStorage::default()))
         })
         .collect();
-    // One step: deliver until nothing is in flight (over the links that are up), then tick.
-    let step = |replicas: &mut BTreeMap<NodeId, Facade>, up: &dyn Fn(&Message<u64, ()>) -> bool| {
-        for _ in 0..100 {
-            let mut in_flight: Vec<Message<u64, ()>> = Vec::new();
-            for r in replicas.values_mut() {
-                r.take_outgoing_messages(&mut in_flight).expect("take");
-            }
-            in_flight.retain(|m| up(m));
-            if in_flight.is_empty() {
-                break;
-            }
-            for m in in_flight {
-                let to = m.get_receiver();
-                replicas.get_mut(&to).expect("up").handle_incoming(m).expect("handle");
-            }
-        }
-        for r in replicas.values_mut() {
-            r.tick().expect("tick");
-        }
-    };
     // Round 1: only n3 exchanges heartbeats: its requests and the replies to them.
     let n3_heartbeats = |m: &Message<u64, ()>| match m {
         Message::BLE(BLEMessage { from, to, msg: HeartbeatMsg::Request(_), .. }) => *from == 3 && *to != 3,
@@ -436,7 +490,10 @@ fn priority_lowered_before_first_leadership(adjust: &dyn Fn(&mut OmniPaxosConfig
     for _ in 0..2 {
         step(&mut replicas, &n3_heartbeats);
     }
+    let announced = replicas[&1].ballot_leader_election().get_ballot();
     replicas.get_mut(&1).expect("n1").set_priority(1);
+    let now = replicas[&1].ballot_leader_election().get_ballot();
+    assert!(now >= announced, "n1 lowered the ballot it announced: {announced} -> {now}");
     // Round 2: n3 is cut off.
     for _ in 0..2 {
         step(&mut replicas, &|m| m.get_sender() != 3 && m.get_receiver() != 3);
@@ -457,9 +514,9 @@ fn priority_lowered_before_first_leadership(adjust: &dyn Fn(&mut OmniPaxosConfig
     assert!(outcomes.contains_key(&id44), "n2's append was not decided");
     let leaders: Vec<_> = replicas.values().map(|r| r.get_promise()).collect();
     assert!(outcomes.contains_key(&id33), "n3's append never settled; promises {leaders:?}");
-    let elected: Vec<_> =
-        replicas.values().map(|r| r.ballot_leader_election().get_current_leader()).collect();
-    assert!(elected.windows(2).all(|w| w[0] == w[1]), "leader election disagrees: {elected:?}");
+    if let Err(e) = election_agrees(&replicas) {
+        panic!("{e}");
+    }
 }
 
 /// Each finding's scenario with its fix switched off again (feature `mutations`) must fail:
@@ -494,6 +551,13 @@ mod fixes_reverted {
     fn finding_3_a_follower_keeps_an_abandoned_ballot() {
         assert!(fails(|| priority_lowered_before_first_leadership(&|c| {
             c.set_mutation(Some(Mutation::LowerAnnouncedBallot));
+        })));
+    }
+
+    #[test]
+    fn finding_3_a_follower_keeps_a_ballot_its_owner_abandoned() {
+        assert!(fails(|| first_election_ballot_abandoned_by_its_owner(&|c| {
+            c.set_mutation(Some(Mutation::KeepAbandonedLeader));
         })));
     }
 

@@ -235,3 +235,41 @@ fn a_new_leader_decides_nothing_while_the_old_lease_may_run() {
     cluster.tick(34);
     assert_eq!(cluster.decided(2), vec![5]);
 }
+
+/// A read whose index reaches a decided StopSign fails with `Reconfigured`, at the leader and at
+/// a follower, including one that asked before it knew the StopSign was decided: writes of the
+/// next configuration may have completed before such a read, and this log cannot show them.
+/// A read confirmed below the StopSign is still served.
+#[test]
+fn a_read_past_a_decided_stopsign_fails_as_reconfigured() {
+    use omnipaxos_core::storage::ClusterConfig;
+    let mut cluster = Cluster::<()>::new(&[1, 2, 3]);
+    cluster.elect(1);
+    for v in 1..=3 {
+        cluster.append(1, v);
+    }
+    cluster.stabilize();
+    let below = cluster.replica(2).read_index().expect("read");
+    cluster.stabilize();
+    assert_eq!(ready(&mut cluster, 2, below), Some(3), "below the StopSign: served");
+    // Follower 3 does not learn that the StopSign is decided until its read is confirmed.
+    cluster.drop_messages(|m| m.to == 3 && (is_kind(m, "Decide") || is_kind(m, "AcceptDecide")));
+    let next = ClusterConfig { configuration_id: 2, nodes: vec![1, 2, 3], flexible_quorum: None };
+    cluster.replica(1).reconfigure(next, None).expect("reconfigure");
+    cluster.stabilize();
+    assert!(cluster.replica(1).is_reconfigured().is_some());
+    assert!(cluster.replica(3).is_reconfigured().is_none(), "3 has not seen the decision");
+    let at_follower = cluster.replica(3).read_index().expect("read");
+    let at_leader = cluster.replica(1).read_index().expect("read");
+    cluster.stabilize();
+    cluster.clear_drop_rules();
+    cluster.tick(25);
+    assert!(cluster.replica(3).is_reconfigured().is_some());
+    for (pid, id) in [(1, at_leader), (3, at_follower)] {
+        assert_eq!(
+            take_reads(&mut cluster, pid),
+            vec![(id, ReadOutcome::Failed(ReadFailure::Reconfigured))],
+            "replica {pid}"
+        );
+    }
+}

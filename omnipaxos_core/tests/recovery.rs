@@ -173,8 +173,10 @@ fn a_learner_learns_the_decided_log_reads_but_never_proposes_and_stays_a_learner
         cluster.append(1, v);
     }
     cluster.stabilize();
+    assert!(!cluster.replica(3).get_promise().is_learner_promise());
     cluster.replace_storage(3, CrashableStorage::default(), true);
     assert!(cluster.replicas[&3].is_learner());
+    assert!(cluster.replica(3).get_promise().is_learner_promise(), "runtimes recognise a learner's storage");
     cluster.tick(25);
     assert_eq!(cluster.decided(3), (1..=10).collect::<Vec<_>>(), "caught up from the leader");
     cluster.append(2, 11);
@@ -222,4 +224,44 @@ fn a_learner_over_a_log_with_undecided_entries_learns_the_decided_ones() {
     cluster.replace_storage(3, storage, true);
     cluster.tick(25);
     assert_eq!(cluster.decided(3), vec![1, 2, 3, 4, 5], "the accepted-only entries were replaced");
+}
+
+/// A LearnerSync that teaches a learner nothing (here a duplicate of a batch it already applied)
+/// does not make it ask again at once: only a batch that helped is followed by the next request,
+/// so a learner that cannot be helped does not trade requests and replies as fast as the network
+/// delivers them.
+#[test]
+fn a_learner_asks_again_at_once_only_after_a_batch_that_helped() {
+    use std::{cell::Cell, rc::Rc};
+    let mut cluster = Cluster::<()>::new(&[1, 2, 3]);
+    cluster.elect(1);
+    for v in 1..=5000 {
+        cluster.replica(1).append(v).expect("append");
+    }
+    cluster.stabilize();
+    let requests = Rc::new(Cell::new(0));
+    let duplicated = Rc::new(Cell::new(false));
+    let (seen, once) = (requests.clone(), duplicated.clone());
+    cluster.duplicate_messages(move |m| {
+        if let omnipaxos_core::messages::PaxosMsg::LearnerRequest(r) = &m.msg {
+            if r.from_idx == 4096 {
+                seen.set(seen.get() + 1);
+            }
+        }
+        let first_sync = m.to == 3 && common::is_kind(m, "LearnerSync") && !once.get();
+        once.set(once.get() || first_sync);
+        first_sync
+    });
+    cluster.replace_storage(3, CrashableStorage::default(), true);
+    // Tick until the learner has learned; the tick whose messages teach it runs them to the end.
+    for _ in 0..100 {
+        cluster.tick_once();
+        cluster.stabilize();
+        if cluster.decided_idx(3) == 5000 {
+            break;
+        }
+    }
+    assert!(duplicated.get(), "the first batch was delivered twice");
+    assert_eq!(cluster.decided(3).len(), 5000, "learned everything in two batches");
+    assert_eq!(requests.get(), 1, "one request for the second batch:\n{}", cluster.trace_tail(20));
 }

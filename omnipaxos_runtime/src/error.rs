@@ -59,6 +59,9 @@ pub enum ReadError {
     /// The leader changed while the read waited for its confirmation.
     #[error("the leader changed while the read waited")]
     LeaderChanged,
+    /// The configuration ended (a decided StopSign) before the read could be confirmed in it.
+    #[error("the configuration ended before the read was confirmed")]
+    Reconfigured,
     /// The read queue or the core's read buffer is full.
     #[error("overloaded")]
     Overloaded,

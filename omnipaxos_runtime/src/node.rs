@@ -749,9 +749,7 @@ where
         return Ok((storage, core_config));
     }
     let promise = storage.get_promise().map_err(|error| StartError::Thread(std::io::Error::other(error)))?;
-    // The core's learner promise is the largest round there is (`u32::MAX`), which no leader
-    // can ever hold.
-    let already_learner = promise.is_some_and(|promise| promise.n == u32::MAX);
+    let already_learner = promise.is_some_and(|promise| promise.is_learner_promise());
     if already_learner || policy == LostStoragePolicy::StartAsLearner {
         warn!(
             ?report,

@@ -452,6 +452,9 @@ where
                 ReadOutcome::Failed(ReadFailure::LeaderChanged) => {
                     let _ = reply.send(Err(ReadError::LeaderChanged));
                 }
+                ReadOutcome::Failed(ReadFailure::Reconfigured) => {
+                    let _ = reply.send(Err(ReadError::Reconfigured));
+                }
             }
         }
         let delivered_idx = self.delivered_idx;

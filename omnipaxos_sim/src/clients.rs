@@ -66,6 +66,8 @@ struct Client {
     seen: BTreeMap<Key, Option<Value>>,
     /// Tick at which an operation issued after the liveness mark first completed.
     completed_after_mark: Option<u64>,
+    /// The node this client believes leads (leader-read mode): a refused get names it.
+    leader_hint: Option<NodeId>,
 }
 
 /// Counts of operations by how they ended.
@@ -107,6 +109,7 @@ impl Clients {
                 next_seq: 1,
                 seen: BTreeMap::new(),
                 completed_after_mark: None,
+                leader_hint: None,
             })
             .collect();
         Clients {
@@ -127,12 +130,13 @@ impl Clients {
         self.clock
     }
 
-    /// New requests of idle clients whose think time is over, each sent to `pick_node`'s choice.
+    /// New requests of idle clients whose think time is over, each sent to `pick_node`'s choice
+    /// (given the operation and the node the client believes leads, if it knows one).
     pub fn issue(
         &mut self,
         now: u64,
         rng: &mut SmallRng,
-        mut pick_node: impl FnMut(&mut SmallRng) -> NodeId,
+        mut pick_node: impl FnMut(&mut SmallRng, &Op, Option<NodeId>) -> NodeId,
     ) -> Vec<(ClientId, NodeId, Command)> {
         let mut requests = Vec::new();
         if !self.issuing {
@@ -157,7 +161,8 @@ impl Clients {
             };
             self.clients[i].waiting = Some(waiting);
             self.counts.invoked += 1;
-            requests.push((id, pick_node(rng), Command { request, op }));
+            let to = pick_node(rng, &op, self.clients[i].leader_hint);
+            requests.push((id, to, Command { request, op }));
         }
         requests
     }
@@ -220,6 +225,11 @@ impl Clients {
         let client = &mut self.clients[reply.client as usize];
         client.waiting = None;
         client.ready_at = now + rng.gen_range(0..3);
+        // A refusal names the leader its node knows (or none: ask anyone next time); a read
+        // served in leader-read mode names the node that served it.
+        if reply.result.is_none() || reply.leader_hint.is_some() {
+            client.leader_hint = reply.leader_hint;
+        }
         match reply.result {
             Some(result) => {
                 self.counts.ok += 1;

@@ -133,6 +133,16 @@ impl Checker {
         record.durable_promise = record.durable_promise.max(replica.get_promise());
     }
 
+    /// `pid`'s disk of `config_id` was destroyed on purpose (an amnesia fault): what the checker
+    /// remembers of that replica's processes goes with it. The promise it made durable is gone,
+    /// which is no fault of the storage or the core (a learner restarts with a promise above
+    /// every ballot; a replica wrongly restarted as a voter with none), and a fresh disk counts
+    /// incarnations from 1 again. The global record of decided entries stays: every later
+    /// decision of that replica must still agree with it.
+    pub fn forget_replica(&mut self, pid: NodeId, config_id: ConfigurationId) {
+        self.replicas.remove(&(pid, config_id));
+    }
+
     /// decided ≤ accepted on every replica, at every moment.
     fn decided_at_most_accepted(&self, pid: NodeId, replica: &Replica) -> Result<(), Violation> {
         let decided = replica.get_decided_idx();

@@ -4,13 +4,14 @@
 //! reproduces one run exactly.
 //!
 //! ```text
-//!   seed ──► SmallRng ──┬─► Nemesis ──(cuts, link quality, crashes, disk failures,
+//!   seed ──► SmallRng ──┬─► Nemesis ──(cuts, link quality, crashes, disk failures, amnesia,
 //!                       │              reconfigurations, trims, snapshots, replays of archived
-//!                       │              messages, set_priority)
+//!                       │              messages, set_priority, priority flips, corrupt replies)
 //!                       ▼
-//!   Clients ─requests─► Network ─► Node { OmniPaxos replica per configuration,
-//!      ▲                   ▲            SimStorage (CrashableStorage, or PersistentStorage
-//!      │                   │            on SimFs with --storage persistent), KV application }
+//!   Clients ─requests─► Network ─► Node { OmniPaxos replica per configuration (voter or
+//!      ▲                   ▲            learner), a clock that may drift, SimStorage
+//!      │                   │            (CrashableStorage, or PersistentStorage on SimFs),
+//!      │                   │            KV application; gets through the log or read_index }
 //!      └─────replies───────┴──────────────┘ │
 //!   history ──► linearizability (WGL)       └─► invariants (Checker) after every event
 //! ```
@@ -28,6 +29,9 @@
 //! A second mode, [`adversary`], drives bare `SequencePaxos` replicas instead: the scheduler
 //! chooses every input, leader ballots and replays of any earlier message included, to check
 //! that Sequence Paxos is safe for any message delay and any sequence of leaders.
+//!
+//! Both modes run the core with a fixed bug switched back on ([`mutation`], feature
+//! `mutations`) to show that their checks find it.
 
 pub mod adversary;
 pub mod clients;
@@ -36,11 +40,13 @@ pub mod comparison;
 pub mod invariants;
 pub mod kv;
 pub mod linearizability;
+pub mod mutation;
 pub mod nemesis;
 pub mod network;
 pub mod node;
 #[cfg(feature = "raft-comparison")]
 pub mod raft_node;
+pub mod reads;
 pub mod runner;
 pub mod scenarios;
 pub mod sim;

@@ -53,18 +53,108 @@ pub struct NotLinearizable {
     pub key: Key,
     /// The key's operations (failed ones and indeterminate reads left out), by call time.
     pub ops: Vec<HistoryOp>,
+    /// Where the search got furthest: the completed operation (an index into `ops`) that no
+    /// linearization of the operations before it could place, the usual culprit (a stale read).
+    pub stuck_at: Option<usize>,
+    /// A stale read found without a search, if that is how it was found.
+    pub stale: Option<StaleRead>,
 }
+
+/// A read of a value that a completed operation had overwritten before the read was called:
+/// values are unique, so it can never be current again. Indices into [`NotLinearizable::ops`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StaleRead {
+    /// The read.
+    pub read: usize,
+    /// The completed write of the value it read.
+    pub write: usize,
+    /// A completed operation that changed the value after the write returned and before the
+    /// read was called.
+    pub overwrite: usize,
+}
+
+/// A stale read in one key's operations (sorted by call time), if there is one: the cheap
+/// check the search would take long to reach on a badly broken history. Sound: the write
+/// returned before the overwrite was called, which returned before the read was called, so
+/// every linearization orders them so, and the overwritten value (unique) cannot come back.
+fn stale_read(ops: &[HistoryOp]) -> Option<StaleRead> {
+    let returned = |op: &HistoryOp| match op.outcome {
+        Outcome::Ok { at, .. } => Some(at),
+        _ => None,
+    };
+    let changes = |op: &HistoryOp| match (op.op, op.outcome) {
+        (Op::Put { .. } | Op::Delete { .. }, Outcome::Ok { .. }) => true,
+        (Op::Cas { .. }, Outcome::Ok { result: OpResult::Swapped(swapped), .. }) => swapped,
+        _ => false,
+    };
+    let written = |op: &HistoryOp| match (op.op, op.outcome) {
+        (Op::Put { value, .. }, Outcome::Ok { .. }) => Some(value),
+        (Op::Cas { new, .. }, Outcome::Ok { result: OpResult::Swapped(true), .. }) => Some(new),
+        _ => None,
+    };
+    let writers: BTreeMap<Value, usize> =
+        ops.iter().enumerate().filter_map(|(i, op)| written(op).map(|v| (v, i))).collect();
+    for (read, op) in ops.iter().enumerate() {
+        let Outcome::Ok { result: OpResult::Read(Some(value)), .. } = op.outcome else { continue };
+        let Some(&write) = writers.get(&value) else { continue };
+        let write_returned = returned(&ops[write]).expect("a completed write");
+        let overwrite = ops.iter().position(|x| {
+            changes(x) && x.call > write_returned && returned(x).is_some_and(|at| at < op.call)
+        });
+        if let Some(overwrite) = overwrite {
+            return Some(StaleRead { read, write, overwrite });
+        }
+    }
+    None
+}
+
+/// Operations shown before and after the one the search got stuck at.
+const CONTEXT_OPS: usize = 12;
 
 impl std::fmt::Display for NotLinearizable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "key k{} has no linearization; its operations:", self.key)?;
-        for op in &self.ops {
+        if let Some(StaleRead { read, write, overwrite }) = self.stale {
+            let show = |i: usize| {
+                let op = &self.ops[i];
+                let end = match op.outcome {
+                    Outcome::Ok { result, at } => format!("{result} at {at}"),
+                    _ => "?".into(),
+                };
+                format!("c{} {} (called at {}, {end})", op.client, op.op, op.call,)
+            };
+            writeln!(
+                f,
+                "key k{}: stale read {} — {} had overwritten the value written by {} before the read was called",
+                self.key,
+                show(read),
+                show(overwrite),
+                show(write)
+            )?;
+        }
+        let shown = match self.stuck_at {
+            Some(stuck) => {
+                let op = &self.ops[stuck];
+                writeln!(
+                    f,
+                    "key k{} has no linearization; the search got furthest up to c{} {} called at {} \
+                     (marked >>); operations around it:",
+                    self.key, op.client, op.op, op.call
+                )?;
+                stuck.saturating_sub(CONTEXT_OPS)..(stuck + CONTEXT_OPS).min(self.ops.len())
+            }
+            None => {
+                writeln!(f, "key k{} has no linearization; its operations:", self.key)?;
+                0..self.ops.len()
+            }
+        };
+        for (i, op) in self.ops.iter().enumerate().filter(|(i, _)| shown.contains(i)) {
+            let mark = if Some(i) == self.stuck_at { ">>" } else { "  " };
             let end = match op.outcome {
                 Outcome::Ok { result, at } => format!("{result} at {at}"),
                 Outcome::Failed => "failed".into(),
                 Outcome::Indeterminate => "indeterminate".into(),
             };
-            writeln!(f, "  c{} {} called at {} -> {}", op.client, op.op, op.call, end)?;
+            writeln!(f, "{mark}c{} {} called at {} -> {}", op.client, op.op, op.call, end)?;
         }
         Ok(())
     }
@@ -95,9 +185,19 @@ pub fn check(history: &[HistoryOp]) -> Verdict {
     }
     for (key, mut ops) in by_key {
         ops.sort_by_key(|op| op.call);
+        if let Some(stale) = stale_read(&ops) {
+            return Verdict::NotLinearizable(NotLinearizable {
+                key,
+                stuck_at: Some(stale.read),
+                ops,
+                stale: Some(stale),
+            });
+        }
         match check_key(&ops) {
-            Some(true) => {}
-            Some(false) => return Verdict::NotLinearizable(NotLinearizable { key, ops }),
+            Some(Ok(())) => {}
+            Some(Err(stuck_at)) => {
+                return Verdict::NotLinearizable(NotLinearizable { key, ops, stuck_at, stale: None })
+            }
             None => return Verdict::Inconclusive(key),
         }
     }
@@ -217,7 +317,9 @@ fn model_step(state: Option<Value>, op: &HistoryOp) -> Option<Option<Value>> {
 }
 
 /// `Some(verdict)` for one key's operations sorted by call time; `None` if the search gave up.
-fn check_key(ops: &[HistoryOp]) -> Option<bool> {
+/// A failed verdict names the completed operation whose return the deepest partial
+/// linearization could not get past.
+fn check_key(ops: &[HistoryOp]) -> Option<Result<(), Option<usize>>> {
     let mut list = EventList::new(ops);
     let mut completed_left = ops.iter().filter(|op| matches!(op.outcome, Outcome::Ok { .. })).count();
     let mut linearized = Bitset::new(ops.len());
@@ -227,9 +329,11 @@ fn check_key(ops: &[HistoryOp]) -> Option<bool> {
     let mut state: Option<Value> = None;
     let mut cursor = list.first();
     let mut steps = 0u64;
+    // The fewest completed operations left unlinearized when a return blocked the search.
+    let mut deepest: Option<(usize, usize)> = None;
     loop {
         if completed_left == 0 {
-            return Some(true);
+            return Some(Ok(()));
         }
         steps += 1;
         if steps > SEARCH_STEPS_MAX {
@@ -259,8 +363,13 @@ fn check_key(ops: &[HistoryOp]) -> Option<bool> {
             // A completed operation returns before being linearized (or the list ran out):
             // undo the last linearization and try the next call after it.
             _ => {
+                if let Some((_, event)) = event {
+                    if deepest.is_none_or(|(left, _)| completed_left < left) {
+                        deepest = Some((completed_left, event.op));
+                    }
+                }
                 let Some((index, previous_state)) = stack.pop() else {
-                    return Some(false);
+                    return Some(Err(deepest.map(|(_, op)| op)));
                 };
                 let event = list.events[index];
                 list.unlift(index);

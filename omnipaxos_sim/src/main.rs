@@ -15,8 +15,11 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use omnipaxos_sim::{
     adversary::{self, batch::AdversaryBatch, AdversaryConfig},
+    invariants::Violation,
+    mutation::{self, Mutation},
+    nemesis::FaultKind,
+    reads::ReadMode,
     runner::{self, Batch},
-    sim::SimConfig,
     storage::StorageKind,
 };
 
@@ -55,6 +58,40 @@ struct Cli {
     /// e.g. `replicas_converge_after_healing`. Safety properties should never be listed.
     #[arg(long, value_delimiter = ',')]
     tolerate: Vec<String>,
+    /// How client gets are served: `log` (appended like writes), `leader` (read index at the
+    /// leader), `follower` (read index at any node), `lease` (read leases, clock drift), or
+    /// `mixed` (each seed draws one of the four).
+    #[arg(long, default_value = "mixed")]
+    reads: ReadMode,
+    /// Lease seeds: every clock drifts beyond the lease's `max_clock_drift_percent`, which the
+    /// documentation says is unsafe (does the checker see stale reads?).
+    #[arg(long)]
+    drift_beyond_bound: bool,
+    /// Deliberately unsafe: a replica whose disk an amnesia fault destroyed restarts as a
+    /// voter instead of a learner (the simulator should find agreement broken).
+    #[arg(long)]
+    amnesia_voter: bool,
+    /// A replica whose storage reports a possible loss becomes a learner over the log that
+    /// recovery left, instead of over an empty log (shows a core bug: the learner takes
+    /// undecided entries of that log for decided).
+    #[arg(long)]
+    learner_keeps_log: bool,
+    /// Only these kinds of fault (names as in the summary table, e.g. `priority-flip`);
+    /// every other random choice of a seed stays as it was.
+    #[arg(long, value_delimiter = ',', value_parser = FaultKind::parse)]
+    faults: Vec<FaultKind>,
+    /// With `--expect-violation`: count only violations of these properties.
+    #[arg(long, value_delimiter = ',')]
+    expect_property: Vec<String>,
+    /// Switch a fixed core bug back on in every replica (build with `--features mutations`):
+    /// sync-replaces-log, forward-unsynced, drop-outcomes, ignore-identity,
+    /// lower-announced-ballot, accept-unbeatable-rounds, read-without-quorum, lease-without-wait.
+    #[arg(long, value_parser = mutation::parse)]
+    mutation: Option<Mutation>,
+    /// Succeed iff some seed reports a violation (print the first); fail if none does. Seeds
+    /// above the first violating one are skipped.
+    #[arg(long)]
+    expect_violation: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -89,6 +126,12 @@ enum Command {
         /// `outcome_not_lost,no_panic_on_input`, so that rarer violations behind them show).
         #[arg(long, value_delimiter = ',')]
         tolerate: Vec<String>,
+        /// Switch a fixed core bug back on in every replica (see the top-level option).
+        #[arg(long, value_parser = mutation::parse)]
+        mutation: Option<Mutation>,
+        /// Succeed iff some seed reports a violation (print the first); fail if none does.
+        #[arg(long)]
+        expect_violation: bool,
     },
     /// The partial-connectivity scenarios on our library alone (no raft-rs build needed).
     Scenarios {
@@ -123,7 +166,18 @@ fn main() -> ExitCode {
     match &cli.command {
         Some(Command::Compare { seeds, out }) => compare(*seeds, out),
         Some(Command::Scenarios { seeds }) => scenarios(*seeds),
-        Some(Command::Adversarial { seeds, seed, nodes, storage, steps, threads, quiet, tolerate }) => {
+        Some(Command::Adversarial {
+            seeds,
+            seed,
+            nodes,
+            storage,
+            steps,
+            threads,
+            quiet,
+            tolerate,
+            mutation,
+            expect_violation,
+        }) => {
             let batch = AdversaryBatch {
                 seeds: seeds.clone(),
                 node_counts: nodes.clone(),
@@ -131,10 +185,12 @@ fn main() -> ExitCode {
                 steps: *steps,
                 threads: *threads,
                 tolerate: tolerate.clone(),
+                mutation: *mutation,
+                stop_at_first_violation: *expect_violation,
             };
             match seed {
                 Some(seed) => adversarial_replay(*seed, &batch),
-                None => adversarial_batch(&batch, *quiet),
+                None => adversarial_batch(&batch, *quiet, *expect_violation),
             }
         }
         None => match cli.seed {
@@ -187,10 +243,7 @@ fn scenarios(seeds: u64) -> ExitCode {
 fn replay(seed: u64, cli: &Cli) -> ExitCode {
     let mut failed = false;
     for &nodes in &cli.nodes {
-        let mut config = SimConfig::new(seed, nodes);
-        config.ops = cli.ops;
-        config.storage = cli.storage;
-        config.extended_faults = !cli.classic_faults;
+        let mut config = facade_batch(cli).config(seed, nodes);
         config.trace = true;
         config.trace_print = true;
         println!("=== seed {seed}, {nodes} replicas");
@@ -236,16 +289,56 @@ fn first_line(text: &str) -> String {
     text.chars().take(200).collect()
 }
 
-fn batch(cli: &Cli) -> ExitCode {
-    runner::install_quiet_panic_hook();
-    let batch = Batch {
+/// The batch the top-level options describe.
+fn facade_batch(cli: &Cli) -> Batch {
+    Batch {
         seeds: cli.seeds.clone(),
         node_counts: cli.nodes.clone(),
         ops: cli.ops,
         threads: cli.threads,
         storage: cli.storage,
         extended_faults: !cli.classic_faults,
-    };
+        reads: cli.reads,
+        drift_beyond_bound: cli.drift_beyond_bound,
+        amnesia_voter: cli.amnesia_voter,
+        learner_keeps_log: cli.learner_keeps_log,
+        fault_kinds: cli.faults.clone(),
+        mutation: cli.mutation,
+        stop_at_first_violation: cli.expect_violation,
+        expected_properties: cli.expect_property.clone(),
+    }
+}
+
+/// The command that replays one facade run.
+fn replay_command(cli: &Cli, seed: u64, nodes: usize) -> String {
+    let features = if cli.mutation.is_some() { " --features mutations" } else { "" };
+    let mut command = format!(
+        "cargo run --release -p omnipaxos_sim{features} -- --seed {seed} --nodes {nodes} --storage {} --reads {}",
+        cli.storage, cli.reads
+    );
+    for (on, flag) in [
+        (cli.classic_faults, " --classic-faults"),
+        (cli.drift_beyond_bound, " --drift-beyond-bound"),
+        (cli.amnesia_voter, " --amnesia-voter"),
+        (cli.learner_keeps_log, " --learner-keeps-log"),
+    ] {
+        if on {
+            command.push_str(flag);
+        }
+    }
+    if !cli.faults.is_empty() {
+        let kinds: Vec<&str> = cli.faults.iter().map(|k| k.name()).collect();
+        command.push_str(&format!(" --faults {}", kinds.join(",")));
+    }
+    if let Some(mutation) = cli.mutation {
+        command.push_str(&format!(" --mutation {}", mutation.name()));
+    }
+    command
+}
+
+fn batch(cli: &Cli) -> ExitCode {
+    runner::install_quiet_panic_hook();
+    let batch = facade_batch(cli);
     let jobs = (batch.seeds.end.saturating_sub(batch.seeds.start)) * batch.node_counts.len() as u64;
     let progress = if cli.quiet { ProgressBar::hidden() } else { ProgressBar::new(jobs) };
     progress.set_style(
@@ -255,32 +348,60 @@ fn batch(cli: &Cli) -> ExitCode {
     let started = Instant::now();
     let summary = runner::run_batch(&batch, |report| {
         progress.inc(1);
-        if let Some(v) = &report.violation {
+        if let (Some(v), false) = (&report.violation, cli.expect_violation) {
             progress.suspend(|| {
                 eprintln!("violation: seed {} N={}: {v}", report.seed, report.nodes);
+                eprintln!("  replay: {}", replay_command(cli, report.seed, report.nodes));
+            });
+        }
+        if let Some(count) = report.disk_losses.get("amnesia-undetected") {
+            // Not a violation by itself (the run goes on with the replica as a voter, as an
+            // operator without a signal would), but the storage missed damage it must report.
+            progress.suspend(|| {
                 eprintln!(
-                    "  replay: cargo run --release -p omnipaxos_sim -- --seed {} --nodes {} --storage {}{}",
-                    report.seed,
-                    report.nodes,
-                    cli.storage,
-                    if cli.classic_faults { " --classic-faults" } else { "" }
+                    "note: seed {} N={}: {count} damaged log(s) opened without a reported loss",
+                    report.seed, report.nodes
                 );
+                eprintln!("  replay: {}", replay_command(cli, report.seed, report.nodes));
             });
         }
     });
     progress.finish_and_clear();
+    let mutation = cli.mutation.map_or(String::new(), |m| format!(", mutation {}", m.name()));
     println!(
-        "seeds {}..{} ({} runs), {} ops per seed, {} storage, {} faults\n",
+        "seeds {}..{} ({} runs), {} ops per seed, {} storage, {} faults, reads {}{}{}{mutation}\n",
         batch.seeds.start,
         batch.seeds.end,
         jobs,
         batch.ops,
         batch.storage,
-        if batch.extended_faults { "extended" } else { "classic" }
+        if batch.extended_faults { "extended" } else { "classic" },
+        batch.reads,
+        if batch.drift_beyond_bound { ", clock drift beyond the lease bound" } else { "" },
+        match (batch.amnesia_voter, batch.learner_keeps_log) {
+            (true, _) => ", wiped replicas restart as voters (unsafe)",
+            (false, true) => ", learners keep the log recovery left",
+            (false, false) => "",
+        },
     );
     println!("{}", summary.render(started.elapsed().as_secs_f64()));
+    let mut violations = summary.violations();
+    violations.sort_by_key(|&(nodes, seed, _)| (seed, nodes));
+    if cli.expect_violation {
+        violations.retain(|(_, _, v)| {
+            cli.expect_property.is_empty() || cli.expect_property.iter().any(|p| p == v.property)
+        });
+        return expected_violation(
+            violations.first().map(|&(nodes, seed, v)| (nodes, seed, v)),
+            jobs,
+            || match violations.first() {
+                Some(&(nodes, seed, _)) => replay_command(cli, seed, nodes),
+                None => String::new(),
+            },
+        );
+    }
     let (tolerated, failing): (Vec<_>, Vec<_>) =
-        summary.violations().into_iter().partition(|(_, _, v)| cli.tolerate.iter().any(|p| p == v.property));
+        violations.into_iter().partition(|(_, _, v)| cli.tolerate.iter().any(|p| p == v.property));
     for (nodes, seed, v) in &tolerated {
         println!("TOLERATED (known bug) seed {seed} N={nodes}: {}", first_line(&v.to_string()));
     }
@@ -295,6 +416,29 @@ fn batch(cli: &Cli) -> ExitCode {
     }
 }
 
+/// `--expect-violation`: success iff a seed reported one; prints the first (lowest seed).
+fn expected_violation(
+    first: Option<(usize, u64, &Violation)>,
+    jobs: u64,
+    replay: impl FnOnce() -> String,
+) -> ExitCode {
+    match first {
+        Some((nodes, seed, v)) => {
+            println!(
+                "EXPECTED VIOLATION FOUND: first at seed {seed} N={nodes}: {}: {}",
+                v.property,
+                first_line(&v.detail)
+            );
+            println!("  replay: {}", replay());
+            ExitCode::SUCCESS
+        }
+        None => {
+            println!("EXPECTED VIOLATION NOT FOUND in {jobs} runs");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn adversarial_replay(seed: u64, batch: &AdversaryBatch) -> ExitCode {
     let mut failed = false;
     for &nodes in &batch.node_counts {
@@ -302,6 +446,7 @@ fn adversarial_replay(seed: u64, batch: &AdversaryBatch) -> ExitCode {
         config.storage = batch.storage;
         config.steps = batch.steps;
         config.tolerate = batch.tolerate.clone();
+        config.mutation = batch.mutation;
         config.trace = true;
         config.trace_print = true;
         println!("=== adversarial seed {seed}, {nodes} replicas, {} storage", batch.storage);
@@ -332,7 +477,19 @@ fn adversarial_replay(seed: u64, batch: &AdversaryBatch) -> ExitCode {
     }
 }
 
-fn adversarial_batch(batch: &AdversaryBatch, quiet: bool) -> ExitCode {
+/// The command that replays one adversarial run.
+fn adversarial_replay_command(batch: &AdversaryBatch, seed: u64, nodes: usize) -> String {
+    let (features, mutation) = match batch.mutation {
+        Some(m) => (" --features mutations", format!(" --mutation {}", m.name())),
+        None => ("", String::new()),
+    };
+    format!(
+        "cargo run --release -p omnipaxos_sim{features} -- adversarial --seed {seed} --nodes {nodes} --storage {} --steps {}{mutation}",
+        batch.storage, batch.steps
+    )
+}
+
+fn adversarial_batch(batch: &AdversaryBatch, quiet: bool, expect_violation: bool) -> ExitCode {
     adversary::install_panic_capture();
     let jobs = batch.seeds.end.saturating_sub(batch.seeds.start) * batch.node_counts.len() as u64;
     let progress = if quiet { ProgressBar::hidden() } else { ProgressBar::new(jobs) };
@@ -343,7 +500,7 @@ fn adversarial_batch(batch: &AdversaryBatch, quiet: bool) -> ExitCode {
     let started = Instant::now();
     let summary = adversary::batch::run_batch(batch, |report| {
         progress.inc(1);
-        if let (Some(v), false) = (&report.violation, quiet) {
+        if let (Some(v), false) = (&report.violation, quiet || expect_violation) {
             progress.suspend(|| {
                 eprintln!(
                     "violation: seed {} N={}: {}",
@@ -355,18 +512,24 @@ fn adversarial_batch(batch: &AdversaryBatch, quiet: bool) -> ExitCode {
         }
     });
     progress.finish_and_clear();
+    let mutation = batch.mutation.map_or(String::new(), |m| format!(", mutation {}", m.name()));
     println!(
-        "adversarial: seeds {}..{} ({jobs} runs), {} steps per seed, {} storage\n",
+        "adversarial: seeds {}..{} ({jobs} runs), {} steps per seed, {} storage{mutation}\n",
         batch.seeds.start, batch.seeds.end, batch.steps, batch.storage
     );
     println!("{}", summary.render(started.elapsed().as_secs_f64(), batch.threads));
-    let violations = summary.violations();
+    let mut violations = summary.violations();
+    if expect_violation {
+        violations.sort_by_key(|&(nodes, seed, _)| (seed, nodes));
+        let first = violations.first().copied();
+        return expected_violation(first, jobs, || match first {
+            Some((nodes, seed, _)) => adversarial_replay_command(batch, seed, nodes),
+            None => String::new(),
+        });
+    }
     for (nodes, seed, v) in violations.iter().take(20) {
         println!("FAIL seed {seed} N={nodes}: {}", first_line(&v.to_string()));
-        println!(
-            "  replay: cargo run --release -p omnipaxos_sim -- adversarial --seed {seed} --nodes {nodes} --storage {} --steps {}",
-            batch.storage, batch.steps
-        );
+        println!("  replay: {}", adversarial_replay_command(batch, *seed, *nodes));
     }
     println!("{} failing runs", violations.len());
     if violations.is_empty() {

@@ -17,15 +17,20 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use omnipaxos_core::{storage::ClusterConfig, util::NodeId};
+use omnipaxos_core::{
+    ballot_leader_election::{BLEMessage, HeartbeatMsg},
+    messages::Message,
+    storage::ClusterConfig,
+    util::{ConfigurationId, NodeId},
+};
 use omnipaxos_storage::crash_storage::CrashKeep;
 use rand::{rngs::SmallRng, seq::SliceRandom, Rng};
 
 use crate::{
     invariants::Violation,
     network::{all_cut_except, both_ways, LinkConfig},
-    sim::Simulation,
-    storage::{ArmedFailure, DiskLoss, StorageKind},
+    sim::{NodeMessage, Simulation},
+    storage::{Amnesia, ArmedFailure, DiskLoss, StorageKind},
 };
 
 /// The kinds of fault, as counted in the summary.
@@ -65,11 +70,24 @@ pub enum FaultKind {
     Replay,
     /// A node's leader priority changes at runtime (`set_priority`; extended faults).
     Priority,
+    /// The leader is cut from every other replica (in N ≥ 5 sometimes but one), while every
+    /// client still reaches it: a deposed leader that may still answer reads.
+    LeaderIsolation,
+    /// A replica's disk is destroyed or its newest segment truncated; it restarts as a learner
+    /// (at most one replica of a configuration at a time, until a reconfiguration replaces it).
+    Amnesia,
+    /// A reconfiguration that re-adds (or swaps out) a learner, as an operator would.
+    ReplaceLearner,
+    /// At a configuration's first election a node raises its priority while only one peer
+    /// hears heartbeats, lowers it again, and that peer is cut off (issue 8, finding 3).
+    PriorityFlip,
+    /// A heartbeat reply arrives with a ballot round of `u32::MAX`, as from a faulty peer.
+    CorruptReply,
 }
 
 impl FaultKind {
     /// Every kind, in summary order.
-    pub const ALL: [FaultKind; 17] = [
+    pub const ALL: [FaultKind; 22] = [
         FaultKind::Loss,
         FaultKind::Duplication,
         FaultKind::Delay,
@@ -87,7 +105,25 @@ impl FaultKind {
         FaultKind::Snapshot,
         FaultKind::Replay,
         FaultKind::Priority,
+        FaultKind::LeaderIsolation,
+        FaultKind::Amnesia,
+        FaultKind::ReplaceLearner,
+        FaultKind::PriorityFlip,
+        FaultKind::CorruptReply,
     ];
+
+    /// The kind named `name` (see [`FaultKind::name`]).
+    pub fn from_name(name: &str) -> Option<FaultKind> {
+        FaultKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Parses a command-line fault kind.
+    pub fn parse(name: &str) -> Result<FaultKind, String> {
+        FaultKind::from_name(name).ok_or_else(|| {
+            let names: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
+            format!("unknown fault kind `{name}`; one of: {}", names.join(", "))
+        })
+    }
 
     /// A short name for tables.
     pub fn name(self) -> &'static str {
@@ -109,6 +145,11 @@ impl FaultKind {
             FaultKind::Snapshot => "snapshot",
             FaultKind::Replay => "replay",
             FaultKind::Priority => "priority",
+            FaultKind::LeaderIsolation => "isolate-leader",
+            FaultKind::Amnesia => "amnesia",
+            FaultKind::ReplaceLearner => "replace-learner",
+            FaultKind::PriorityFlip => "priority-flip",
+            FaultKind::CorruptReply => "corrupt-reply",
         }
     }
 }
@@ -184,7 +225,41 @@ struct ExtendedProfile {
     priority_per_tick: f64,
     /// A small `buffer_size` for every replica, in some seeds.
     small_buffer_size: Option<usize>,
+    /// Priority flips at the first election of a configuration (issue 8, finding 3).
+    priority_flips: bool,
+    /// Chance per tick that the next heartbeat reply to a node arrives corrupted.
+    corrupt_per_tick: f64,
 }
+
+/// The network faults the nemesis draws among.
+const NETWORK_FAULTS: [FaultKind; 11] = [
+    FaultKind::Loss,
+    FaultKind::Duplication,
+    FaultKind::Delay,
+    FaultKind::FullPartition,
+    FaultKind::PartialPartition,
+    FaultKind::OneWayLink,
+    FaultKind::FlappingLink,
+    FaultKind::QuorumLoss,
+    FaultKind::ConstrainedElection,
+    FaultKind::Chained,
+    FaultKind::LeaderIsolation,
+];
+
+/// The process faults the nemesis draws among.
+const PROCESS_FAULTS: [FaultKind; 6] = [
+    FaultKind::Crash,
+    FaultKind::Amnesia,
+    FaultKind::DiskFailure,
+    FaultKind::Reconfiguration,
+    FaultKind::Trim,
+    FaultKind::Snapshot,
+];
+
+/// Most learner replacements proposed in one run.
+const LEARNER_REPLACEMENTS_MAX: u32 = 4;
+/// Chance per tick that the operator proposes replacing a learner of the newest configuration.
+const REPLACE_LEARNER_PER_TICK: f64 = 0.03;
 
 /// The fault injector's state.
 pub struct Nemesis {
@@ -197,6 +272,19 @@ pub struct Nemesis {
     reconfigurations_proposed: u32,
     /// The tick each node last restarted at: replays go to restarted nodes more often.
     restarted: BTreeMap<NodeId, u64>,
+    /// Priority changes due later (tick, node, priority): the second half of a priority flip.
+    scheduled_priorities: Vec<(u64, NodeId, u32)>,
+    /// The next heartbeat reply delivered to this node arrives corrupted.
+    pub(crate) corrupt_next_reply: Option<NodeId>,
+    learner_replacements: u32,
+    /// Configurations whose log the nemesis trimmed (compacted without a snapshot).
+    trimmed: BTreeSet<ConfigurationId>,
+    /// Configurations whose first election a priority flip was considered for.
+    flipped: BTreeSet<ConfigurationId>,
+    /// Only these kinds of fault are injected (`None`: all).
+    only: Option<BTreeSet<FaultKind>>,
+    /// During a priority flip: only this node receives heartbeat replies, until this tick.
+    replies_only_to: Option<(NodeId, u64)>,
 }
 
 impl Nemesis {
@@ -235,6 +323,8 @@ impl Nemesis {
                 replay_per_tick: rng.gen_range(0.002..0.03),
                 priority_per_tick: rng.gen_range(0.0..0.01),
                 small_buffer_size: rng.gen_bool(0.3).then(|| rng.gen_range(1..=8)),
+                priority_flips: rng.gen_bool(0.5),
+                corrupt_per_tick: if rng.gen_bool(0.3) { rng.gen_range(0.0..0.005) } else { 0.0 },
             });
         }
         Nemesis {
@@ -246,7 +336,47 @@ impl Nemesis {
             counts: BTreeMap::new(),
             reconfigurations_proposed: 0,
             restarted: BTreeMap::new(),
+            scheduled_priorities: Vec::new(),
+            corrupt_next_reply: None,
+            learner_replacements: 0,
+            trimmed: BTreeSet::new(),
+            flipped: BTreeSet::new(),
+            only: None,
+            replies_only_to: None,
         }
+    }
+
+    /// From now on injects only faults of these kinds (the draws stay as they were, so every
+    /// other choice of the seed is unchanged).
+    /// The seed's base link quality loses, duplicates or delays messages only if those kinds
+    /// are among them.
+    pub fn restrict_to(&mut self, kinds: BTreeSet<FaultKind>) {
+        let link = &mut self.profile.base_link;
+        if !kinds.contains(&FaultKind::Loss) {
+            link.loss = 0.0;
+            self.profile.client_link.loss = 0.0;
+        }
+        if !kinds.contains(&FaultKind::Duplication) {
+            link.duplication = 0.0;
+        }
+        if !kinds.contains(&FaultKind::Delay) {
+            link.spike = 0.0;
+        }
+        self.only = Some(kinds);
+    }
+
+    fn allows(&self, kind: FaultKind) -> bool {
+        self.only.as_ref().is_none_or(|only| only.contains(&kind))
+    }
+
+    /// `kind` if it is allowed, else one of the allowed kinds among `group` (drawn only when
+    /// the kinds are restricted, so unrestricted seeds draw as before), or none.
+    fn allowed_instead(&self, kind: FaultKind, group: &[FaultKind], rng: &mut SmallRng) -> Option<FaultKind> {
+        if self.allows(kind) {
+            return Some(kind);
+        }
+        let allowed: Vec<FaultKind> = group.iter().copied().filter(|&k| self.allows(k)).collect();
+        allowed.choose(rng).copied()
     }
 
     /// The small `buffer_size` this seed gives every replica, if it does.
@@ -283,6 +413,9 @@ impl Nemesis {
         self.enabled = false;
         self.active.clear();
         self.restarts.clear();
+        self.scheduled_priorities.clear();
+        self.corrupt_next_reply = None;
+        self.replies_only_to = None;
     }
 
     /// How long a crashed node stays down.
@@ -310,7 +443,9 @@ impl Simulation {
         if nodes.len() < 2 {
             return;
         }
-        let kind = match self.rng.gen_range(0..100) {
+        let extended = self.nemesis.profile.extended.is_some();
+        let kind = match self.rng.gen_range(0..if extended { 110 } else { 100 }) {
+            100.. => FaultKind::LeaderIsolation,
             0..=9 => FaultKind::Loss,
             10..=17 => FaultKind::Duplication,
             18..=29 => FaultKind::Delay,
@@ -323,6 +458,7 @@ impl Simulation {
             _ => FaultKind::Chained,
         };
         let duration = self.nemesis.duration(&mut self.rng);
+        let Some(kind) = self.nemesis.allowed_instead(kind, &NETWORK_FAULTS, &mut self.rng) else { return };
         let faults = self.network_fault(kind, &nodes, duration);
         self.nemesis.count(kind);
         for fault in faults {
@@ -403,6 +539,7 @@ impl Simulation {
             FaultKind::QuorumLoss | FaultKind::ConstrainedElection | FaultKind::Chained => {
                 return self.paper_scenario(kind, nodes, until);
             }
+            FaultKind::LeaderIsolation => self.isolate_leader(nodes),
             _ => unreachable!("process faults are not network faults"),
         };
         vec![ActiveFault { from: now, until, effect }]
@@ -418,6 +555,24 @@ impl Simulation {
             .filter(|(_, r)| r.sequence_paxos().is_accepting_leader())
             .max_by_key(|(_, r)| r.get_promise())
             .map(|(pid, _)| pid)
+    }
+
+    /// Cuts the leader (or a random member) from every other replica, both ways; with five
+    /// or more replicas, half the time it keeps one peer (connectivity that is not
+    /// transitive, and still no quorum). Clients are never cut: they keep reaching the old
+    /// leader, which is where a stale read would show.
+    fn isolate_leader(&mut self, nodes: &[NodeId]) -> Effect {
+        let members = self.latest().nodes.clone();
+        let leader =
+            self.current_leader().unwrap_or_else(|| *members.choose(&mut self.rng).expect("members"));
+        let others: Vec<NodeId> = nodes.iter().copied().filter(|&p| p != leader).collect();
+        let kept = match members.len() >= 5 && self.rng.gen_bool(0.5) {
+            true => others.choose(&mut self.rng).copied(),
+            false => None,
+        };
+        let pairs: Vec<(NodeId, NodeId)> =
+            others.into_iter().filter(|&p| Some(p) != kept).map(|p| (leader, p)).collect();
+        Effect::Cut(both_ways(&pairs))
     }
 
     /// The paper's scenarios, wired as in omnipaxos-artifacts relative to the current leader.
@@ -496,22 +651,40 @@ impl Simulation {
             return Ok(());
         }
         if let Some(extended) = self.nemesis.profile.extended {
-            if self.rng.gen_bool(extended.replay_per_tick) {
+            if self.rng.gen_bool(extended.replay_per_tick) && self.nemesis.allows(FaultKind::Replay) {
                 self.replay_archived();
             }
-            if extended.priority_per_tick > 0.0 && self.rng.gen_bool(extended.priority_per_tick) {
+            if extended.priority_per_tick > 0.0
+                && self.rng.gen_bool(extended.priority_per_tick)
+                && self.nemesis.allows(FaultKind::Priority)
+            {
                 self.change_priority();
             }
+            self.extended_process_faults(extended);
         }
         if !self.rng.gen_bool(self.nemesis.profile.process_fault_per_tick) {
             return Ok(());
         }
-        match self.rng.gen_range(0..100) {
-            0..=44 => self.crash_a_node(),
-            45..=59 => self.arm_disk_failure(),
-            60..=67 => self.propose_reconfiguration(),
-            68..=83 => self.trim_log(),
-            _ => self.snapshot_log(),
+        let extended = self.nemesis.profile.extended.is_some();
+        let kind = match self.rng.gen_range(0..100) {
+            40..=44 if extended => FaultKind::Amnesia,
+            0..=44 => FaultKind::Crash,
+            45..=59 => FaultKind::DiskFailure,
+            60..=67 => FaultKind::Reconfiguration,
+            68..=83 => FaultKind::Trim,
+            _ => FaultKind::Snapshot,
+        };
+        let Some(kind) = self.nemesis.allowed_instead(kind, &PROCESS_FAULTS, &mut self.rng) else {
+            return Ok(());
+        };
+        match kind {
+            FaultKind::Amnesia if extended => self.amnesia(),
+            FaultKind::Crash => self.crash_a_node(),
+            FaultKind::DiskFailure => self.arm_disk_failure(),
+            FaultKind::Reconfiguration => self.propose_reconfiguration(),
+            FaultKind::Trim => self.trim_log(),
+            FaultKind::Snapshot => self.snapshot_log(),
+            _ => {}
         }
         Ok(())
     }
@@ -537,7 +710,7 @@ impl Simulation {
                     4..=5 => CrashKeep::All,
                     _ => CrashKeep::Prefix(rng.gen_range(0..=unflushed)),
                 }),
-                StorageKind::Persistent => DiskLoss::draw_bytes(rng),
+                StorageKind::Persistent => DiskLoss::draw_bytes(rng, disk.possible_loss_allowed()),
             };
             kept.push(format!("{loss} of {unflushed}"));
             *losses.entry(loss.name()).or_default() += 1;
@@ -545,11 +718,263 @@ impl Simulation {
         });
         self.nemesis.count(FaultKind::Crash);
         self.network.set_down(victim, true, self.now);
+        self.update_possible_loss_allowance();
         let restart_at = self.now + self.nemesis.restart_delay(&mut self.rng);
         self.nemesis.schedule_restart(victim, restart_at);
         self.trace(|| {
             format!("FAULT crash node {victim} keeping {}; restart at t={restart_at}", kept.join(", "))
         });
+    }
+
+    /// The extended faults of issues 8, 9 and 11 that happen every tick with a small chance:
+    /// due halves of priority flips, new flips, corrupted heartbeat replies, and the
+    /// operator replacing a learner.
+    fn extended_process_faults(&mut self, extended: ExtendedProfile) {
+        let now = self.now;
+        let due: Vec<(u64, NodeId, u32)> =
+            self.nemesis.scheduled_priorities.iter().copied().filter(|&(at, _, _)| at <= now).collect();
+        self.nemesis.scheduled_priorities.retain(|&(at, _, _)| at > now);
+        for (_, pid, priority) in due {
+            if let Some(config_id) =
+                self.nodes.get_mut(&pid).filter(|n| n.is_up()).and_then(|n| n.set_priority(priority))
+            {
+                self.trace(|| {
+                    format!("FAULT node {pid} set_priority({priority}) in configuration {config_id} (flip)")
+                });
+            }
+        }
+        if extended.priority_flips && self.nemesis.allows(FaultKind::PriorityFlip) {
+            self.maybe_priority_flip();
+        }
+        if extended.corrupt_per_tick > 0.0
+            && self.rng.gen_bool(extended.corrupt_per_tick)
+            && self.nemesis.allows(FaultKind::CorruptReply)
+        {
+            let up: Vec<NodeId> = self.nodes.values().filter(|n| n.is_up()).map(|n| n.pid()).collect();
+            self.nemesis.corrupt_next_reply = up.choose(&mut self.rng).copied();
+        }
+        if self.nemesis.learner_replacements < LEARNER_REPLACEMENTS_MAX
+            && self.rng.gen_bool(REPLACE_LEARNER_PER_TICK)
+            && self.nemesis.allows(FaultKind::ReplaceLearner)
+        {
+            self.replace_learner();
+        }
+    }
+
+    /// A priority flip at a configuration's first election (no leader known yet), issue 8's
+    /// finding 3 as a fault: a member X raises its priority; for two election timeouts only a
+    /// peer F hears heartbeat replies (every link into another member is cut), so F alone elects
+    /// X's raised ballot while X, hearing nobody, does not lead yet; X lowers its priority
+    /// again in between; then F is cut off from everyone for 2–6 election timeouts while the
+    /// others elect. A ballot once announced must never decrease: F must not be left following
+    /// X's raised ballot after the cut heals.
+    fn maybe_priority_flip(&mut self) {
+        let latest = self.latest().clone();
+        let config_id = latest.configuration_id;
+        if self.nemesis.flipped.contains(&config_id) {
+            return;
+        }
+        let young = latest.nodes.iter().all(|p| {
+            self.nodes
+                .get(p)
+                .and_then(|n| n.replica(config_id))
+                .is_some_and(|r| r.ballot_leader_election().get_current_leader().is_none())
+        });
+        if !young {
+            return;
+        }
+        self.nemesis.flipped.insert(config_id);
+        let started: Vec<NodeId> = latest
+            .nodes
+            .iter()
+            .copied()
+            .filter(|p| self.nodes.get(p).is_some_and(|n| n.is_up() && n.newest_config() == Some(config_id)))
+            .collect();
+        if started.len() < 2 || !self.rng.gen_bool(0.5) {
+            return;
+        }
+        let pair: Vec<NodeId> = started.choose_multiple(&mut self.rng, 2).copied().collect();
+        let (raised, follower) = (pair[0], pair[1]);
+        let priority = self.rng.gen_range(1..=3);
+        self.nodes.get_mut(&raised).expect("up").set_priority(priority);
+        let et = self.nemesis.hb_delay_ticks;
+        let now = self.now;
+        // The follower's first round ends within an election timeout: it elects the raised
+        // ballot then, and must be cut off before its second round ends (it would take over).
+        let lower_at = now + et;
+        self.nemesis.scheduled_priorities.push((lower_at, raised, 0));
+        let nodes: Vec<NodeId> = self.nodes.keys().copied().collect();
+        self.nemesis.replies_only_to = Some((follower, lower_at));
+        let cut_off_until = lower_at + self.rng.gen_range(2 * et..=6 * et);
+        let isolated: Vec<(NodeId, NodeId)> =
+            nodes.iter().filter(|&&p| p != follower).map(|&p| (follower, p)).collect();
+        let faults =
+            [ActiveFault { from: lower_at, until: cut_off_until, effect: Effect::Cut(both_ways(&isolated)) }];
+        self.nemesis.count(FaultKind::PriorityFlip);
+        self.trace(|| {
+            format!(
+                "FAULT priority flip in configuration {config_id}: node {raised} set_priority({priority}), \
+                 back to 0 at t={lower_at}; only node {follower} hears replies until then, then it is cut \
+                 off until t={cut_off_until}"
+            )
+        });
+        self.nemesis.active.extend(faults);
+    }
+
+    /// Destroys (or, on the persistent backend, truncates) the disk of one member's replica of
+    /// the newest configuration, if no replica of it is (or may become) a learner: the node
+    /// crashes if it was up, and restarts later as a learner (see `Node::restart`).
+    fn amnesia(&mut self) {
+        let latest = self.latest().clone();
+        let config_id = latest.configuration_id;
+        if latest.nodes.iter().any(|p| self.nodes.get(p).is_some_and(|n| n.may_be_learner(config_id))) {
+            return;
+        }
+        // A learner starts from an empty log; once the log was trimmed (without a snapshot)
+        // nobody can send it the trimmed prefix: the core has no way to start a learner past it.
+        if self.nemesis.trimmed.contains(&config_id) {
+            return;
+        }
+        let candidates: Vec<NodeId> = latest
+            .nodes
+            .iter()
+            .copied()
+            .filter(|p| self.nodes.get(p).is_some_and(|n| n.has_config(config_id)))
+            .collect();
+        let victim = match self.current_leader() {
+            Some(leader) if self.rng.gen_bool(0.4) => leader,
+            _ => match candidates.choose(&mut self.rng) {
+                Some(&pid) => pid,
+                None => return,
+            },
+        };
+        let down = self.nodes.values().filter(|n| !n.is_up()).count();
+        let victim_up = self.nodes[&victim].is_up();
+        if victim_up && down + 1 > latest.nodes.len() / 2 {
+            return;
+        }
+        let amnesia = match self.config.storage == StorageKind::Persistent && self.rng.gen_bool(0.5) {
+            true => Amnesia::Truncated { seed: self.rng.gen() },
+            false => Amnesia::Wiped,
+        };
+        if victim_up {
+            let (rng, losses) = (&mut self.rng, &mut self.disk_losses);
+            self.nodes.get_mut(&victim).expect("up").crash(|disk| {
+                let loss = match disk.kind() {
+                    StorageKind::Crashable => DiskLoss::Calls(CrashKeep::All),
+                    StorageKind::Persistent => DiskLoss::draw_bytes(rng, disk.possible_loss_allowed()),
+                };
+                *losses.entry(loss.name()).or_default() += 1;
+                loss
+            });
+            self.network.set_down(victim, true, self.now);
+            let restart_at = self.now + self.nemesis.restart_delay(&mut self.rng);
+            self.nemesis.schedule_restart(victim, restart_at);
+        }
+        let Some((damaged, what)) = self.nodes.get_mut(&victim).expect("exists").suffer_amnesia(amnesia)
+        else {
+            return;
+        };
+        self.checker.forget_replica(victim, damaged);
+        self.nemesis.count(FaultKind::Amnesia);
+        *self.disk_losses.entry("amnesia").or_default() += 1;
+        self.update_possible_loss_allowance();
+        let restart_at = self.nemesis.restarts.get(&victim).copied();
+        self.trace(|| {
+            format!(
+                "FAULT amnesia: node {victim}'s disk of configuration {damaged} {amnesia}: {what}; restart at t={restart_at:?}"
+            )
+        });
+    }
+
+    /// The operator replaces a learner of the newest configuration by a reconfiguration: the
+    /// same members (the learner's node gets a fresh replica, a voter, in the next
+    /// configuration), or, half the time, a new node in its place.
+    fn replace_learner(&mut self) {
+        let latest = self.latest().clone();
+        let Some(&learner) = latest
+            .nodes
+            .iter()
+            .find(|p| self.nodes.get(p).is_some_and(|n| n.is_learner_in(latest.configuration_id)))
+        else {
+            return;
+        };
+        let proposers: Vec<NodeId> = latest
+            .nodes
+            .iter()
+            .copied()
+            .filter(|&p| p != learner && self.nodes.get(&p).is_some_and(|n| n.is_up()))
+            .collect();
+        let Some(&proposer) = proposers.choose(&mut self.rng) else { return };
+        let mut nodes = latest.nodes.clone();
+        if self.rng.gen_bool(0.5) {
+            let newcomer = self.nodes.keys().next_back().copied().unwrap_or(0).max(learner) + 1;
+            nodes.retain(|&p| p != learner);
+            nodes.push(newcomer);
+            nodes.sort_unstable();
+        }
+        let next =
+            ClusterConfig { configuration_id: latest.configuration_id + 1, nodes, flexible_quorum: None };
+        let Some(replica) =
+            self.nodes.get_mut(&proposer).and_then(|n| n.replica_mut(latest.configuration_id))
+        else {
+            return;
+        };
+        if replica.reconfigure(next.clone(), None).is_ok() {
+            self.nemesis.learner_replacements += 1;
+            self.nemesis.count(FaultKind::ReplaceLearner);
+            self.trace(|| {
+                format!(
+                    "FAULT node {proposer} proposes configuration {} {:?} to replace learner {learner}",
+                    next.configuration_id, next.nodes
+                )
+            });
+        }
+    }
+
+    /// What the nemesis does to a message about to be delivered to `to`: nothing; dropped (a
+    /// heartbeat reply while a priority flip lets only one node hear replies); or corrupted
+    /// (a heartbeat reply whose ballot round becomes `u32::MAX`, which no correct server
+    /// reaches: a correct receiver drops it).
+    pub(crate) fn filter_delivery(&mut self, to: NodeId, message: NodeMessage) -> Option<NodeMessage> {
+        let is_reply = matches!(&message, Message::BLE(BLEMessage { msg: HeartbeatMsg::Reply(_), .. }));
+        if let Some((hears, until)) = self.nemesis.replies_only_to {
+            if self.now >= until {
+                self.nemesis.replies_only_to = None;
+            } else if is_reply && to != hears {
+                let line = crate::sim::show_message(&message);
+                self.trace(|| format!("dropped (only node {hears} hears heartbeat replies) {line}"));
+                return None;
+            }
+        }
+        if !is_reply || self.nemesis.corrupt_next_reply != Some(to) {
+            return Some(message);
+        }
+        let Message::BLE(mut ble) = message else { return Some(message) };
+        let HeartbeatMsg::Reply(reply) = &mut ble.msg else { return Some(Message::BLE(ble)) };
+        reply.ballot.n = u32::MAX;
+        self.nemesis.corrupt_next_reply = None;
+        self.nemesis.count(FaultKind::CorruptReply);
+        let line = ble.to_string();
+        self.trace(|| format!("FAULT corrupted: {line}"));
+        Some(Message::BLE(ble))
+    }
+
+    /// Allows a crash that may report a possible loss only on replicas of configurations with
+    /// no other replica that is, or may become, a learner: at most one per configuration.
+    /// And not in a configuration whose log was trimmed: a learner starts over an empty log and
+    /// no replica could send it the trimmed prefix.
+    pub(crate) fn update_possible_loss_allowance(&self) {
+        for node in self.nodes.values().filter(|n| n.is_up()) {
+            node.set_possible_loss_allowed(|config_id| {
+                let trimmed = self.nemesis.trimmed.contains(&config_id) && !node.is_learner_in(config_id);
+                !trimmed
+                    && !self
+                        .nodes
+                        .values()
+                        .any(|other| other.pid() != node.pid() && other.may_be_learner(config_id))
+            });
+        }
     }
 
     /// Replays archived messages: 60 % of the time into the node that restarted last (a
@@ -654,6 +1079,11 @@ impl Simulation {
                 Some((config_id, _)) if config_id > latest.configuration_id => u64::MAX,
                 _ => 0,
             });
+            // A learner learns the decided log from its own decided index on, and a trimmed
+            // prefix has no snapshot to send it: trim no further than it holds.
+            if let Some(node) = self.nodes.get(pid).filter(|n| n.may_be_learner(latest.configuration_id)) {
+                bound = bound.min(node.replica(latest.configuration_id).map_or(0, |r| r.get_decided_idx()));
+            }
         }
         let Some(replica) = self.nodes.get_mut(&leader).and_then(|n| n.replica_mut(latest.configuration_id))
         else {
@@ -666,6 +1096,8 @@ impl Simulation {
         }
         let idx = self.rng.gen_range(compacted + 1..=bound);
         if replica.trim(Some(idx)).is_ok() {
+            self.nemesis.trimmed.insert(latest.configuration_id);
+            self.update_possible_loss_allowance();
             self.nemesis.count(FaultKind::Trim);
             self.trace(|| {
                 format!("FAULT leader {leader} trims configuration {} to {idx}", latest.configuration_id)

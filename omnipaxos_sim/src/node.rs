@@ -14,12 +14,14 @@
 //! replays the log (or rebuilds from a snapshot, if the log was compacted past the checkpoint).
 //! The simulator trims logs only below every member's checkpoint, as an application must.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use omnipaxos_core::{
     errors::ReplicaError,
     messages::Message,
-    sequence_paxos::{DropReason, ProposalOutcome, SequencePaxosConfig},
+    sequence_paxos::{
+        DropReason, ProposalOutcome, ReadFailure, ReadId, ReadLease, ReadOutcome, SequencePaxosConfig,
+    },
     storage::ClusterConfig,
     util::{ConfigurationId, LogEntry, LogIndex, NodeId, ProposalId},
     OmniPaxos, OmniPaxosConfig,
@@ -27,8 +29,10 @@ use omnipaxos_core::{
 
 use crate::{
     invariants::{Checker, Replica, Violation},
-    kv::{ClientId, Command, KvState, OpResult, RequestId},
-    storage::{ArmedFailure, CrashedDisk, DiskLoss, SimStorage, StorageKind},
+    kv::{ClientId, Command, Key, KvState, Op, OpResult, RequestId},
+    mutation::Mutation,
+    reads::{DriftClock, GetPath, ReadCounts},
+    storage::{Amnesia, ArmedFailure, CrashedDisk, DiskLoss, SimStorage, StorageKind},
 };
 
 /// Timing knobs every replica of a run shares.
@@ -42,6 +46,10 @@ pub struct ReplicaSettings {
     pub batch_size: usize,
     /// Proposals that may wait in memory (`buffer_size`), which also bounds the outcomes kept.
     pub buffer_size: usize,
+    /// Leases for reads (`set_read_lease`), in the seeds that use them; `None`: read index only.
+    pub read_lease: Option<ReadLease>,
+    /// A deliberately reintroduced core bug (`--mutation`, feature `mutations`).
+    pub mutation: Option<Mutation>,
 }
 
 /// The core's default `buffer_size`.
@@ -58,8 +66,11 @@ pub fn replica_config(pid: NodeId, cluster: &ClusterConfig, settings: ReplicaSet
     sp.set_buffer_size(settings.buffer_size);
     sp.set_flush_batch_tick_timeout(2);
     sp.set_flexible_quorum(cluster.flexible_quorum);
+    sp.set_read_lease(settings.read_lease);
     let mut config = OmniPaxosConfig::new(sp);
     config.set_hb_delay(settings.hb_delay_ticks);
+    #[cfg(feature = "mutations")]
+    config.set_mutation(settings.mutation);
     config
 }
 
@@ -80,6 +91,15 @@ pub struct Reply {
     pub request: RequestId,
     /// The result, or `None`: refused, never executed.
     pub result: Option<OpResult>,
+    /// With a refused get in leader-read mode: the leader this node knows, for the next get.
+    pub leader_hint: Option<NodeId>,
+}
+
+impl Reply {
+    /// A reply with `result` and no leader hint.
+    pub fn new(client: ClientId, request: RequestId, result: Option<OpResult>) -> Reply {
+        Reply { client, request, result, leader_hint: None }
+    }
 }
 
 /// What the application persisted of its state machine.
@@ -151,6 +171,71 @@ pub struct Node {
     /// A deliberately wrong design for testing the checkers: answer reads from the local state
     /// machine at once, without going through the log (stale reads from followers).
     pub read_locally: bool,
+    /// How client gets are served.
+    pub get_path: GetPath,
+    /// This node's clock (drift in lease seeds).
+    pub clock: DriftClock,
+    /// Reads asked of a replica and not settled yet, by (configuration, read id).
+    reads: BTreeMap<(ConfigurationId, ReadId), PendingRead>,
+    /// Reads whose index is known, waiting for the application to apply up to it.
+    ready_reads: Vec<ReadyRead>,
+    /// Client gets by how they were served.
+    pub read_counts: ReadCounts,
+    /// Replies found outside `settle`, sent by the next `settle`.
+    stashed_replies: Vec<Reply>,
+    /// A violation seen where it could not be returned (a read's outcome at submission); the
+    /// next `settle` reports it.
+    stashed_violation: Option<Violation>,
+    /// Configurations in which this node's replica is a learner: its disk lost state it may
+    /// have acknowledged (durable: the disk holds the learner promise from the restart on).
+    learner_in: BTreeSet<ConfigurationId>,
+    /// Replica disks destroyed while the node was down: the restart must not take them for a
+    /// log that is simply missing (`OpenMode::Replace` instead of `Restart`).
+    wiped: BTreeSet<ConfigurationId>,
+    /// Replica disks whose crash kept unsynced bytes: recovery may report a possible loss.
+    suspect_loss: BTreeSet<ConfigurationId>,
+    /// Deliberately unsafe (`--amnesia-voter`): a replica that lost its disk restarts as a
+    /// voter, to show that the simulator then finds agreement broken.
+    pub amnesia_voter: bool,
+    /// A replica whose storage reports a possible loss becomes a learner over the log
+    /// recovery left (`--learner-keeps-log`), instead of over an empty one.
+    pub learner_keeps_log: bool,
+}
+
+/// What a restart found.
+#[derive(Clone, Debug, Default)]
+pub struct Restarted {
+    /// What the disks' recovery repaired or reported, and restarts as learners, as
+    /// `(summary name, trace detail)`.
+    pub findings: Vec<(&'static str, String)>,
+    /// Configurations whose replica starts over a fresh disk (its incarnations count anew).
+    pub fresh_disks: Vec<ConfigurationId>,
+}
+
+/// A client get waiting for its read's outcome.
+#[derive(Clone, Copy, Debug)]
+struct PendingRead {
+    client: ClientId,
+    request: RequestId,
+    key: Key,
+    /// How the replica stood when the read was issued: where it is served.
+    role: ReadRole,
+}
+
+/// Where a read was issued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReadRole {
+    Leader,
+    Follower,
+    Learner,
+}
+
+/// A read whose index is known: served once the application applied `idx` of `config_id`.
+#[derive(Clone, Copy, Debug)]
+struct ReadyRead {
+    config_id: ConfigurationId,
+    idx: LogIndex,
+    read: PendingRead,
 }
 
 impl Node {
@@ -181,6 +266,18 @@ impl Node {
             awaiting_apply: BTreeMap::new(),
             initial_states: BTreeMap::new(),
             read_locally: false,
+            get_path: GetPath::Log,
+            clock: DriftClock::exact(),
+            reads: BTreeMap::new(),
+            ready_reads: Vec::new(),
+            read_counts: ReadCounts::default(),
+            stashed_replies: Vec::new(),
+            stashed_violation: None,
+            learner_in: BTreeSet::new(),
+            wiped: BTreeSet::new(),
+            suspect_loss: BTreeSet::new(),
+            amnesia_voter: false,
+            learner_keeps_log: false,
         };
         node.initial_states.insert(cluster.configuration_id, node.checkpoint.state.clone());
         node.start_replica(cluster);
@@ -240,10 +337,13 @@ impl Node {
         &self.app.state
     }
 
-    /// Ticks every replica.
+    /// One real tick: every replica ticks as often as this node's clock saw (0, 1 or 2 times
+    /// with drift, else once).
     pub fn tick(&mut self) -> Result<(), ReplicaError> {
-        for replica in self.replicas.values_mut() {
-            replica.tick()?;
+        for _ in 0..self.clock.advance() {
+            for replica in self.replicas.values_mut() {
+                replica.tick()?;
+            }
         }
         Ok(())
     }
@@ -273,12 +373,16 @@ impl Node {
     /// answered at once (the request was definitely not executed).
     pub fn submit(&mut self, client: ClientId, command: Command) -> Option<Reply> {
         let request = command.request;
-        let refused = Some(Reply { client, request, result: None });
+        let refused = Some(Reply::new(client, request, None));
         if self.app.finished {
             return refused;
         }
-        if let (true, crate::kv::Op::Get { key }) = (self.read_locally, command.op) {
-            return Some(Reply { client, request, result: Some(OpResult::Read(self.app.state.get(key))) });
+        if let (true, Op::Get { key }) = (self.read_locally, command.op) {
+            return Some(Reply::new(client, request, Some(OpResult::Read(self.app.state.get(key)))));
+        }
+        if let (GetPath::ReadIndex | GetPath::LeaderReadIndex, Op::Get { key }) = (self.get_path, command.op)
+        {
+            return self.submit_read(client, request, key);
         }
         let Some((&config_id, replica)) = self.replicas.iter_mut().next_back() else { return refused };
         match replica.append(command) {
@@ -290,17 +394,147 @@ impl Node {
         }
     }
 
-    /// After any event: settle proposal outcomes, apply decided entries, answer clients, and
-    /// move into the next configuration once a decided StopSign is applied.
+    /// A get in a read-index mode: `read_index()` at the newest replica. In leader-read mode a
+    /// node that does not lead refuses and names the leader it knows.
+    fn submit_read(&mut self, client: ClientId, request: RequestId, key: Key) -> Option<Reply> {
+        let refused = Some(Reply::new(client, request, None));
+        let Some((&config_id, replica)) = self.replicas.iter_mut().next_back() else { return refused };
+        let role = match (replica.is_accepting_leader(), replica.sequence_paxos().is_learner()) {
+            (true, _) => ReadRole::Leader,
+            (false, true) => ReadRole::Learner,
+            (false, false) => ReadRole::Follower,
+        };
+        if self.get_path == GetPath::LeaderReadIndex && role != ReadRole::Leader {
+            self.read_counts.failed += 1;
+            let leader_hint = replica.get_current_leader().map(|(pid, _)| pid).filter(|&p| p != self.pid);
+            return Some(Reply { client, request, result: None, leader_hint });
+        }
+        let Ok(id) = replica.read_index() else {
+            self.read_counts.failed += 1;
+            return refused;
+        };
+        self.read_counts.issued += 1;
+        self.reads.insert((config_id, id), PendingRead { client, request, key, role });
+        let mut outcomes = Vec::new();
+        replica.take_read_outcomes(&mut outcomes);
+        if outcomes.iter().any(|&(ready, outcome)| ready == id && matches!(outcome, ReadOutcome::Ready(_))) {
+            self.read_counts.ready_at_once += 1;
+        }
+        // Outcomes of other reads may have come with it: `settle`, right after, sends them all.
+        let mut settled =
+            Settled { replies: std::mem::take(&mut self.stashed_replies), ..Settled::default() };
+        if let Err(violation) = self.note_read_outcomes(config_id, &outcomes, &mut settled) {
+            self.stashed_violation.get_or_insert(violation);
+        }
+        self.stashed_replies = settled.replies;
+        None
+    }
+
+    /// After any event: settle proposal and read outcomes, apply decided entries, answer
+    /// clients, and move into the next configuration once a decided StopSign is applied.
     pub fn settle(&mut self, checker: &mut Checker) -> Result<Settled, Violation> {
-        let mut settled = Settled::default();
+        if let Some(violation) = self.stashed_violation.take() {
+            return Err(violation);
+        }
+        let mut settled =
+            Settled { replies: std::mem::take(&mut self.stashed_replies), ..Settled::default() };
         self.take_outcomes(&mut settled)?;
+        self.take_read_outcomes(&mut settled)?;
         loop {
             self.apply_decided(checker, &mut settled)?;
+            self.serve_ready_reads(&mut settled);
             if !self.maybe_start_next_config(&mut settled) {
                 return Ok(settled);
             }
         }
+    }
+
+    fn take_read_outcomes(&mut self, settled: &mut Settled) -> Result<(), Violation> {
+        if self.reads.is_empty() {
+            return Ok(());
+        }
+        let mut outcomes = Vec::new();
+        let config_ids: Vec<ConfigurationId> = self.replicas.keys().copied().collect();
+        for config_id in config_ids {
+            outcomes.clear();
+            self.replicas.get_mut(&config_id).expect("listed").take_read_outcomes(&mut outcomes);
+            self.note_read_outcomes(config_id, &outcomes, settled)?;
+        }
+        Ok(())
+    }
+
+    /// `Ready(idx)`: the read waits for the application to apply `idx`; `Failed`: refused
+    /// (definitely not served, so the client may treat it as not executed).
+    ///
+    /// A read index that reaches a decided StopSign must come as
+    /// `Failed(ReadFailure::Reconfigured)`: the configuration had ended when the read's round
+    /// started, so writes of the next configuration may have completed before the read was
+    /// issued, and this log says nothing about them. A `Ready` past the StopSign is a violation
+    /// of `read_ready_only_within_its_configuration`. (Below the StopSign the round started
+    /// before the configuration ended, and no write of the next one could have completed before
+    /// the read was issued.)
+    fn note_read_outcomes(
+        &mut self,
+        config_id: ConfigurationId,
+        outcomes: &[(ReadId, ReadOutcome)],
+        settled: &mut Settled,
+    ) -> Result<(), Violation> {
+        for &(id, outcome) in outcomes {
+            let Some(read) = self.reads.remove(&(config_id, id)) else { continue };
+            let sealed = |idx| {
+                let replica = &self.replicas[&config_id];
+                replica.is_reconfigured().is_some() && idx >= replica.get_decided_idx()
+            };
+            match outcome {
+                ReadOutcome::Ready(idx) if sealed(idx) => {
+                    return Err(Violation {
+                        tick: 0,
+                        property: "read_ready_only_within_its_configuration",
+                        detail: format!(
+                            "node {}: read {id:?} Ready({idx}) in configuration {config_id}, at or past its decided StopSign",
+                            self.pid
+                        ),
+                    });
+                }
+                ReadOutcome::Failed(ReadFailure::Reconfigured) => {
+                    self.read_counts.failed_reconfigured += 1;
+                    settled.replies.push(Reply::new(read.client, read.request, None));
+                }
+                ReadOutcome::Ready(idx) => self.ready_reads.push(ReadyRead { config_id, idx, read }),
+                ReadOutcome::Failed(_) => {
+                    self.read_counts.failed += 1;
+                    settled.replies.push(Reply::new(read.client, read.request, None));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers the reads whose index the application has applied, from the state machine now.
+    fn serve_ready_reads(&mut self, settled: &mut Settled) {
+        let (app_config, applied) = (self.app.config_id, self.app.applied);
+        let (state, path, pid) = (&self.app.state, self.get_path, self.pid);
+        let counts = &mut self.read_counts;
+        self.ready_reads.retain(|ready| {
+            let reached =
+                ready.config_id < app_config || (ready.config_id == app_config && ready.idx <= applied);
+            if reached {
+                let read = ready.read;
+                counts.served += 1;
+                match read.role {
+                    ReadRole::Leader => counts.served_at_leader += 1,
+                    ReadRole::Follower => counts.served_at_follower += 1,
+                    ReadRole::Learner => counts.served_at_learner += 1,
+                }
+                let value = OpResult::Read(state.get(read.key));
+                let mut reply = Reply::new(read.client, read.request, Some(value));
+                if path == GetPath::LeaderReadIndex {
+                    reply.leader_hint = Some(pid);
+                }
+                settled.replies.push(reply);
+            }
+            !reached
+        });
     }
 
     fn take_outcomes(&mut self, settled: &mut Settled) -> Result<(), Violation> {
@@ -316,7 +550,7 @@ impl Node {
                             if applied != request {
                                 return Err(outcome_violation(self.pid, idx, request, applied));
                             }
-                            settled.replies.push(Reply { client, request, result: Some(result) });
+                            settled.replies.push(Reply::new(client, request, Some(result)));
                         } else if (config_id, idx) >= (self.app.config_id, self.app.applied) {
                             self.awaiting_apply.insert((config_id, idx), (client, request));
                         }
@@ -324,7 +558,7 @@ impl Node {
                         // unknown here, and the client will time out (indeterminate).
                     }
                     ProposalOutcome::Dropped(DropReason::LogSealed) => {
-                        settled.replies.push(Reply { client, request, result: None });
+                        settled.replies.push(Reply::new(client, request, None));
                     }
                     ProposalOutcome::Dropped(DropReason::Indeterminate) => {}
                 }
@@ -397,7 +631,7 @@ impl Node {
             if request != command.request {
                 return Err(outcome_violation(self.pid, idx, request, command.request));
             }
-            settled.replies.push(Reply { client, request, result: Some(result) });
+            settled.replies.push(Reply::new(client, request, Some(result)));
         }
         Ok(())
     }
@@ -442,11 +676,17 @@ impl Node {
         for (config_id, replica) in std::mem::take(&mut self.replicas) {
             let storage = replica.sequence_paxos().storage();
             let lost = loss(storage);
+            if lost.may_report_possible_loss() {
+                self.suspect_loss.insert(config_id);
+            }
             self.down_storage.insert(config_id, storage.crash_disk(lost));
         }
         self.app = App::from_checkpoint(&self.checkpoint);
         self.requests.clear();
         self.awaiting_apply.clear();
+        self.reads.clear();
+        self.ready_reads.clear();
+        self.stashed_replies.clear();
         self.up = false;
     }
 
@@ -455,25 +695,108 @@ impl Node {
     /// (`OmniPaxos::try_with` runs `fail_recovery` when the disk holds a promise).
     /// Returns what the disks' recovery repaired, as `(name, detail)` (see
     /// [`SimStorage::recovery_findings`]).
-    pub fn restart(&mut self) -> Result<Vec<(&'static str, String)>, String> {
+    ///
+    /// A disk that lost state the replica may have acknowledged — destroyed by an amnesia fault
+    /// (crashable backend: the simulator knows), or one whose storage reports
+    /// `acknowledged_state_may_be_lost` (persistent backend: a log it could not vouch for, or
+    /// one opened with `OpenMode::Replace` because the old one was missing or refused) — makes
+    /// the replica restart as a learner, for good in that configuration (unless
+    /// [`Node::amnesia_voter`], the deliberately unsafe variant).
+    ///
+    /// A replica that becomes a learner over a log that recovery opened with a possible loss
+    /// starts over an empty log instead (`OpenMode::Replace`), unless
+    /// [`Node::learner_keeps_log`]: its log may hold entries it accepted but that were never
+    /// decided, and the core's learner takes everything in its log for decided (a core bug,
+    /// see docs/simulator.md). Returns what recovery found and the configurations whose replica
+    /// starts over a fresh disk.
+    pub fn restart(&mut self) -> Result<Restarted, String> {
         let mut findings = Vec::new();
+        let mut fresh_disks = Vec::new();
+        self.suspect_loss.clear();
         for (config_id, disk) in std::mem::take(&mut self.down_storage) {
-            let storage = disk
-                .recover()
-                .map_err(|e| format!("node {} config {config_id} cannot reopen: {e}", self.pid))?;
+            let wiped = self.wiped.remove(&config_id);
+            let storage = match disk.recover() {
+                Ok(storage) => storage,
+                // The operator finds the log missing or damaged beyond repair, removes what is
+                // left and starts over a replaced log (which records the possible loss).
+                Err(e) if wiped => {
+                    findings.push(("amnesia-log-replaced", format!("c{config_id}: {e}")));
+                    SimStorage::replaced(self.storage, self.pid, config_id)
+                }
+                Err(e) => return Err(format!("node {} config {config_id} cannot reopen: {e}", self.pid)),
+            };
             findings.extend(
                 storage
                     .recovery_findings()
                     .into_iter()
                     .map(|(name, detail)| (name, format!("c{config_id}: {detail}"))),
             );
+            let signalled = storage.acknowledged_state_may_be_lost();
+            let lost = signalled || (wiped && self.storage == StorageKind::Crashable);
+            if wiped && !lost {
+                // A damaged persistent log that recovery opened without reporting a loss.
+                findings
+                    .push(("amnesia-undetected", format!("c{config_id}: opened without a possible loss")));
+            }
+            let mut storage = storage;
+            if wiped {
+                fresh_disks.push(config_id);
+            }
+            if lost && !self.learner_in.contains(&config_id) {
+                if self.amnesia_voter {
+                    findings.push(("amnesia-restarted-as-voter", format!("c{config_id}: unsafe")));
+                } else {
+                    if !wiped && !self.learner_keeps_log {
+                        findings.push(("possible-loss-log-replaced", format!("c{config_id}: log replaced")));
+                        storage = SimStorage::replaced(self.storage, self.pid, config_id);
+                        fresh_disks.push(config_id);
+                    }
+                    findings.push(("restarted-as-learner", format!("c{config_id}: as a learner")));
+                    self.learner_in.insert(config_id);
+                    let config = self.configs.get_mut(&config_id).expect("every replica has a config");
+                    config.sequence_paxos.set_learner(true);
+                }
+            }
             let config = self.configs[&config_id].clone();
             let replica = OmniPaxos::try_with(config, storage)
                 .map_err(|e| format!("node {} config {config_id} cannot restart: {e}", self.pid))?;
             self.replicas.insert(config_id, replica);
         }
         self.up = true;
-        Ok(findings)
+        Ok(Restarted { findings, fresh_disks })
+    }
+
+    /// An amnesia fault on the down node: the disk of its newest replica loses state the replica
+    /// acknowledged (see [`Amnesia`]). Returns that configuration and what was done.
+    pub fn suffer_amnesia(&mut self, amnesia: Amnesia) -> Option<(ConfigurationId, String)> {
+        assert!(!self.up, "amnesia strikes a node that is down");
+        let config_id = *self.down_storage.keys().next_back()?;
+        let disk = self.down_storage.remove(&config_id).expect("listed");
+        let (disk, what) = disk.damaged(amnesia);
+        self.down_storage.insert(config_id, disk);
+        self.wiped.insert(config_id);
+        Some((config_id, what))
+    }
+
+    /// True if this node's replica of `config_id` is a learner, or may restart as one (its disk
+    /// was destroyed, or its crash may make recovery report a possible loss).
+    pub fn may_be_learner(&self, config_id: ConfigurationId) -> bool {
+        self.learner_in.contains(&config_id)
+            || self.wiped.contains(&config_id)
+            || self.suspect_loss.contains(&config_id)
+    }
+
+    /// True if this node's replica of `config_id` is a learner.
+    pub fn is_learner_in(&self, config_id: ConfigurationId) -> bool {
+        self.learner_in.contains(&config_id)
+    }
+
+    /// Allows or forbids crashes of this node's disks that may report a possible loss
+    /// (see [`SimStorage::set_possible_loss_allowed`]); `allowed` says per configuration.
+    pub fn set_possible_loss_allowed(&self, allowed: impl Fn(ConfigurationId) -> bool) {
+        for (&config_id, replica) in &self.replicas {
+            replica.sequence_paxos().storage().set_possible_loss_allowed(allowed(config_id));
+        }
     }
 
     /// The state machine as `config_id` started at this node, if it did.

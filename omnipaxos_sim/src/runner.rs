@@ -16,7 +16,7 @@ use std::{
     ops::Range,
     panic::AssertUnwindSafe,
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Mutex,
     },
 };
@@ -24,7 +24,9 @@ use std::{
 use crate::{
     clients::OpCounts,
     invariants::Violation,
+    mutation::Mutation,
     nemesis::FaultKind,
+    reads::{ReadCounts, ReadMode},
     sim::{self, LinearizabilityResult, Report, SimConfig},
     storage::StorageKind,
 };
@@ -43,7 +45,7 @@ pub fn install_quiet_panic_hook() {
 
 /// Runs one seed; a panic becomes a violation named `core_does_not_panic`.
 pub fn run_one(config: SimConfig) -> Report {
-    let (seed, nodes) = (config.seed, config.nodes);
+    let (seed, nodes, read_mode) = (config.seed, config.nodes, config.reads);
     match std::panic::catch_unwind(AssertUnwindSafe(|| sim::run(config))) {
         Ok(report) => report,
         Err(payload) => {
@@ -67,6 +69,8 @@ pub fn run_one(config: SimConfig) -> Report {
                 decided: 0,
                 reconfigurations: 0,
                 disk_losses: BTreeMap::new(),
+                read_mode,
+                reads: ReadCounts::default(),
                 trace: Vec::new(),
             }
         }
@@ -100,6 +104,10 @@ pub struct Totals {
     pub decided: u64,
     /// Replica disks crashed, by kind of loss.
     pub disk_losses: BTreeMap<&'static str, u64>,
+    /// Seeds by read mode.
+    pub read_modes: BTreeMap<&'static str, u64>,
+    /// Client gets by how they were served.
+    pub reads: ReadCounts,
 }
 
 impl Totals {
@@ -129,6 +137,8 @@ impl Totals {
         for (&loss, &count) in &report.disk_losses {
             *self.disk_losses.entry(loss).or_default() += count;
         }
+        *self.read_modes.entry(report.read_mode.name()).or_default() += 1;
+        self.reads.add(&report.reads);
     }
 }
 
@@ -197,6 +207,33 @@ impl Summary {
                 losses.join(", ")
             );
         }
+        for (nodes, t) in &self.by_nodes {
+            let modes: Vec<String> = t.read_modes.iter().map(|(mode, n)| format!("{mode} {n}")).collect();
+            let r = t.reads;
+            let _ = writeln!(
+                out,
+                "\nN={nodes}: seeds by read mode: {}; read-index gets issued {}, served {} (at a leader {}, \
+                 a follower {}, a learner {}; ready at once {}), failed or refused {} (of which after a \
+                 decided StopSign {})",
+                modes.join(", "),
+                r.issued,
+                r.served,
+                r.served_at_leader,
+                r.served_at_follower,
+                r.served_at_learner,
+                r.ready_at_once,
+                r.failed + r.failed_reconfigured,
+                r.failed_reconfigured
+            );
+        }
+        for (nodes, t) in self.by_nodes.iter().filter(|(_, t)| !t.inconclusive.is_empty()) {
+            let mut seeds = t.inconclusive.clone();
+            seeds.sort_unstable();
+            let _ = writeln!(
+                out,
+                "\nN={nodes}: the linearizability search gave up (no verdict) on seeds {seeds:?}"
+            );
+        }
         let mut by_property: BTreeMap<&str, usize> = BTreeMap::new();
         for (_, _, v) in self.violations() {
             *by_property.entry(v.property).or_default() += 1;
@@ -225,6 +262,40 @@ pub struct Batch {
     pub storage: StorageKind,
     /// The faults added for issue 8 ([`SimConfig::extended_faults`]).
     pub extended_faults: bool,
+    /// How client gets are served ([`SimConfig::reads`]).
+    pub reads: ReadMode,
+    /// Clock drift beyond the lease's bound ([`SimConfig::drift_beyond_bound`]).
+    pub drift_beyond_bound: bool,
+    /// Wiped replicas restart as voters ([`SimConfig::amnesia_voter`], unsafe).
+    pub amnesia_voter: bool,
+    /// Learners keep the log recovery left ([`SimConfig::learner_keeps_log`]).
+    pub learner_keeps_log: bool,
+    /// Only these kinds of fault ([`SimConfig::fault_kinds`]; empty: all).
+    pub fault_kinds: Vec<FaultKind>,
+    /// A core bug switched back on in every replica.
+    pub mutation: Option<Mutation>,
+    /// Stop at the first violating seed: seeds above the lowest violating seed found so far
+    /// are skipped; every seed below it still runs, so the lowest is always found.
+    pub stop_at_first_violation: bool,
+    /// With `stop_at_first_violation`: only violations of these properties count (empty: any).
+    pub expected_properties: Vec<String>,
+}
+
+impl Batch {
+    /// The configuration of one run of the batch.
+    pub fn config(&self, seed: u64, nodes: usize) -> SimConfig {
+        let mut config = SimConfig::new(seed, nodes);
+        config.ops = self.ops;
+        config.storage = self.storage;
+        config.extended_faults = self.extended_faults;
+        config.reads = self.reads;
+        config.drift_beyond_bound = self.drift_beyond_bound;
+        config.amnesia_voter = self.amnesia_voter;
+        config.learner_keeps_log = self.learner_keeps_log;
+        config.fault_kinds = self.fault_kinds.clone();
+        config.settings.mutation = self.mutation;
+        config
+    }
 }
 
 /// Runs every (seed, node count) of the batch; `on_report` sees each report as it finishes
@@ -233,17 +304,24 @@ pub fn run_batch(batch: &Batch, on_report: impl Fn(&Report) + Sync) -> Summary {
     let jobs: Vec<(u64, usize)> =
         batch.seeds.clone().flat_map(|seed| batch.node_counts.iter().map(move |&n| (seed, n))).collect();
     let next = AtomicUsize::new(0);
+    let lowest_violating_seed = AtomicU64::new(u64::MAX);
     let summary = Mutex::new(Summary::default());
     std::thread::scope(|scope| {
         for _ in 0..batch.threads.max(1) {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&(seed, nodes)) = jobs.get(i) else { break };
-                let mut config = SimConfig::new(seed, nodes);
-                config.ops = batch.ops;
-                config.storage = batch.storage;
-                config.extended_faults = batch.extended_faults;
-                let report = run_one(config);
+                if batch.stop_at_first_violation && seed > lowest_violating_seed.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let report = run_one(batch.config(seed, nodes));
+                let expected = |v: &Violation| {
+                    batch.expected_properties.is_empty()
+                        || batch.expected_properties.iter().any(|p| p == v.property)
+                };
+                if report.violation.as_ref().is_some_and(expected) {
+                    lowest_violating_seed.fetch_min(seed, Ordering::Relaxed);
+                }
                 let mut summary = summary.lock().expect("no worker panics while holding the lock");
                 summary.by_nodes.entry(nodes).or_default().add(&report);
                 on_report(&report);

@@ -29,11 +29,12 @@ use rand::{rngs::SmallRng, Rng, SeedableRng};
 use crate::{
     clients::{client_endpoint, ClientMessage, Clients, OpCounts, CLIENT_ENDPOINT_BASE},
     invariants::{Checker, Violation},
-    kv::{Command, KvSnapshot, KvState},
+    kv::{Command, KvSnapshot, KvState, Op},
     linearizability::{self, Verdict},
     nemesis::{FaultKind, Nemesis},
     network::{LinkConfig, Network, NetworkStats, SendFate},
     node::{Node, ReplicaSettings, Reply},
+    reads::{GetPath, ReadCounts, ReadMode, ReadProfile},
     storage::{DiskLoss, StorageKind},
 };
 
@@ -50,6 +51,9 @@ pub(crate) fn show_message(message: &NodeMessage) -> String {
 
 /// Limit on deliveries in one tick: a livelock of zero-delay messages ends the tick.
 const DELIVERIES_PER_TICK_MAX: usize = 200_000;
+
+/// Seeds the generator of the read profile and the clocks (xor the run's seed).
+const READS_STREAM: u64 = 0x7265_6164_735f_636b;
 
 /// Everything one run depends on besides the seed's random choices.
 #[derive(Clone, Debug)]
@@ -89,7 +93,22 @@ pub struct SimConfig {
     /// instead of being dropped; archived messages are replayed to their original receivers
     /// (also after either end restarted); leader priorities change at runtime (`set_priority`);
     /// some seeds run with a small `buffer_size`. Off, a seed runs exactly as before them.
+    /// Issue 9 and 11 added more: amnesia (a replica's disk destroyed or truncated), the
+    /// leader isolated from every replica but still reachable by clients, priority storms,
+    /// corrupted heartbeat replies.
     pub extended_faults: bool,
+    /// How client gets are served (`Mixed`: each seed draws a mode).
+    pub reads: ReadMode,
+    /// Lease seeds: clock rates beyond `max_clock_drift_percent` (unsafe by the documentation).
+    pub drift_beyond_bound: bool,
+    /// Deliberately unsafe: a replica whose disk was destroyed restarts as a voter, not as a
+    /// learner (shows why learners exist).
+    pub amnesia_voter: bool,
+    /// A replica whose storage reports a possible loss becomes a learner over the log that
+    /// recovery left, instead of over an empty log (shows a core bug; see `Node::restart`).
+    pub learner_keeps_log: bool,
+    /// Only these kinds of fault (empty: all of them).
+    pub fault_kinds: Vec<FaultKind>,
 }
 
 impl SimConfig {
@@ -107,6 +126,8 @@ impl SimConfig {
                 resend_ticks: 2 * hb_delay_ticks,
                 batch_size: 1,
                 buffer_size: crate::node::DEFAULT_BUFFER_SIZE,
+                read_lease: None,
+                mutation: None,
             },
             storage: StorageKind::Crashable,
             client_timeout_ticks: 8 * hb_delay_ticks,
@@ -118,6 +139,11 @@ impl SimConfig {
             trace_print: false,
             read_locally: false,
             extended_faults: true,
+            reads: ReadMode::Mixed,
+            drift_beyond_bound: false,
+            amnesia_voter: false,
+            learner_keeps_log: false,
+            fault_kinds: Vec::new(),
         }
     }
 }
@@ -162,8 +188,13 @@ pub struct Report {
     /// Configurations started after the first.
     pub reconfigurations: u32,
     /// Replica disks crashed (by the nemesis or after a storage failure), by kind of loss; and
-    /// (`recovered-*`) what the persistent storage's recovery repaired when reopening them.
+    /// (`recovered-*`) what the persistent storage's recovery repaired when reopening them;
+    /// amnesia faults and restarts as learners.
     pub disk_losses: BTreeMap<&'static str, u64>,
+    /// The seed's read mode (`log`, `leader`, `follower`, `lease`).
+    pub read_mode: ReadMode,
+    /// Client gets by how they were served.
+    pub reads: ReadCounts,
     /// The trace, if asked for.
     pub trace: Vec<String>,
 }
@@ -196,6 +227,12 @@ pub struct Simulation {
     pub(crate) recovered_ticks: Option<u64>,
     /// Replica disks crashed, by kind of loss.
     pub(crate) disk_losses: BTreeMap<&'static str, u64>,
+    /// The seed's reads: mode, lease, clock rates.
+    pub(crate) read_profile: ReadProfile,
+    /// Draws the clocks of nodes that join later (a generator of its own).
+    clock_rng: SmallRng,
+    /// Replicas created so far (each takes the next clock of the profile).
+    replicas_created: usize,
 }
 
 /// Runs one seed to the end.
@@ -214,28 +251,36 @@ impl Simulation {
             nodes: (1..=config.nodes as NodeId).collect(),
             flexible_quorum: None,
         };
-        let nemesis =
+        let mut nemesis =
             Nemesis::new(&mut rng, config.faults, config.extended_faults, config.settings.hb_delay_ticks);
+        if !config.fault_kinds.is_empty() {
+            nemesis.restrict_to(config.fault_kinds.iter().copied().collect());
+        }
         if let Some(buffer_size) = nemesis.small_buffer_size() {
             config.settings.buffer_size = buffer_size;
         }
-        let nodes = first
-            .nodes
-            .iter()
-            .map(|&pid| {
-                let checkpoint_every = rng.gen_range(1..=40);
-                let mut node = Node::new(
-                    pid,
-                    &first,
-                    config.settings,
-                    config.storage,
-                    KvState::default(),
-                    checkpoint_every,
-                );
-                node.read_locally = config.read_locally;
-                (pid, node)
-            })
-            .collect();
+        // A generator of its own: the main stream does not depend on the read mode.
+        let mut clock_rng = SmallRng::seed_from_u64(config.seed ^ READS_STREAM);
+        let read_profile = ReadProfile::draw(
+            config.reads,
+            config.drift_beyond_bound,
+            config.settings.hb_delay_ticks,
+            &mut clock_rng,
+        );
+        config.settings.read_lease = read_profile.lease;
+        let mut nodes = BTreeMap::new();
+        for (index, &pid) in first.nodes.iter().enumerate() {
+            let checkpoint_every = rng.gen_range(1..=40);
+            let mut node =
+                Node::new(pid, &first, config.settings, config.storage, KvState::default(), checkpoint_every);
+            node.read_locally = config.read_locally;
+            node.get_path = read_profile.path;
+            node.clock = read_profile.clock(index, &mut clock_rng);
+            node.amnesia_voter = config.amnesia_voter;
+            node.learner_keeps_log = config.learner_keeps_log;
+            nodes.insert(pid, node);
+        }
+        let replicas_created = nodes.len();
         let mut network = Network::new(nemesis.base_link());
         if config.faults && config.extended_faults {
             network.park_for_down_nodes();
@@ -259,11 +304,16 @@ impl Simulation {
             trace,
             recovered_ticks: None,
             disk_losses: BTreeMap::new(),
+            read_profile,
+            clock_rng,
+            replicas_created,
             config,
         };
         if let Some(buffer_size) = small_buffer {
             sim.trace(|| format!("PROFILE buffer_size {buffer_size}"));
         }
+        let reads = sim.read_profile.to_string();
+        sim.trace(|| format!("PROFILE {reads}"));
         sim
     }
 
@@ -302,10 +352,14 @@ impl Simulation {
         self.recovered_ticks = Some(recovered);
         self.clients.stop_issuing();
         let quiet_from = self.now;
-        while !(self.clients.all_idle() && self.converged()) {
+        while !(self.clients.all_idle() && self.converged() && self.leader_election_agrees()) {
             self.step()?;
             if self.now - quiet_from > self.config.liveness_bound_ticks {
-                return Err(self.liveness_violation("replicas_converge_after_healing", quiet_from));
+                let property = match self.converged() {
+                    true => "leader_election_agrees_after_healing",
+                    false => "replicas_converge_after_healing",
+                };
+                return Err(self.liveness_violation(property, quiet_from));
             }
         }
         Ok(())
@@ -321,11 +375,14 @@ impl Simulation {
                     .replicas()
                     .map(|(c, r)| {
                         format!(
-                            "c{c}:dec={} acc={} prom={} lead={:?}",
+                            "c{c}:dec={} acc={} prom={} lead={:?} ble={}",
                             r.get_decided_idx(),
                             r.sequence_paxos().get_accepted_idx(),
                             r.get_promise(),
-                            r.get_current_leader()
+                            r.get_current_leader(),
+                            r.ballot_leader_election()
+                                .get_current_leader()
+                                .map_or_else(|| "-".to_string(), |b| b.to_string())
                         )
                     })
                     .collect();
@@ -366,10 +423,28 @@ impl Simulation {
         decided.len() == 1
     }
 
+    /// Every voter of the newest configuration follows the same leader in Ballot Leader
+    /// Election (learners take no part in it). A follower left following a ballot its owner no
+    /// longer leads with would not notice that leader's failure (issue 8, finding 3).
+    fn leader_election_agrees(&self) -> bool {
+        let latest = self.latest();
+        let config_id = latest.configuration_id;
+        let mut leaders = BTreeSet::new();
+        for pid in &latest.nodes {
+            let Some(node) = self.nodes.get(pid) else { return false };
+            let Some(replica) = node.replica(config_id) else { return false };
+            if !node.is_learner_in(config_id) {
+                leaders.insert(replica.ballot_leader_election().get_current_leader());
+            }
+        }
+        leaders.len() == 1 && leaders.first().is_some_and(|leader| leader.is_some())
+    }
+
     /// One tick of the whole world.
     pub(crate) fn step(&mut self) -> Result<(), Violation> {
         self.now += 1;
         self.checker.set_now(self.now);
+        self.update_possible_loss_allowance();
         if self.phase == Phase::Safety {
             self.inject_network_faults();
         }
@@ -414,6 +489,7 @@ impl Simulation {
                 self.trace(|| format!("to a down node {}", show_message(&message)));
                 continue;
             }
+            let Some(message) = self.filter_delivery(to, message) else { continue };
             self.trace(|| show_message(&message));
             let node = self.nodes.get_mut(&to).expect("checked above");
             debug_assert_eq!(message.get_sender(), from);
@@ -504,9 +580,17 @@ impl Simulation {
         if !node.is_up() {
             return Ok(());
         }
-        let settled = node.settle(&mut self.checker).map_err(stamp)?;
+        // The replicas first: a replica that decided another value at a decided index is an
+        // agreement violation, which its application would otherwise report first as state
+        // machines that disagree. Again after settling, for replicas it started.
         for (config_id, replica) in node.replicas() {
             self.checker.check_replica(pid, config_id, replica).map_err(stamp)?;
+        }
+        let settled = node.settle(&mut self.checker).map_err(stamp)?;
+        if !settled.started.is_empty() {
+            for (config_id, replica) in node.replicas() {
+                self.checker.check_replica(pid, config_id, replica).map_err(stamp)?;
+            }
         }
         for reply in settled.replies {
             self.send_reply(pid, reply);
@@ -534,13 +618,14 @@ impl Simulation {
             let loss = match disk.kind() {
                 _ if disk.interrupted().is_some() => disk.interrupted().expect("checked"),
                 StorageKind::Crashable => DiskLoss::Calls(CrashKeep::Prefix(rng.gen_range(0..=unflushed))),
-                StorageKind::Persistent => DiskLoss::draw_bytes(rng),
+                StorageKind::Persistent => DiskLoss::draw_bytes(rng, disk.possible_loss_allowed()),
             };
             kept.push(format!("{loss} of {unflushed}"));
             *losses.entry(loss.name()).or_default() += 1;
             loss
         });
         self.network.set_down(pid, true, self.now);
+        self.update_possible_loss_allowance();
         let restart_at = self.now + self.nemesis.restart_delay(&mut self.rng);
         self.nemesis.schedule_restart(pid, restart_at);
         let kept = kept.join(", ");
@@ -575,6 +660,11 @@ impl Simulation {
                     checkpoint_every,
                 );
                 node.read_locally = self.config.read_locally;
+                node.get_path = self.read_profile.path;
+                node.clock = self.read_profile.clock(self.replicas_created, &mut self.clock_rng);
+                node.amnesia_voter = self.config.amnesia_voter;
+                node.learner_keeps_log = self.config.learner_keeps_log;
+                self.replicas_created += 1;
                 self.nodes.insert(pid, node);
                 self.trace(|| {
                     format!(
@@ -593,8 +683,11 @@ impl Simulation {
             self.trace(|| format!("client timeout {request} (indeterminate)"));
         }
         let members = self.latest().nodes.clone();
-        let requests =
-            self.clients.issue(self.now, &mut self.rng, |rng| members[rng.gen_range(0..members.len())]);
+        let to_leader = self.read_profile.path == GetPath::LeaderReadIndex;
+        let requests = self.clients.issue(self.now, &mut self.rng, |rng, op, hint| match (op, hint) {
+            (Op::Get { .. }, Some(leader)) if to_leader && members.contains(&leader) => leader,
+            _ => members[rng.gen_range(0..members.len())],
+        });
         for (client, to, command) in requests {
             self.trace(|| format!("c{client} sends {} {} to {to}", command.request, command.op));
             let from = client_endpoint(client);
@@ -640,13 +733,18 @@ impl Simulation {
     /// Restarts a crashed node.
     pub(crate) fn restart(&mut self, pid: NodeId) -> Result<(), Violation> {
         let node = self.nodes.get_mut(&pid).expect("a crashed node exists");
-        let findings = node.restart().map_err(|detail| Violation {
+        let restarted = node.restart().map_err(|detail| Violation {
             tick: self.now,
             property: "crashed_replicas_restart",
             detail,
         })?;
+        for &config_id in &restarted.fresh_disks {
+            self.checker.forget_replica(pid, config_id);
+        }
+        let findings = restarted.findings;
         self.network.set_down(pid, false, self.now);
         self.nemesis.note_restarted(pid, self.now);
+        self.update_possible_loss_allowance();
         for (name, _) in &findings {
             *self.disk_losses.entry(name).or_default() += 1;
         }
@@ -694,6 +792,11 @@ impl Simulation {
             decided: self.checker.decided_count(),
             reconfigurations: self.configurations.len() as u32 - 1,
             disk_losses: std::mem::take(&mut self.disk_losses),
+            read_mode: self.read_profile.mode,
+            reads: self.nodes.values().fold(ReadCounts::default(), |mut total, node| {
+                total.add(&node.read_counts);
+                total
+            }),
             trace: self.trace.take().unwrap_or_default(),
         }
     }

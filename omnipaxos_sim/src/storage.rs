@@ -42,6 +42,7 @@ use omnipaxos_core::{
 use omnipaxos_storage::{
     crash_storage::{CrashKeep, CrashableStorage},
     persistent_storage::{
+        fs::FileSystem,
         recovery::Tail,
         sim_fs::{CrashVariant, SimFs, SimOpKind},
         OpenMode, PersistentStorage, PersistentStorageConfig,
@@ -139,10 +140,33 @@ impl DiskLoss {
         }
     }
 
-    /// A persistent-backend crash: a uniformly drawn variant and seed.
-    pub fn draw_bytes(rng: &mut impl Rng) -> DiskLoss {
+    /// True if a crash with this loss may make recovery report a possible loss of
+    /// acknowledged state: any variant that keeps some unsynced bytes (a flipped bit, or a kept
+    /// prefix or sector that ends a complete frame with bad padding, cannot be told from damage).
+    pub fn may_report_possible_loss(&self) -> bool {
+        match self {
+            DiskLoss::Bytes { variant, .. } | DiskLoss::InFlush { variant, .. } => {
+                *variant != CrashVariant::LoseUnsynced
+            }
+            DiskLoss::Calls(_) => false,
+        }
+    }
+
+    /// A persistent-backend crash: a uniformly drawn variant and seed (`LoseUnsynced` unless
+    /// `possible_loss_allowed`, see [`SimStorage::set_possible_loss_allowed`]).
+    pub fn draw_bytes(rng: &mut impl Rng, possible_loss_allowed: bool) -> DiskLoss {
         let variant = CrashVariant::ALL[rng.gen_range(0..CrashVariant::ALL.len())];
+        let variant = DiskLoss::allowed_variant(variant, possible_loss_allowed);
         DiskLoss::Bytes { variant, seed: rng.gen() }
+    }
+
+    /// `variant`, or `LoseUnsynced` when a possible loss is not allowed (only it keeps no
+    /// unsynced byte).
+    fn allowed_variant(variant: CrashVariant, possible_loss_allowed: bool) -> CrashVariant {
+        match possible_loss_allowed {
+            true => variant,
+            false => CrashVariant::LoseUnsynced,
+        }
     }
 }
 
@@ -195,6 +219,8 @@ pub struct SimStorage {
     injected_poison: bool,
     /// Persistent backend: the process died inside a flush; the disk it left, and how.
     interrupted: Option<(SimFs, DiskLoss)>,
+    /// A crash may keep unsynced bytes (see [`SimStorage::set_possible_loss_allowed`]).
+    possible_loss_allowed: Cell<bool>,
 }
 
 impl fmt::Debug for SimStorage {
@@ -226,7 +252,61 @@ pub enum CrashedDisk {
     },
 }
 
+/// How an amnesia fault damages a replica's disk (the process is down).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Amnesia {
+    /// The whole data directory is gone (crashable backend: the disk is empty).
+    Wiped,
+    /// Persistent backend: the newest segment file is cut to a random length (or removed),
+    /// durably, as a failing disk or an operator's mistake might (crashable backend: wiped).
+    Truncated {
+        /// Seeds the choice of file and length.
+        seed: u64,
+    },
+}
+
+impl fmt::Display for Amnesia {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Amnesia::Wiped => write!(f, "wiped"),
+            Amnesia::Truncated { seed } => write!(f, "truncated/{seed:x}"),
+        }
+    }
+}
+
 impl CrashedDisk {
+    /// The disk after `amnesia`: state the replica acknowledged is gone. Also says what was
+    /// done, for the trace.
+    pub fn damaged(self, amnesia: Amnesia) -> (CrashedDisk, String) {
+        match (self, amnesia) {
+            (CrashedDisk::Crashable(_), _) => (CrashedDisk::Crashable(Box::default()), "emptied".into()),
+            (CrashedDisk::Persistent { config, .. }, Amnesia::Wiped) => {
+                let what = format!("{} wiped", config.path.display());
+                (CrashedDisk::Persistent { fs: SimFs::new(), config }, what)
+            }
+            (CrashedDisk::Persistent { fs, config }, Amnesia::Truncated { seed }) => {
+                let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+                let mut segments = fs.list_files(&config.path).unwrap_or_default();
+                segments.retain(|name| name.starts_with("wal-") && name.ends_with(".log"));
+                segments.sort();
+                let Some(last) = segments.last() else {
+                    return (CrashedDisk::Persistent { fs, config }, "no segment to cut".into());
+                };
+                let path = config.path.join(last);
+                let length = fs.file_bytes(&path).map_or(0, |bytes| bytes.len());
+                let what = if length == 0 || rng.gen_bool(0.25) {
+                    fs.remove_durably(&path);
+                    format!("{} removed ({length} bytes)", path.display())
+                } else {
+                    let cut = rng.gen_range(0..length);
+                    fs.truncate_durably(&path, cut);
+                    format!("{} cut from {length} to {cut} bytes", path.display())
+                };
+                (CrashedDisk::Persistent { fs, config }, what)
+            }
+        }
+    }
+
     /// The restarted process opens its disk; for the persistent backend this runs the
     /// write-ahead log's recovery, whose refusal is an error to report.
     pub fn recover(self) -> Result<SimStorage, String> {
@@ -251,23 +331,59 @@ impl SimStorage {
             unflushed_writes: 0,
             injected_poison: false,
             interrupted: None,
+            possible_loss_allowed: Cell::new(true),
         }
     }
 
     /// A fresh, empty disk of `kind` for `pid`'s replica of configuration `config_id`.
     pub fn new(kind: StorageKind, pid: NodeId, config_id: ConfigurationId) -> SimStorage {
+        SimStorage::fresh(kind, pid, config_id, OpenMode::Bootstrap)
+    }
+
+    /// A fresh disk for a replica that had history and lost it: the persistent backend opens
+    /// an empty directory with `OpenMode::Replace`, so the new log records the possible loss
+    /// (`acknowledged_state_may_be_lost`, sticky); the crashable backend has no such signal.
+    pub fn replaced(kind: StorageKind, pid: NodeId, config_id: ConfigurationId) -> SimStorage {
+        SimStorage::fresh(kind, pid, config_id, OpenMode::Replace)
+    }
+
+    fn fresh(kind: StorageKind, pid: NodeId, config_id: ConfigurationId, mode: OpenMode) -> SimStorage {
         match kind {
             StorageKind::Crashable => SimStorage::default(),
             StorageKind::Persistent => {
                 let config = PersistentStorageConfig::new(format!("/omnipaxos/c{config_id}"), config_id, pid)
                     .segment_size_bytes(SEGMENT_SIZE_BYTES)
-                    .mode(OpenMode::Bootstrap);
+                    .mode(mode);
                 let storage = Persistent::open_with_fs(&config, SimFs::new()).expect("an empty SimFs opens");
                 assert!(storage.open_report().created);
                 let config = config.mode(OpenMode::Restart);
                 SimStorage::over(Backend::Persistent { storage: Box::new(storage), config })
             }
         }
+    }
+
+    /// True if the storage reports that state it acknowledged may be lost (persistent backend:
+    /// a recovered tail it cannot vouch for, or a replaced log; sticky until resolved). Such a
+    /// replica must restart as a learner.
+    pub fn acknowledged_state_may_be_lost(&self) -> bool {
+        match &self.inner {
+            Backend::Crashable(_) => false,
+            Backend::Persistent { storage, .. } => storage.open_report().acknowledged_state_may_be_lost(),
+        }
+    }
+
+    /// Whether a crash of this disk may keep some unsynced bytes (a flipped bit, a torn frame:
+    /// recovery may report a possible loss, making the replica a learner). The simulator
+    /// forbids it while another replica of the same configuration is (or may become) a learner,
+    /// to stay within the tolerated minority, and in a configuration whose log it trimmed (no
+    /// new learner could catch up there); a forbidden crash loses the unsynced bytes instead.
+    pub fn set_possible_loss_allowed(&self, allowed: bool) {
+        self.possible_loss_allowed.set(allowed);
+    }
+
+    /// See [`SimStorage::set_possible_loss_allowed`].
+    pub fn possible_loss_allowed(&self) -> bool {
+        self.possible_loss_allowed.get()
     }
 
     /// The backend.
@@ -446,6 +562,7 @@ impl SimStorage {
             let points = storage.fs().take_crash_points();
             let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
             let variant = CrashVariant::ALL[rng.gen_range(0..CrashVariant::ALL.len())];
+            let variant = DiskLoss::allowed_variant(variant, self.possible_loss_allowed.get());
             let crash_seed = rng.gen();
             let (disk, point) = match points.len() {
                 // The flush touched no file (nothing to sync): the process dies right after it.

@@ -8,8 +8,14 @@ use omnipaxos_sim::{
     storage::SimStorage,
 };
 
-const SETTINGS: ReplicaSettings =
-    ReplicaSettings { hb_delay_ticks: 10, resend_ticks: 20, batch_size: 1, buffer_size: DEFAULT_BUFFER_SIZE };
+const SETTINGS: ReplicaSettings = ReplicaSettings {
+    hb_delay_ticks: 10,
+    resend_ticks: 20,
+    batch_size: 1,
+    buffer_size: DEFAULT_BUFFER_SIZE,
+    read_lease: None,
+    mutation: None,
+};
 
 /// A single-node cluster `pid` (configuration 1) that decided one put of `value`.
 fn single_node_that_decided(pid: u64, value: u64) -> Replica {

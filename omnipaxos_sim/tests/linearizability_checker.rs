@@ -166,3 +166,35 @@ fn long_concurrent_history_is_checked_quickly() {
     }
     assert_linearizable(&history);
 }
+
+/// A read of a value a completed write had overwritten before the read was called is found
+/// without a search (and named as such); an overwrite that overlaps the read, or whose own
+/// write is only indeterminate, is no proof and is left to the search, which accepts it.
+#[test]
+fn a_stale_read_is_named_without_a_search_and_only_when_it_is_certain() {
+    let stale = [
+        ok(0, put(10), 1, 2, OpResult::Done),
+        ok(1, put(11), 3, 4, OpResult::Done),
+        ok(2, GET, 5, 6, read(Some(10))),
+    ];
+    match check(&stale) {
+        Verdict::NotLinearizable(counterexample) => {
+            let found = counterexample.stale.expect("named as a stale read");
+            assert_eq!((found.read, found.write, found.overwrite), (2, 0, 1));
+            assert!(counterexample.to_string().contains("stale read c2 get k1"), "{counterexample}");
+        }
+        other => panic!("expected a stale read, got {other:?}"),
+    }
+    // The overwrite returns after the read was called: the read may come first.
+    assert_linearizable(&[
+        ok(0, put(10), 1, 2, OpResult::Done),
+        ok(1, put(11), 3, 6, OpResult::Done),
+        ok(2, GET, 5, 7, read(Some(10))),
+    ]);
+    // The write of the value read is indeterminate: it may take effect after the overwrite.
+    assert_linearizable(&[
+        timed_out(0, put(10), 1),
+        ok(1, put(11), 3, 4, OpResult::Done),
+        ok(2, GET, 5, 6, read(Some(10))),
+    ]);
+}

@@ -373,8 +373,24 @@ where
     }
 
     /// Moves the outcomes of this replica's reads into `buffer`.
+    ///
+    /// A read whose index reaches a decided StopSign fails with
+    /// [`ReadFailure::Reconfigured`]: the configuration had ended when its round started, so
+    /// writes of the next configuration may have completed before the read was requested, and
+    /// this log says nothing about them. Read again in the next configuration.
     pub fn take_read_outcomes(&mut self, buffer: &mut Vec<(ReadId, ReadOutcome)>) {
+        let from = buffer.len();
         self.ctx.reads.take_outcomes(buffer);
+        if self.ctx.state.stopsign.is_some() && !mutated!(self.ctx, ReadPastStopSign) {
+            // Ready(idx) means this replica decided up to idx, so its log holds the StopSign
+            // (at position log_end) whenever idx passes it.
+            let sealed_at = self.ctx.state.log_end;
+            for (_, outcome) in &mut buffer[from..] {
+                if matches!(outcome, ReadOutcome::Ready(idx) if *idx > sealed_at) {
+                    *outcome = ReadOutcome::Failed(ReadFailure::Reconfigured);
+                }
+            }
+        }
     }
 
     /// Proposes a StopSign that ends this configuration and names the next one. Once it is

@@ -62,6 +62,9 @@ pub enum ReadFailure {
     TimedOut,
     /// This replica stopped leading while the read waited for its confirmation.
     LeaderChanged,
+    /// The read's index reaches a decided StopSign: this configuration ended before the read
+    /// could be confirmed in it; read again in the next configuration.
+    Reconfigured,
 }
 
 /// Leases for reads: see the module docs.

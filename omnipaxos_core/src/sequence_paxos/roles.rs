@@ -407,8 +407,12 @@ where
             self.learner.leader = Some(sync.n);
         }
         self.learner.answered_at = Some(self.ctx.now);
+        let before = self.ctx.state.decided_idx;
         let decided = self.ctx.apply_decided_sync(sync.log_sync)?;
-        if decided < sync.decided_idx && self.ctx.state.stopsign.is_none() {
+        // More to learn: ask for the next batch at once if this one helped; a batch that did not
+        // (a gap, a stale or replayed sync) waits for the resend timeout, so a learner that
+        // cannot be helped does not trade requests and replies as fast as the network goes.
+        if decided > before && decided < sync.decided_idx && self.ctx.state.stopsign.is_none() {
             self.ask_for_decided_entries(Some(from));
         }
         Ok(())

@@ -50,7 +50,9 @@ impl ApiError {
     /// A failed read barrier: reads change nothing, so all of these may be retried.
     pub fn from_read(error: &ReadError) -> Self {
         let code = match error {
-            ReadError::TimedOut | ReadError::LeaderChanged => ErrorCode::Unavailable,
+            ReadError::TimedOut | ReadError::LeaderChanged | ReadError::Reconfigured => {
+                ErrorCode::Unavailable
+            }
             ReadError::Overloaded => ErrorCode::Overloaded,
             ReadError::ShuttingDown => ErrorCode::ShuttingDown,
             ReadError::Stopped => ErrorCode::Stopped,

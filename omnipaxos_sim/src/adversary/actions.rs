@@ -165,7 +165,7 @@ impl World {
                     1 => CrashKeep::All,
                     _ => CrashKeep::Prefix(self.rng.gen_range(0..=unflushed)),
                 }),
-                StorageKind::Persistent => DiskLoss::draw_bytes(&mut self.rng),
+                StorageKind::Persistent => DiskLoss::draw_bytes(&mut self.rng, true),
             },
         };
         node.disk = Some(storage.crash_disk(loss));

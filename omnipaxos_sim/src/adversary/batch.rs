@@ -5,13 +5,13 @@ use std::{
     fmt::Write as _,
     ops::Range,
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Mutex,
     },
 };
 
 use super::{run, AdversaryConfig, AdversaryReport, Liveness};
-use crate::{invariants::Violation, storage::StorageKind};
+use crate::{invariants::Violation, mutation::Mutation, storage::StorageKind};
 
 /// Seeds listed per property in the summary.
 const FIRST_SEEDS_LISTED: usize = 10;
@@ -31,6 +31,11 @@ pub struct AdversaryBatch {
     pub threads: usize,
     /// Properties whose violations do not end a run (see [`AdversaryConfig::tolerate`]).
     pub tolerate: Vec<String>,
+    /// A core bug switched back on in every replica.
+    pub mutation: Option<Mutation>,
+    /// Stop at the first violating seed (seeds below it still run; see
+    /// [`crate::runner::Batch::stop_at_first_violation`]).
+    pub stop_at_first_violation: bool,
 }
 
 /// Totals over the runs of one node count.
@@ -167,17 +172,25 @@ pub fn run_batch(batch: &AdversaryBatch, on_report: impl Fn(&AdversaryReport) + 
     let jobs: Vec<(u64, usize)> =
         batch.seeds.clone().flat_map(|seed| batch.node_counts.iter().map(move |&n| (seed, n))).collect();
     let next = AtomicUsize::new(0);
+    let lowest_violating_seed = AtomicU64::new(u64::MAX);
     let summary = Mutex::new(Summary::default());
     std::thread::scope(|scope| {
         for _ in 0..batch.threads.max(1) {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&(seed, nodes)) = jobs.get(i) else { break };
+                if batch.stop_at_first_violation && seed > lowest_violating_seed.load(Ordering::Relaxed) {
+                    continue;
+                }
                 let mut config = AdversaryConfig::new(seed, nodes);
                 config.storage = batch.storage;
                 config.steps = batch.steps;
                 config.tolerate = batch.tolerate.clone();
+                config.mutation = batch.mutation;
                 let report = run(config);
+                if report.violation.is_some() {
+                    lowest_violating_seed.fetch_min(seed, Ordering::Relaxed);
+                }
                 let mut summary = summary.lock().expect("no worker panics while holding the lock");
                 summary.by_nodes.entry(nodes).or_default().add(&report);
                 on_report(&report);

@@ -46,6 +46,7 @@ use omnipaxos_core::{messages::PaxosMessage, sequence_paxos::SequencePaxos, util
 use crate::{
     invariants::Violation,
     kv::{Command, KvSnapshot, Op, RequestId},
+    mutation::Mutation,
     storage::{SimStorage, StorageKind},
 };
 pub use world::Profile;
@@ -90,6 +91,8 @@ pub struct AdversaryConfig {
     /// Properties whose violations are recorded (the first of each) without ending the run;
     /// a tolerated panic crashes the node that panicked, as a real panic would.
     pub tolerate: Vec<String>,
+    /// A core bug switched back on in every replica (`--mutation`, feature `mutations`).
+    pub mutation: Option<Mutation>,
 }
 
 impl AdversaryConfig {
@@ -104,6 +107,7 @@ impl AdversaryConfig {
             trace: false,
             trace_print: false,
             tolerate: Vec::new(),
+            mutation: None,
         }
     }
 }

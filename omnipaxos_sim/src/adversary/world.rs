@@ -317,8 +317,12 @@ impl World {
             .pids
             .iter()
             .map(|&pid| {
+                #[allow(unused_mut)]
+                let mut replica_config = profile.replica_config(pid);
+                #[cfg(feature = "mutations")]
+                replica_config.set_mutation(config.mutation);
                 let node = Node {
-                    config: profile.replica_config(pid),
+                    config: replica_config,
                     replica: None,
                     disk: None,
                     armed: false,
