@@ -100,3 +100,16 @@ impl BenchClient for EtcdClient {
         self.kv.get(key, None).await.map(|_| ()).map_err(|error| etcd_error(error, false))
     }
 }
+
+/// What one etcd member says about itself: its member id and the leader it knows (0: none).
+pub async fn member_status(endpoint: &str) -> Result<(u64, u64), String> {
+    let url = crate::client::normalize_endpoint(endpoint);
+    let options = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_millis(500))
+        .with_timeout(Duration::from_secs(1));
+    let mut client =
+        Client::connect([url.as_str()], Some(options)).await.map_err(|error| format!("{url}: {error}"))?;
+    let status = client.status().await.map_err(|error| format!("{url}: {error}"))?;
+    let member = status.header().map_or(0, |header| header.member_id());
+    Ok((member, status.leader()))
+}

@@ -38,6 +38,10 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod command;
+#[cfg(feature = "etcd")]
+pub mod compare;
+#[cfg(feature = "etcd")]
+pub mod compare_charts;
 pub mod config;
 pub mod demo;
 #[cfg(feature = "etcd")]
