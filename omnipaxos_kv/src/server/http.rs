@@ -122,13 +122,14 @@ fn static_route(path: &str) -> &'static str {
     ROUTES.iter().find(|route| **route == path).copied().unwrap_or(UNMATCHED_ROUTE)
 }
 
+/// A route's and status's request counter and latency histogram.
+type RouteMetrics = (metrics::Counter, metrics::Histogram);
+
 /// The request metrics' handles by route and status, registered once each: looking a labelled
 /// metric up in the registry costs allocations and hashing per request.
 #[derive(Default)]
 pub struct HttpMetrics {
-    handles: std::sync::RwLock<
-        std::collections::HashMap<(&'static str, u16), (metrics::Counter, metrics::Histogram)>,
-    >,
+    handles: std::sync::RwLock<std::collections::HashMap<(&'static str, u16), RouteMetrics>>,
 }
 
 impl HttpMetrics {
