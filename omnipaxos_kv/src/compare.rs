@@ -116,6 +116,10 @@ pub struct CompareArgs {
     /// Skip the charts.
     #[arg(long)]
     pub no_charts: bool,
+    /// Keep each system's data directories and logs after its run (by default they are
+    /// removed once the cluster is stopped: the matrix writes gigabytes).
+    #[arg(long)]
+    pub keep_data: bool,
 }
 
 /// CPU, disk and memory of one process at one moment.
@@ -708,6 +712,12 @@ pub async fn run(mut args: CompareArgs) -> i32 {
         };
         eprintln!("== {}: stopping the cluster", system.name());
         cluster.stop_all().await;
+        let dir = args.work_dir.join(system.name());
+        if !args.keep_data && !failed {
+            if let Err(error) = std::fs::remove_dir_all(&dir) {
+                eprintln!("opkv compare-etcd: cannot remove {}: {error}", dir.display());
+            }
+        }
         if interrupted {
             eprintln!("interrupted");
             return 130;
