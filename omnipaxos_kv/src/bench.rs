@@ -7,7 +7,7 @@
 //! The system under test is a [`BenchTarget`]: this crate's service is [`OpkvTarget`] (its
 //! HTTP/JSON API, one keep-alive HTTP/1.1 connection per client and node); with the `etcd`
 //! feature, `--target etcd` is etcd 3.4's v3 gRPC API through the `etcd-client` crate
-//! ([`crate::etcd`]). `opkv compare-etcd` runs both side by side.
+//! (module `etcd`). `opkv compare-etcd` (module `compare`, same feature) runs both side by side.
 
 use std::{
     future::Future,

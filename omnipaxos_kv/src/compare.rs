@@ -184,7 +184,7 @@ pub struct FailoverResult {
     /// SIGKILL to the first acknowledged write sent after it to a surviving node.
     pub failover_ms: Option<f64>,
     pub error: Option<String>,
-    /// Acknowledged writes of the steady load per [`BUCKET_MS`] bucket; bucket 0 starts
+    /// Acknowledged writes of the steady load per `bucket_ms` bucket; bucket 0 starts
     /// `pre_kill_ms` before the kill.
     pub timeline: Vec<u64>,
     pub bucket_ms: u64,
@@ -948,4 +948,29 @@ fn tables(results: &Results, args: &CompareArgs) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_has_cpu_time_and_memory() {
+        let mut spin = 0u64;
+        for i in 0..50_000_000u64 {
+            spin = spin.wrapping_add(i ^ (spin >> 3));
+        }
+        assert_ne!(spin, 1);
+        let now = sample(std::process::id());
+        assert!(now.rss_kib > 0, "{now:?}");
+        assert!(now.cpu_ticks > 0, "{now:?}");
+        assert_eq!(sample(u32::MAX).rss_kib, 0, "a missing process reads as zeros");
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&mut []), None);
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), Some(2.5));
+    }
 }
