@@ -190,6 +190,10 @@ pub struct BallotLeaderElection {
     suspecting: bool,
     /// The last round end dropped a leader ballot whose owner follows another leader.
     abandoned_leader: bool,
+    /// The highest leader ballot dropped because its owner follows another leader: Sequence
+    /// Paxos's promise of it (or of a lower one) is not adopted again (it would make this
+    /// server follow, and count as happy with, a ballot nobody leads with, round after round).
+    abandoned_floor: Option<Ballot>,
     /// A leader was adopted from Sequence Paxos's promise during this round: its replies this
     /// round predate its leadership, so this round's end must not judge it (nor take over).
     adopted_from_paxos: bool,
@@ -256,6 +260,7 @@ impl BallotLeaderElection {
             suspecting: false,
             adopted_from_paxos: false,
             abandoned_leader: false,
+            abandoned_floor: None,
             dispatch,
             #[cfg(feature = "mutations")]
             mutation: config.mutation(),
@@ -403,7 +408,7 @@ impl BallotLeaderElection {
 
     fn set_paxos_state_inner(&mut self, promise: Ballot, is_accepting_leader: bool) {
         self.paxos_accepting = is_accepting_leader;
-        if promise.is_initial() || Some(promise) <= self.leader {
+        if promise.is_initial() || Some(promise) <= self.leader || Some(promise) <= self.abandoned_floor {
             return;
         }
         if promise.config_id != self.config_id {
@@ -598,6 +603,14 @@ impl BallotLeaderElection {
     /// such a declared leader is joined; failing that, a quorum-connected server elects the
     /// highest ballot among itself and the peers that know no leader either (the first election,
     /// where the highest priority wins). Returns whether the leader changed.
+    /// The abandoned-leader rule of `maybe_learn_leader` is on (off only as a mutation).
+    fn drops_abandoned_leaders(&self) -> bool {
+        if mutated!(self, KeepAbandonedLeader) {
+            return false;
+        }
+        !mutated!(self, LowerAnnouncedBallot)
+    }
+
     fn maybe_learn_leader(&mut self, adopted_from_paxos: bool) -> bool {
         let declared = self.replies.values().filter(|r| r.ballot == r.leader).map(|r| r.ballot).max();
         // The owner of the ballot we follow answered that it follows another leader and either
@@ -608,7 +621,7 @@ impl BallotLeaderElection {
         // over above it instead of adopting gossip. (Not for a leader adopted from Paxos this
         // round: the replies predate it.)
         let abandoned = !adopted_from_paxos
-            && !mutated!(self, KeepAbandonedLeader)
+            && self.drops_abandoned_leaders()
             && self.leader.is_some_and(|l| {
                 l.pid != self.pid
                     && self.replies.get(&l.pid).is_some_and(|r| {
@@ -617,6 +630,9 @@ impl BallotLeaderElection {
             });
         let current = if abandoned { None } else { self.leader };
         self.abandoned_leader = abandoned;
+        if abandoned {
+            self.abandoned_floor = self.abandoned_floor.max(self.leader);
+        }
         let learnt = match (current, declared) {
             (Some(leader), Some(declared)) => (declared > leader).then_some(declared),
             (Some(_), None) => None,

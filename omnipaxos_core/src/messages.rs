@@ -113,7 +113,7 @@ pub enum PaxosMsg<T, S> {
     /// The receiver still promised the ballot when it answered this read round.
     ReadConfirmed(ReadRound),
     /// A follower asks the leader for a read index for the reads it holds.
-    ReadRequest(ReadRound),
+    ReadRequest(ReadAsk),
     /// The leader's answer to a ReadRequest: a confirmed read index.
     ReadReply(ReadReply),
     /// A learner (a replica that lost its storage) asks for decided entries.
@@ -148,6 +148,18 @@ pub struct ReadRound {
     pub n: Ballot,
     /// The round: the leader's confirmation round, or the follower's request number.
     pub round: u64,
+}
+
+/// See [`PaxosMsg::ReadRequest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadAsk {
+    /// The leader's ballot.
+    pub n: Ballot,
+    /// The follower's request number.
+    pub round: u64,
+    /// The leader may answer from its lease (no read waiting at the follower asked for a
+    /// confirmation round).
+    pub allow_lease: bool,
 }
 
 /// See [`PaxosMsg::ReadReply`].
@@ -381,7 +393,9 @@ impl<T, S> fmt::Display for PaxosMsg<T, S> {
             }
             PaxosMsg::ReadConfirm(m) => write!(f, "ReadConfirm n={} round={}", m.n, m.round),
             PaxosMsg::ReadConfirmed(m) => write!(f, "ReadConfirmed n={} round={}", m.n, m.round),
-            PaxosMsg::ReadRequest(m) => write!(f, "ReadRequest n={} round={}", m.n, m.round),
+            PaxosMsg::ReadRequest(m) => {
+                write!(f, "ReadRequest n={} round={} allow_lease={}", m.n, m.round, m.allow_lease)
+            }
             PaxosMsg::ReadReply(m) => write!(f, "ReadReply n={} round={} idx={}", m.n, m.round, m.read_idx),
             PaxosMsg::LearnerRequest(m) => write!(f, "LearnerRequest from={}", m.from_idx),
             PaxosMsg::LearnerSync(m) => {

@@ -19,7 +19,8 @@ pub enum Mutation {
     DropOutcomes,
     /// The identity recorded in the storage is not checked at start (finding 6).
     IgnoreIdentity,
-    /// `set_priority` lowers the ballot a server already announced (finding 3).
+    /// Finding 3 as found: `set_priority` lowers the ballot a server already announced, and
+    /// (as before the second fix, ec2b535) a follower keeps a ballot its owner abandoned.
     LowerAnnouncedBallot,
     /// Heartbeat replies with a round of `u32::MAX` are accepted; a takeover above them panics
     /// (finding 5).

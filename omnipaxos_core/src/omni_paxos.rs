@@ -16,7 +16,7 @@ use crate::{
     config::OmniPaxosConfig,
     errors::{CompactionErr, ProposeErr, ReadErr, ReplicaError},
     messages::{Message, PaxosMessage},
-    sequence_paxos::{CreateError, ProposalOutcome, ReadId, ReadOutcome, SequencePaxos},
+    sequence_paxos::{CreateError, ProposalOutcome, ReadConsistency, ReadId, ReadOutcome, SequencePaxos},
     storage::{ClusterConfig, Snapshot, StopSign, Storage},
     util::{LogEntry, LogIndex, NodeId, ProposalId},
 };
@@ -116,6 +116,11 @@ where
     /// Requests a linearizable read without a log write; see [`SequencePaxos::read_index`].
     pub fn read_index(&mut self) -> Result<ReadId, ReadErr> {
         self.sequence_paxos.read_index()
+    }
+
+    /// A read with a choice of consistency; see [`SequencePaxos::read_index_with`].
+    pub fn read_index_with(&mut self, consistency: ReadConsistency) -> Result<ReadId, ReadErr> {
+        self.sequence_paxos.read_index_with(consistency)
     }
 
     /// Moves the outcomes of this replica's reads into `buffer`.

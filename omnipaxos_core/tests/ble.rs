@@ -575,6 +575,43 @@ fn leaders_are_learnt_from_own_ballots_never_from_gossip() {
     assert_eq!(takeover, Some(expect_ballot(8, 0, 1)), "takes over above every round seen");
 }
 
+/// The simulator's seed 7209 (N = 3): server 1 follows the ballot it promised in Sequence
+/// Paxos, 14.2.2; its owner now follows 15.0.3, whose owner restarted and follows it without
+/// leading. Server 1 drops 14.2.2 as abandoned, and must not adopt it again from its (stale)
+/// Paxos promise: that made it happy with a ballot nobody leads with, round after round, so
+/// nobody could take over and the cluster stopped deciding.
+#[test]
+fn an_abandoned_ballot_is_not_adopted_again_from_the_paxos_promise() {
+    let mut node = BallotLeaderElection::with(config(1, 3, 0));
+    let stale_promise = expect_ballot(14, 2, 2);
+    let ghost = expect_ballot(15, 0, 3);
+    node.set_paxos_state(stale_promise, false);
+    assert_eq!(node.get_current_leader(), Some(stale_promise));
+    let mut took_over: Option<Ballot> = None;
+    for round in 1..=10 {
+        for (from, ballot) in [(2, expect_ballot(15, 0, 2)), (3, expect_ballot(0, 0, 3))] {
+            let reply = HeartbeatReply { round, ballot, leader: ghost, happy: false, quorum_connected: true };
+            node.handle(BLEMessage { from, to: 1, config_id: CONFIG_ID, msg: HeartbeatMsg::Reply(reply) });
+        }
+        for _ in 0..HB_DELAY_TICKS {
+            if let Some(leader) = node.tick().filter(|l| l.pid == 1 && *l > ghost) {
+                took_over = Some(leader);
+            }
+            // The facade reports Sequence Paxos's promise after every step.
+            node.set_paxos_state(stale_promise, false);
+        }
+        if took_over.is_some() {
+            break;
+        }
+    }
+    assert!(
+        took_over.is_some(),
+        "server 1 never took over above every round seen; it follows {:?}, happy {}",
+        node.get_current_leader(),
+        node.is_happy()
+    );
+}
+
 #[test]
 fn outgoing_buffer_keeps_the_newest_messages_within_its_bound() {
     let mut c = config(1, 5, 0);

@@ -6,7 +6,7 @@ mod common;
 
 use common::{is_kind, Cluster};
 use omnipaxos_core::{
-    sequence_paxos::{ReadFailure, ReadId, ReadLease, ReadOutcome},
+    sequence_paxos::{ReadConsistency, ReadFailure, ReadId, ReadLease, ReadOutcome},
     util::{LogIndex, NodeId},
 };
 
@@ -212,6 +212,55 @@ fn a_leader_with_a_lease_answers_reads_without_messages() {
     assert_eq!(ready(&mut cluster, 1, id), Some(1), "answered inside read_index, from the lease");
     cluster.stabilize();
     assert_eq!(count_kind(&cluster, "ReadConfirm"), before, "no round for a read under the lease");
+}
+
+/// `ReadConsistency::Confirmed` insists on a round even under a lease, at the leader and at a
+/// follower, and so does a follower's request that carries a lease read together with a
+/// confirmed one (a reply answers every read asked up to it).
+#[test]
+fn a_confirmed_read_takes_a_round_even_under_a_lease() {
+    let mut cluster = Cluster::<()>::with_configs(&[1, 2, 3], |mut c| {
+        c.set_read_lease(Some(lease()));
+        c
+    });
+    cluster.tick(34);
+    cluster.elect(1);
+    cluster.append(1, 1);
+    cluster.stabilize();
+    let first = cluster.replica(1).read_index().expect("read");
+    cluster.stabilize();
+    assert_eq!(ready(&mut cluster, 1, first), Some(1), "the first round grants the lease");
+
+    // At the leader.
+    let rounds = count_kind(&cluster, "ReadConfirm");
+    let confirmed = cluster.replica(1).read_index_with(ReadConsistency::Confirmed).expect("read");
+    assert_eq!(ready(&mut cluster, 1, confirmed), None, "not answered from the lease");
+    cluster.stabilize();
+    assert_eq!(ready(&mut cluster, 1, confirmed), Some(1));
+    assert_eq!(count_kind(&cluster, "ReadConfirm"), rounds + 2, "one round: a ReadConfirm to each peer");
+
+    // At a follower: a lease read is answered without a round...
+    let rounds = count_kind(&cluster, "ReadConfirm");
+    let leased = cluster.replica(2).read_index_with(ReadConsistency::LeaseIfHeld).expect("read");
+    cluster.stabilize();
+    assert_eq!(ready(&mut cluster, 2, leased), Some(1));
+    assert_eq!(count_kind(&cluster, "ReadConfirm"), rounds, "answered from the leader's lease");
+    // ...a confirmed one, alone or asked with a lease read, is not.
+    for with_a_lease_read in [false, true] {
+        let rounds = count_kind(&cluster, "ReadConfirm");
+        let leased = with_a_lease_read.then(|| cluster.replica(2).read_index().expect("read"));
+        let confirmed = cluster.replica(2).read_index_with(ReadConsistency::Confirmed).expect("read");
+        cluster.stabilize();
+        let outcomes = take_reads(&mut cluster, 2);
+        let expected: Vec<_> =
+            leased.into_iter().chain([confirmed]).map(|id| (id, ReadOutcome::Ready(1))).collect();
+        assert_eq!(outcomes, expected);
+        assert_eq!(
+            count_kind(&cluster, "ReadConfirm"),
+            rounds + 2,
+            "a round (lease read too: {with_a_lease_read})"
+        );
+    }
 }
 
 #[test]

@@ -321,8 +321,8 @@ pub struct ListResponse {
 pub enum Consistency {
     /// Linearizable through the read index: the leader confirms with a quorum that it still
     /// leads (no log write), this node waits until it applied the log up to that index. Reflects
-    /// every write acknowledged anywhere before the read began. No clock assumption (unless the
-    /// cluster runs with read leases, see the README).
+    /// every write acknowledged anywhere before the read began. No clock assumption, also when
+    /// the cluster runs with read leases (always a quorum round).
     #[default]
     Linearizable,
     /// As linearizable, but a leader holding a read lease answers without a quorum round. Needs

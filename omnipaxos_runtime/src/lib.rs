@@ -172,6 +172,7 @@ pub use config::{
 };
 pub use error::{AppendError, IndeterminateCause, ReadError, StartError};
 pub use node::{Decided, DecidedEvent, DecidedStream, Entry, Node, NodeBuilder, NodeHandle, SnapshotState};
+pub use omnipaxos_core::sequence_paxos::ReadConsistency;
 pub use omnipaxos_storage::persistent_storage::OpenMode;
 pub use status::{LatencyHistogram, LinkState, PeerStatus, QueueStatus, Status};
 pub use transport::filter::LinkFilter;

@@ -15,6 +15,7 @@ use std::{
 
 use omnipaxos_core::{
     ballot_leader_election::Ballot,
+    sequence_paxos::ReadConsistency,
     storage::{Snapshot, Storage},
     util::{LogIndex, NodeId},
     OmniPaxos,
@@ -211,7 +212,7 @@ struct HandleInner<T, S> {
     listen_addr: SocketAddr,
     append_timeout: Duration,
     proposals: ProposalSender<T>,
-    reads: mpsc::Sender<ReadReply>,
+    reads: mpsc::Sender<(ReadConsistency, ReadReply)>,
     /// Kept only to report the inbound queue's depth.
     inbound: mpsc::Sender<omnipaxos_core::messages::Message<T, S>>,
     decided_queue: mpsc::WeakSender<Delivery<T, S>>,
@@ -285,9 +286,20 @@ impl<T: Entry, S: SnapshotState<T>> NodeHandle<T, S> {
     /// that has applied the stream up to `i` reflects every append that completed (anywhere)
     /// before `read_barrier` was called. Uses the core's read index (a quorum confirms the
     /// leader's decided index; no log write). Every error may be retried.
+    ///
+    /// With a read lease configured (`SequencePaxosConfig::set_read_lease`) a leader holding
+    /// its lease answers at once ([`ReadConsistency::LeaseIfHeld`]); see
+    /// [`NodeHandle::read_barrier_with`] to insist on a quorum round.
     pub async fn read_barrier(&self) -> Result<LogIndex, ReadError> {
+        self.read_barrier_with(ReadConsistency::LeaseIfHeld).await
+    }
+
+    /// [`NodeHandle::read_barrier`] with a choice per read: [`ReadConsistency::Confirmed`]
+    /// always takes a confirmation round with a quorum (linearizable whatever the clocks do);
+    /// [`ReadConsistency::LeaseIfHeld`] lets a leader holding a read lease answer at once.
+    pub async fn read_barrier_with(&self, consistency: ReadConsistency) -> Result<LogIndex, ReadError> {
         let (reply, outcome) = oneshot::channel();
-        if self.inner.reads.send(reply).await.is_err() {
+        if self.inner.reads.send((consistency, reply)).await.is_err() {
             return Err(if self.inner.shared.lock_view().stopped {
                 ReadError::Stopped
             } else {

@@ -20,7 +20,7 @@ use omnipaxos_core::{
     ballot_leader_election::Ballot,
     errors::{ProposeErr, ReadErr, ReplicaError},
     messages::Message,
-    sequence_paxos::{DropReason, ProposalOutcome, ReadFailure, ReadId, ReadOutcome},
+    sequence_paxos::{DropReason, ProposalOutcome, ReadConsistency, ReadFailure, ReadId, ReadOutcome},
     storage::{ReplicaIdentity, Snapshot, StopSign, Storage, StorageError, StorageOp, StorageResult},
     util::{LogEntry, LogIndex, NodeId, Proposal, ProposalId},
     OmniPaxos,
@@ -46,7 +46,7 @@ use crate::{
 /// The inputs and outputs of the replica thread.
 pub(crate) struct ReplicaChannels<T, S> {
     pub proposals: ProposalReceiver<T>,
-    pub reads: mpsc::Receiver<ReadReply>,
+    pub reads: mpsc::Receiver<(ReadConsistency, ReadReply)>,
     pub inbound: mpsc::Receiver<Message<T, S>>,
     pub ticks: mpsc::Receiver<()>,
     pub shutdown: watch::Receiver<bool>,
@@ -185,7 +185,7 @@ enum Wake<T, S> {
     Message(Message<T, S>),
     Tick,
     Proposal(AppendRequest<T>),
-    Read(ReadReply),
+    Read(ReadConsistency, ReadReply),
     Shutdown,
 }
 
@@ -315,7 +315,7 @@ where
                 Some(message) = channels.inbound.recv() => Wake::Message(message),
                 Some(()) = channels.ticks.recv() => Wake::Tick,
                 Some(request) = channels.proposals.recv(), if accept_proposals => Wake::Proposal(request),
-                Some(reply) = channels.reads.recv() => Wake::Read(reply),
+                Some((consistency, reply)) = channels.reads.recv() => Wake::Read(consistency, reply),
                 else => Wake::Shutdown,
             }
         })
@@ -329,7 +329,7 @@ where
                 let leader_ready = self.leader_ready();
                 self.propose(request, leader_ready, Instant::now());
             }
-            Wake::Read(reply) => self.read(reply),
+            Wake::Read(consistency, reply) => self.read(consistency, reply),
             Wake::Shutdown => {}
         }
     }
@@ -352,8 +352,8 @@ where
         }
         self.maybe_resync_peers();
         for _ in 0..self.ctx.limits.round_limit_inputs {
-            let Ok(reply) = self.channels.reads.try_recv() else { break };
-            self.read(reply);
+            let Ok((consistency, reply)) = self.channels.reads.try_recv() else { break };
+            self.read(consistency, reply);
             taken = true;
         }
         let room = self.proposal_room();
@@ -424,8 +424,8 @@ where
     }
 
     /// Hands one read barrier to the core, or answers it at once.
-    fn read(&mut self, reply: ReadReply) {
-        match self.op.read_index() {
+    fn read(&mut self, consistency: ReadConsistency, reply: ReadReply) {
+        match self.op.read_index_with(consistency) {
             Ok(id) => {
                 self.reads_waiting.insert(id, reply);
             }
@@ -703,7 +703,7 @@ where
             let _ = reply.send(Err(error));
         }
         self.channels.reads.close();
-        while let Ok(reply) = self.channels.reads.try_recv() {
+        while let Ok((_, reply)) = self.channels.reads.try_recv() {
             let _ = reply.send(Err(error));
         }
     }

@@ -5,7 +5,7 @@ mod common;
 use std::net::TcpListener;
 
 use common::{append_retrying, wait_until, ClusterOptions, TestCluster};
-use omnipaxos_runtime::{Node, NodeConfig, PeerConfig, ReadError};
+use omnipaxos_runtime::{Node, NodeConfig, PeerConfig, ReadConsistency, ReadError};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_barrier_at_any_node_covers_every_append_completed_before_it() {
@@ -17,7 +17,13 @@ async fn a_read_barrier_at_any_node_covers_every_append_completed_before_it() {
         let writer = nodes[round as usize % nodes.len()];
         let reader = nodes[(round as usize + 1) % nodes.len()];
         let index = append_retrying(&cluster.handle(writer), round).await;
-        let read_idx = common::within("read barrier", cluster.handle(reader).read_barrier())
+        // Both consistencies (the same without a read lease): the choice reaches the core.
+        let consistency = match round % 2 {
+            0 => ReadConsistency::Confirmed,
+            _ => ReadConsistency::LeaseIfHeld,
+        };
+        let reader_handle = cluster.handle(reader);
+        let read_idx = common::within("read barrier", reader_handle.read_barrier_with(consistency))
             .await
             .unwrap_or_else(|error| panic!("read at node {reader} failed: {error}"));
         assert!(read_idx > index, "read at {reader} got {read_idx}, but {round} was decided at {index}");

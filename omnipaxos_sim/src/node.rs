@@ -20,7 +20,8 @@ use omnipaxos_core::{
     errors::ReplicaError,
     messages::Message,
     sequence_paxos::{
-        DropReason, ProposalOutcome, ReadFailure, ReadId, ReadLease, ReadOutcome, SequencePaxosConfig,
+        DropReason, ProposalOutcome, ReadConsistency, ReadFailure, ReadId, ReadLease, ReadOutcome,
+        SequencePaxosConfig,
     },
     storage::ClusterConfig,
     util::{ConfigurationId, LogEntry, LogIndex, NodeId, ProposalId},
@@ -409,11 +410,18 @@ impl Node {
             let leader_hint = replica.get_current_leader().map(|(pid, _)| pid).filter(|&p| p != self.pid);
             return Some(Reply { client, request, result: None, leader_hint });
         }
-        let Ok(id) = replica.read_index() else {
+        // Every third get insists on a quorum round (`ReadConsistency::Confirmed`; the same
+        // without a lease): derived from the request, not drawn from the generator.
+        let consistency = match request.seq % 3 {
+            0 => ReadConsistency::Confirmed,
+            _ => ReadConsistency::LeaseIfHeld,
+        };
+        let Ok(id) = replica.read_index_with(consistency) else {
             self.read_counts.failed += 1;
             return refused;
         };
         self.read_counts.issued += 1;
+        self.read_counts.confirmed += u64::from(consistency == ReadConsistency::Confirmed);
         self.reads.insert((config_id, id), PendingRead { client, request, key, role });
         let mut outcomes = Vec::new();
         replica.take_read_outcomes(&mut outcomes);

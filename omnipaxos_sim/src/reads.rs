@@ -7,6 +7,7 @@
 //!                       (a node that does not lead refuses and names the leader it knows)
 //!      follower  get ─► any member ─► read_index() there (followers ask the leader)
 //!      lease     as follower, with leases (set_read_lease) and clock drift
+//!   every third get uses read_index_with(Confirmed): a quorum round even under a lease
 //!   read_index ─► ReadOutcome::Ready(idx) ─► wait until the application applied idx
 //!               ─► reply with the state machine's value then
 //! ```
@@ -204,6 +205,8 @@ pub struct ReadCounts {
     pub served_at_learner: u64,
     /// Reads whose outcome was `Ready` right after `read_index()` (a lease, no messages).
     pub ready_at_once: u64,
+    /// Reads issued with `ReadConsistency::Confirmed` (every third get: never from a lease).
+    pub confirmed: u64,
     /// Reads that failed (`TimedOut`, `LeaderChanged`) or were refused.
     pub failed: u64,
     /// Reads refused because their index reached a decided StopSign (the configuration had
@@ -220,6 +223,7 @@ impl ReadCounts {
         self.served_at_follower += other.served_at_follower;
         self.served_at_learner += other.served_at_learner;
         self.ready_at_once += other.ready_at_once;
+        self.confirmed += other.confirmed;
         self.failed += other.failed;
         self.failed_reconfigured += other.failed_reconfigured;
     }

@@ -212,11 +212,12 @@ impl Summary {
             let r = t.reads;
             let _ = writeln!(
                 out,
-                "\nN={nodes}: seeds by read mode: {}; read-index gets issued {}, served {} (at a leader {}, \
-                 a follower {}, a learner {}; ready at once {}), failed or refused {} (of which after a \
-                 decided StopSign {})",
+                "\nN={nodes}: seeds by read mode: {}; read-index gets issued {} ({} confirmed, never from a \
+                 lease), served {} (at a leader {}, a follower {}, a learner {}; ready at once {}), \
+                 failed or refused {} (of which after a decided StopSign {})",
                 modes.join(", "),
                 r.issued,
+                r.confirmed,
                 r.served,
                 r.served_at_leader,
                 r.served_at_follower,

@@ -120,6 +120,17 @@ fn every_voter_follows_the_same_leader_after_healing() {
     assert_eq!(runner::run_one(SimConfig::new(988, 5)).violation, None);
 }
 
+/// Core bug (fixed in a0c4c05, see `tests/ble.rs`), found by the facade soak: a follower dropped a leader ballot
+/// whose owner follows another leader, then adopted it again from Sequence Paxos's stale
+/// promise and counted itself happy with it, round after round, so nobody could take over.
+/// Seeds 7209 (N = 3) and 7012, 9522 (N = 5): `new_operations_complete_after_healing`.
+#[test]
+fn a_follower_does_not_readopt_a_ballot_nobody_leads_with() {
+    for (seed, nodes) in [(7209, 3), (7012, 5)] {
+        assert_eq!(runner::run_one(SimConfig::new(seed, nodes)).violation, None, "seed {seed} N={nodes}");
+    }
+}
+
 /// `--expect-violation`: a batch that stops at the first violating seed still finds the lowest
 /// one (every seed below it runs) and skips most seeds above it.
 #[test]

@@ -82,7 +82,16 @@ fn a_read_past_a_decided_stopsign_is_caught() {
     assert!(found.is_some(), "not found in 10 seeds");
 }
 
-// `lower-announced-ballot` and `keep-abandoned-leader` (issue 8, finding 3) only delay Ballot
-// Leader Election, and each of the two fixes heals what the other one prevents: the simulator
-// reaches them too rarely for a budget. The core's deterministic scenarios check them
-// (`omnipaxos_core/tests/adversarial_regressions.rs`, module `fixes_reverted`).
+/// Finding 3 as found (the announced ballot lowered, the abandoned-ballot rule off): a peer
+/// follows a ballot nobody leads with, and leader election does not agree after healing.
+#[test]
+fn a_lowered_announced_ballot_leaves_leader_election_disagreeing() {
+    let found = facade(
+        Mutation::LowerAnnouncedBallot,
+        &[FaultKind::PriorityFlip],
+        "leader_election_agrees_after_healing",
+        0..40,
+        3,
+    );
+    assert!(found.is_some(), "not found in 40 seeds");
+}

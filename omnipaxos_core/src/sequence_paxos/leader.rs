@@ -19,8 +19,8 @@ use super::{
     proposals::ForwardFilter,
     reads::{ReadRounds, Requester},
 };
-use crate::messages::{ReadReply, ReadRound};
-use crate::sequence_paxos::reads::{ReadFailure, ReadId, ReadOutcome};
+use crate::messages::{ReadAsk, ReadReply, ReadRound};
+use crate::sequence_paxos::reads::{ReadConsistency, ReadFailure, ReadId, ReadOutcome};
 
 /// What a peer reported in its Promise (or what the leader knows of its own log).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -767,8 +767,8 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         if !ctx.reads.has_waiting() {
             return;
         }
-        for (id, issued_at) in ctx.reads.take_for_leader() {
-            self.local_read(ctx, id, issued_at);
+        for (id, issued_at, consistency) in ctx.reads.take_for_leader() {
+            self.local_read(ctx, id, issued_at, consistency);
         }
     }
 
@@ -778,8 +778,9 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         ctx: &mut Context<T, S, B>,
         id: ReadId,
         issued_at: u64,
+        consistency: ReadConsistency,
     ) {
-        if self.answers_without_round(ctx) {
+        if self.answers_without_round(ctx, consistency == ReadConsistency::LeaseIfHeld) {
             ctx.reads.settle_one(id, ReadOutcome::Ready(ctx.state.decided_idx));
         } else {
             self.reads.queue(Requester::Local(id, issued_at));
@@ -794,9 +795,12 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
     }
 
     /// True if a read may be answered now with the decided index, without a round: under a
-    /// valid lease (or, as a deliberate bug for mutation tests, always).
-    fn answers_without_round<B>(&self, ctx: &Context<T, S, B>) -> bool {
-        let lease = ctx.lease.is_some() && self.reads.lease_valid(ctx.now) && self.can_serve_reads(ctx);
+    /// valid lease if the read allows it (or, as a deliberate bug for mutation tests, always).
+    fn answers_without_round<B>(&self, ctx: &Context<T, S, B>, allow_lease: bool) -> bool {
+        let lease = allow_lease
+            && ctx.lease.is_some()
+            && self.reads.lease_valid(ctx.now)
+            && self.can_serve_reads(ctx);
         lease || (mutated!(ctx, ReadWithoutQuorum) && self.is_accepting())
     }
 
@@ -824,12 +828,12 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         &mut self,
         ctx: &mut Context<T, S, B>,
         from: NodeId,
-        request: ReadRound,
+        request: ReadAsk,
     ) {
         if request.n != self.n || self.peers.get(&from).is_none() {
             return;
         }
-        if self.answers_without_round(ctx) {
+        if self.answers_without_round(ctx, request.allow_lease) {
             let read_idx = ctx.state.decided_idx;
             let reply = ReadReply { n: self.n, round: request.round, read_idx, decided_idx: read_idx };
             ctx.send(from, PaxosMsg::ReadReply(reply));

@@ -29,7 +29,7 @@ mod roles;
 use std::fmt::Debug;
 
 pub use proposals::{DropReason, ProposalOutcome};
-pub use reads::{ReadFailure, ReadId, ReadLease, ReadOutcome};
+pub use reads::{ReadConsistency, ReadFailure, ReadId, ReadLease, ReadOutcome};
 
 pub use crate::config::SequencePaxosConfig;
 use crate::{
@@ -275,9 +275,9 @@ where
                 }
                 Ok(())
             }
-            PaxosMsg::ReadRequest(round) => {
+            PaxosMsg::ReadRequest(request) => {
                 if let Role::Leader(leader) = &mut self.role {
-                    leader.handle_read_request(&mut self.ctx, from, round);
+                    leader.handle_read_request(&mut self.ctx, from, request);
                 }
                 Ok(())
             }
@@ -353,8 +353,17 @@ where
     /// reaches the confirmed read index (then read the state machine after applying at least up
     /// to `idx`), or `Failed` (timed out, or this leader stepped down). Reads between two
     /// `take_outgoing_messages` calls share one confirmation round; with a read lease a leader
-    /// answers at once. See the `reads` module docs for why the result is linearizable.
+    /// answers at once (see [`SequencePaxos::read_index_with`] to insist on a round). See the
+    /// `reads` module docs for why the result is linearizable.
     pub fn read_index(&mut self) -> Result<ReadId, ReadErr> {
+        self.read_index_with(ReadConsistency::LeaseIfHeld)
+    }
+
+    /// [`SequencePaxos::read_index`] with a choice per read: [`ReadConsistency::Confirmed`]
+    /// never answers from a lease (a confirmation round with a quorum, safe whatever the
+    /// clocks do), [`ReadConsistency::LeaseIfHeld`] lets a leader holding a lease answer at once.
+    /// Without a configured lease both are the same.
+    pub fn read_index_with(&mut self, consistency: ReadConsistency) -> Result<ReadId, ReadErr> {
         logged!(self, {
             if self.ctx.stopped {
                 return Err(ReadErr::Stopped);
@@ -365,8 +374,8 @@ where
             let id = self.ctx.reads.issue();
             let now = self.ctx.now;
             match &mut self.role {
-                Role::Leader(leader) => leader.local_read(&mut self.ctx, id, now),
-                Role::Follower(_) => self.ctx.reads.wait(id, now),
+                Role::Leader(leader) => leader.local_read(&mut self.ctx, id, now, consistency),
+                Role::Follower(_) => self.ctx.reads.wait(id, now, consistency),
             }
             Ok(id)
         })

@@ -54,6 +54,20 @@ pub enum ReadOutcome {
     Failed(ReadFailure),
 }
 
+/// How a read may be confirmed; see [`SequencePaxos::read_index_with`](super::SequencePaxos::read_index_with).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ReadConsistency {
+    /// A leader holding a valid read lease (if leases are configured) answers at once, from
+    /// its lease; otherwise a confirmation round. Linearizable while every clock runs within
+    /// the configured drift bound. What [`read_index`](super::SequencePaxos::read_index) does.
+    #[default]
+    LeaseIfHeld,
+    /// Always a confirmation round with a quorum (read index), even under a lease: linearizable
+    /// whatever the clocks do, at the cost of one round of messages (shared by the reads
+    /// waiting for it).
+    Confirmed,
+}
+
 /// Why a read failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadFailure {
@@ -104,6 +118,7 @@ struct LocalRead {
     id: ReadId,
     issued_at: u64,
     stage: Stage,
+    consistency: ReadConsistency,
 }
 
 /// The reads requested at this replica and their outcomes. Reads its own leader role holds
@@ -146,8 +161,8 @@ impl ReadBook {
     }
 
     /// The read waits here for an index.
-    pub(crate) fn wait(&mut self, id: ReadId, now: u64) {
-        self.reads.push_back(LocalRead { id, issued_at: now, stage: Stage::NeedsIndex });
+    pub(crate) fn wait(&mut self, id: ReadId, now: u64, consistency: ReadConsistency) {
+        self.reads.push_back(LocalRead { id, issued_at: now, stage: Stage::NeedsIndex, consistency });
     }
 
     /// Settles one read.
@@ -158,13 +173,13 @@ impl ReadBook {
     }
 
     /// Reads waiting here for an index, handed to this replica's new leader role (with the
-    /// tick each was issued at); reads that already have their index stay.
-    pub(crate) fn take_for_leader(&mut self) -> Vec<(ReadId, u64)> {
+    /// tick each was issued at and its consistency); reads that already have their index stay.
+    pub(crate) fn take_for_leader(&mut self) -> Vec<(ReadId, u64, ReadConsistency)> {
         let mut taken = Vec::new();
         self.reads.retain(|read| match read.stage {
             Stage::Indexed(_) => true,
             _ => {
-                taken.push((read.id, read.issued_at));
+                taken.push((read.id, read.issued_at, read.consistency));
                 false
             }
         });
@@ -172,8 +187,11 @@ impl ReadBook {
     }
 
     /// Marks reads that need an index (new, or asked longer than `retry_ticks` ago, or asked of
-    /// another leader) as asked of `leader` in a new request; returns its round, if any.
-    pub(crate) fn ask(&mut self, leader: Ballot, now: u64, retry_ticks: u64) -> Option<u64> {
+    /// another leader) as asked of `leader` in a new request; returns its round, if any, and
+    /// whether the leader may answer it from a lease: only if no read still waiting for an
+    /// index is [`ReadConsistency::Confirmed`] (a reply answers every earlier request too, so
+    /// a lease answer must not reach a read that asked for a round).
+    pub(crate) fn ask(&mut self, leader: Ballot, now: u64, retry_ticks: u64) -> Option<(u64, bool)> {
         let round = self.next_round + 1;
         let mut any = false;
         for read in self.reads.iter_mut() {
@@ -189,10 +207,14 @@ impl ReadBook {
                 any = true;
             }
         }
-        if any {
-            self.next_round = round;
+        if !any {
+            return None;
         }
-        any.then_some(round)
+        self.next_round = round;
+        let allow_lease = self.reads.iter().all(|read| {
+            matches!(read.stage, Stage::Indexed(_)) || read.consistency == ReadConsistency::LeaseIfHeld
+        });
+        Some((round, allow_lease))
     }
 
     /// The leader of ballot `leader` answered request `round` (and so every earlier one) with

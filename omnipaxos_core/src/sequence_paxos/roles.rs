@@ -449,8 +449,9 @@ where
         if !known || !self.ctx.peers.contains(&leader.pid) {
             return;
         }
-        if let Some(round) = self.ctx.reads.ask(leader, self.ctx.now, self.ctx.resend_ticks) {
-            self.ctx.send(leader.pid, PaxosMsg::ReadRequest(crate::messages::ReadRound { n: leader, round }));
+        if let Some((round, allow_lease)) = self.ctx.reads.ask(leader, self.ctx.now, self.ctx.resend_ticks) {
+            let ask = crate::messages::ReadAsk { n: leader, round, allow_lease };
+            self.ctx.send(leader.pid, PaxosMsg::ReadRequest(ask));
         }
     }
 

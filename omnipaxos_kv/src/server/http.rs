@@ -26,7 +26,7 @@ use axum::{
     Json, Router,
 };
 use futures_util::stream::Stream;
-use omnipaxos_runtime::{metrics::PrometheusExporter, NodeHandle};
+use omnipaxos_runtime::{metrics::PrometheusExporter, NodeHandle, ReadConsistency};
 use serde::{de::DeserializeOwned, Deserialize};
 use tokio::sync::{broadcast, watch, Semaphore};
 
@@ -493,9 +493,14 @@ async fn read_barrier(state: &AppState, consistency: Consistency) -> Result<(), 
         return Ok(());
     }
     let deadline = tokio::time::Instant::now() + state.config.request_timeout;
-    // Leases are the core's: with `read_lease_ms` set, a leader holding its lease answers the
-    // barrier at once; without, `lease` reads are read-index reads.
-    let index = match tokio::time::timeout_at(deadline, state.handle.read_barrier()).await {
+    // Leases are the core's: with `read_lease_ms` set, a leader holding its lease answers a
+    // `lease` barrier at once; without, `lease` reads are read-index reads. `linearizable`
+    // reads always take a quorum round.
+    let mode = match consistency {
+        Consistency::Lease => ReadConsistency::LeaseIfHeld,
+        Consistency::Linearizable | Consistency::Stale => ReadConsistency::Confirmed,
+    };
+    let index = match tokio::time::timeout_at(deadline, state.handle.read_barrier_with(mode)).await {
         Ok(Ok(index)) => index,
         Ok(Err(error)) => {
             return Err(ApiError::from_read(&error).with_header(state.header(state.store.applied())))

@@ -22,7 +22,7 @@ use omnipaxos_core::{
     ballot_leader_election::Ballot,
     messages::{
         AcceptDecide, AcceptStopSign, AcceptSync, Accepted, Compaction, Decide, LearnerRequest, LearnerSync,
-        LogSync, NotAccepted, PaxosMessage, PaxosMsg, Prepare, PrepareReq, Promise, ProposalForward,
+        LogSync, NotAccepted, PaxosMessage, PaxosMsg, Prepare, PrepareReq, Promise, ProposalForward, ReadAsk,
         ReadReply, ReadRound,
     },
     storage::{ClusterConfig, SnapshotType, StopSign},
@@ -176,7 +176,8 @@ fn read_payload(rng: &mut SmallRng, n: Ballot) -> PaxosMsg<super::Entry, KvSnaps
     match rng.gen_range(0..5) {
         0 => PaxosMsg::ReadConfirm(round),
         1 => PaxosMsg::ReadConfirmed(round),
-        2 => PaxosMsg::ReadRequest(round),
+        // Derived from the round, not drawn: the seeds' runs stay as they were.
+        2 => PaxosMsg::ReadRequest(ReadAsk { n, round: round.round, allow_lease: round.round % 2 == 0 }),
         3 => PaxosMsg::ReadReply(ReadReply {
             n,
             round: round.round,
