@@ -4,8 +4,10 @@
 //! warm-up that is not measured. Prints a table (or JSON lines with `--json`) with
 //! operations/s, latency percentiles and errors by kind.
 //!
-//! The system under test is a [`BenchTarget`]: this crate's service is [`OpkvTarget`]; the
-//! etcd comparison (issue 15) adds an etcd target behind the same trait.
+//! The system under test is a [`BenchTarget`]: this crate's service is [`OpkvTarget`] (its
+//! HTTP/JSON API, one keep-alive HTTP/1.1 connection per client and node); with the `etcd`
+//! feature, `--target etcd` is etcd 3.4's v3 gRPC API through the `etcd-client` crate
+//! (module `etcd`). `opkv compare-etcd` (module `compare`, same feature) runs both side by side.
 
 use std::{
     future::Future,
@@ -71,7 +73,9 @@ impl BenchTarget for OpkvTarget {
     }
 
     async fn connect(&self, index: usize) -> Result<Client, String> {
-        Client::new(&self.endpoints).map(|client| client.prefer(index)).map_err(|error| error.to_string())
+        Client::new(&self.endpoints)
+            .map(|client| client.prefer(index).keep_alive_connections())
+            .map_err(|error| error.to_string())
     }
 }
 
@@ -116,6 +120,9 @@ pub enum Workload {
 pub enum TargetKind {
     /// This service (`--endpoints`).
     Opkv,
+    /// etcd 3.4 through its v3 gRPC API (`--endpoints`: its client URLs; needs the `etcd`
+    /// feature).
+    Etcd,
 }
 
 /// `opkv bench` options.
@@ -154,6 +161,29 @@ pub struct BenchArgs {
     /// Print JSON lines (a summary line) instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// etcd only: gRPC connections shared by the clients (default: one per 10 clients, as in
+    /// etcd's benchmark documentation).
+    #[arg(long)]
+    pub etcd_connections: Option<usize>,
+}
+
+impl Default for BenchArgs {
+    fn default() -> Self {
+        BenchArgs {
+            target: TargetKind::Opkv,
+            endpoints: vec!["127.0.0.1:2379".into()],
+            clients: 16,
+            keys: 1000,
+            value_size: 64,
+            workload: Workload::Write,
+            duration_s: 10.0,
+            ops: None,
+            warmup_s: 2.0,
+            seed: 1,
+            json: false,
+            etcd_connections: None,
+        }
+    }
 }
 
 /// The result of one run.
@@ -198,10 +228,11 @@ struct ClientResult {
 
 /// Runs `opkv bench`; returns the exit code.
 pub async fn run(args: BenchArgs) -> i32 {
-    let target = match args.target {
-        TargetKind::Opkv => OpkvTarget { endpoints: args.endpoints.clone() },
+    let result = match args.target {
+        TargetKind::Opkv => run_bench(&OpkvTarget { endpoints: args.endpoints.clone() }, &args).await,
+        TargetKind::Etcd => run_etcd(&args).await,
     };
-    match run_bench(&target, &args).await {
+    match result {
         Ok(report) => {
             print_report(&report, args.json);
             0
@@ -213,12 +244,42 @@ pub async fn run(args: BenchArgs) -> i32 {
     }
 }
 
+#[cfg(feature = "etcd")]
+async fn run_etcd(args: &BenchArgs) -> Result<BenchReport, String> {
+    let connections = args.etcd_connections.unwrap_or_else(|| crate::etcd::default_connections(args.clients));
+    let target = crate::etcd::EtcdTarget::connect(&args.endpoints, connections).await?;
+    run_bench(&target, args).await
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn run_etcd(_args: &BenchArgs) -> Result<BenchReport, String> {
+    Err("this opkv was built without etcd support: build it with `--features etcd` (needs protoc)".into())
+}
+
+/// When the measured window starts and ends (for samplers of CPU, memory and disk).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Warm-up is over; measuring starts now.
+    MeasureStart,
+    /// Measuring ended now.
+    MeasureEnd,
+}
+
 fn value_of(size: usize, rng: &mut SmallRng) -> String {
     (0..size).map(|_| rng.gen_range(b'a'..=b'z') as char).collect()
 }
 
 /// Runs the workload of `args` against `target`.
 pub async fn run_bench<T: BenchTarget>(target: &T, args: &BenchArgs) -> Result<BenchReport, String> {
+    run_bench_observed(target, args, &mut |_| {}).await
+}
+
+/// [`run_bench`], calling `observe` when the measured window starts and ends.
+pub async fn run_bench_observed<T: BenchTarget>(
+    target: &T,
+    args: &BenchArgs,
+    observe: &mut (dyn FnMut(Phase) + Send),
+) -> Result<BenchReport, String> {
     if args.clients == 0 || args.keys == 0 {
         return Err("--clients and --keys must be at least 1".into());
     }
@@ -242,6 +303,7 @@ pub async fn run_bench<T: BenchTarget>(target: &T, args: &BenchArgs) -> Result<B
     }
     let bar = progress_bar(args);
     tokio::time::sleep(Duration::from_secs_f64(args.warmup_s.max(0.0))).await;
+    observe(Phase::MeasureStart);
     run.measuring.store(true, Ordering::Release);
     let started = Instant::now();
     let duration = Duration::from_secs_f64(args.duration_s.max(0.001));
@@ -265,6 +327,7 @@ pub async fn run_bench<T: BenchTarget>(target: &T, args: &BenchArgs) -> Result<B
         }
     }
     run.stop.store(true, Ordering::Release);
+    observe(Phase::MeasureEnd);
     let finished_at = run.finished_at.lock().ok().and_then(|at| *at).unwrap_or_else(Instant::now);
     let seconds = finished_at.duration_since(started).as_secs_f64();
     if let Some(bar) = &bar {

@@ -128,6 +128,10 @@ pub enum Command {
     },
     /// Load generator: N concurrent clients against a cluster.
     Bench(crate::bench::BenchArgs),
+    /// The side-by-side comparison with etcd 3.4 (needs the `etcd` feature and the `etcd`
+    /// binary): both 3-node clusters in turn, the bench matrix, failover, tables and charts.
+    #[cfg(feature = "etcd")]
+    CompareEtcd(crate::compare::CompareArgs),
 }
 
 /// `opkv cluster ...`.

@@ -13,6 +13,7 @@ use crate::api::{
     CasRequest, CasResponse, Consistency, DeleteRequest, DeleteResponse, ErrorBody, ErrorCode, GetResponse,
     ListResponse, PutRequest, PutResponse, StatusResponse,
 };
+use crate::http1::{Http1Connection, Http1Error};
 
 /// Default time an operation may take, retries included.
 pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
@@ -91,6 +92,10 @@ pub struct Client {
     next_seq: u64,
     operation_timeout: Duration,
     attempt_timeout: Duration,
+    /// With [`Client::keep_alive_connections`]: one lean HTTP/1.1 connection per endpoint
+    /// (opened when first used, dropped after an error), used instead of the pooled client for
+    /// single requests.
+    connections: Option<Vec<Option<Http1Connection>>>,
 }
 
 impl Clone for Client {
@@ -103,6 +108,7 @@ impl Clone for Client {
             next_seq: 1,
             operation_timeout: self.operation_timeout,
             attempt_timeout: self.attempt_timeout,
+            connections: self.connections.as_ref().map(|slots| slots.iter().map(|_| None).collect()),
         };
         client.new_session();
         client
@@ -139,9 +145,19 @@ impl Client {
             next_seq: 1,
             operation_timeout: DEFAULT_OPERATION_TIMEOUT,
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
+            connections: None,
         };
         client.new_session();
         Ok(client)
+    }
+
+    /// Sends single requests over one lean keep-alive HTTP/1.1 connection per endpoint
+    /// ([`crate::http1`]) instead of the pooled HTTP client: the same API, a lower cost per
+    /// request (what the load generator uses; `http://` endpoints only, others keep the pooled
+    /// client). Watch streams always use the pooled client.
+    pub fn keep_alive_connections(mut self) -> Self {
+        self.connections = Some(self.endpoints.iter().map(|_| None).collect());
+        self
     }
 
     /// Sets how long an operation (with retries) and one attempt may take.
@@ -295,10 +311,9 @@ impl Client {
         let mut pause = RETRY_PAUSE_MIN;
         let mut attempt_no = 0usize;
         loop {
-            let endpoint = self.endpoints[(self.preferred + attempt_no) % self.endpoints.len()].clone();
-            let url = format!("{endpoint}{path}");
+            let at = (self.preferred + attempt_no) % self.endpoints.len();
             let request = body(self.client_id, self.next_seq);
-            let outcome = self.attempt(method.clone(), &url, Some(&request)).await;
+            let outcome = self.attempt_at(at, method.clone(), path, Some(&request)).await;
             let last = match outcome {
                 Attempt::Done(response) => {
                     self.preferred = (self.preferred + attempt_no) % self.endpoints.len();
@@ -352,25 +367,86 @@ impl Client {
         let mut pause = RETRY_PAUSE_MIN;
         let mut attempt_no = 0usize;
         loop {
-            let endpoint = self.endpoints[(self.preferred + attempt_no) % self.endpoints.len()].clone();
-            let last =
-                match self.attempt::<(), R>(reqwest::Method::GET, &format!("{endpoint}{path}"), None).await {
-                    Attempt::Done(response) => {
-                        self.preferred = (self.preferred + attempt_no) % self.endpoints.len();
-                        return Ok(response);
-                    }
-                    Attempt::Failed(error) if !error.code().is_some_and(ErrorCode::is_retryable) => {
-                        return Err(error)
-                    }
-                    Attempt::Failed(error) => error,
-                    Attempt::NotSent(why) | Attempt::NoAnswer(why) => ClientError::Unreachable(why),
-                };
+            let at = (self.preferred + attempt_no) % self.endpoints.len();
+            let last = match self.attempt_at::<(), R>(at, reqwest::Method::GET, path, None).await {
+                Attempt::Done(response) => {
+                    self.preferred = (self.preferred + attempt_no) % self.endpoints.len();
+                    return Ok(response);
+                }
+                Attempt::Failed(error) if !error.code().is_some_and(ErrorCode::is_retryable) => {
+                    return Err(error)
+                }
+                Attempt::Failed(error) => error,
+                Attempt::NotSent(why) | Attempt::NoAnswer(why) => ClientError::Unreachable(why),
+            };
             attempt_no += 1;
             if tokio::time::Instant::now() + pause >= deadline {
                 return Err(last);
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(RETRY_PAUSE_MAX);
+        }
+    }
+
+    /// One attempt at endpoint number `at`: over its keep-alive connection if this client
+    /// uses them, else through the pooled client.
+    async fn attempt_at<B: Serialize, R: DeserializeOwned>(
+        &mut self,
+        at: usize,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Attempt<R> {
+        let endpoint = &self.endpoints[at];
+        let Some(addr) = endpoint.strip_prefix("http://").filter(|_| self.connections.is_some()) else {
+            let url = format!("{endpoint}{path}");
+            return self.attempt(method, &url, body).await;
+        };
+        let addr = addr.to_string();
+        let body = match body.map(serde_json::to_vec).transpose() {
+            Ok(body) => body,
+            Err(error) => {
+                return Attempt::Failed(ClientError::Invalid(format!("cannot encode the request: {error}")))
+            }
+        };
+        let timeout = self.attempt_timeout;
+        let Some(slot) = self.connections.as_mut().and_then(|slots| slots.get_mut(at)) else {
+            return Attempt::Failed(ClientError::Invalid("no connection slot".into()));
+        };
+        let exchange = async {
+            if slot.is_none() {
+                *slot = Some(Http1Connection::connect(&addr, timeout.min(Duration::from_secs(2))).await?);
+            }
+            let connection = slot.as_mut().expect("set above");
+            connection.request(method.as_str(), path, body.as_deref()).await
+        };
+        let result = tokio::time::timeout(timeout, exchange).await;
+        let response = match result {
+            Ok(Ok(response)) => {
+                if slot.as_ref().is_some_and(|connection| !connection.reusable()) {
+                    *slot = None;
+                }
+                response
+            }
+            Ok(Err(Http1Error::Connect { source, .. })) => {
+                *slot = None;
+                return Attempt::NotSent(format!("{addr}: {source}"));
+            }
+            Ok(Err(error)) => {
+                *slot = None;
+                return Attempt::NoAnswer(error.to_string());
+            }
+            Err(_) => {
+                *slot = None;
+                return Attempt::NoAnswer(format!("{addr}: no answer within {timeout:?}"));
+            }
+        };
+        if !(200..300).contains(&response.status) {
+            return Attempt::Failed(error_from_body(response.status, &response.body));
+        }
+        match serde_json::from_slice(&response.body) {
+            Ok(value) => Attempt::Done(value),
+            Err(error) => Attempt::Failed(ClientError::Protocol(format!("{addr}{path}: {error}"))),
         }
     }
 
@@ -406,14 +482,19 @@ impl Client {
 async fn api_error(response: reqwest::Response) -> ClientError {
     let status = response.status().as_u16();
     match response.bytes().await {
-        Ok(bytes) => match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(body) => ClientError::Api { status, body },
-            Err(_) => ClientError::Protocol(format!(
-                "HTTP {status} without an error body: {}",
-                String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
-            )),
-        },
+        Ok(bytes) => error_from_body(status, &bytes),
         Err(error) => ClientError::Protocol(format!("HTTP {status}, body unreadable: {error}")),
+    }
+}
+
+/// The error a non-success status and its body describe.
+fn error_from_body(status: u16, bytes: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(body) => ClientError::Api { status, body },
+        Err(_) => ClientError::Protocol(format!(
+            "HTTP {status} without an error body: {}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+        )),
     }
 }
 

@@ -38,8 +38,15 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod command;
+#[cfg(feature = "etcd")]
+pub mod compare;
+#[cfg(feature = "etcd")]
+pub mod compare_charts;
 pub mod config;
 pub mod demo;
+#[cfg(feature = "etcd")]
+pub mod etcd;
+pub mod http1;
 pub mod local;
 pub mod server;
 pub mod state;

@@ -25,6 +25,8 @@ fn main() {
             Command::Cluster(ClusterCommand::Up(args)) => omnipaxos_kv::cluster::run(args).await,
             Command::Cluster(ClusterCommand::Demo(args)) => omnipaxos_kv::demo::run(args).await,
             Command::Bench(args) => omnipaxos_kv::bench::run(args).await,
+            #[cfg(feature = "etcd")]
+            Command::CompareEtcd(args) => omnipaxos_kv::compare::run(args).await,
             other => omnipaxos_kv::cli::run_client(other).await,
         }
     });

@@ -193,16 +193,20 @@ impl KvState {
         revision: Revision,
         events: &mut Vec<WatchEvent>,
     ) -> Result<(), QuotaExceeded> {
-        let old_bytes = self.data.get(key).map_or(0, |record| record_bytes(key, &record.value));
+        // One lookup for both the quota check and the change (keys share long prefixes, so
+        // each comparison on the way down costs a memcmp).
+        let record = self.data.get_mut(key);
+        let old_bytes = record.as_ref().map_or(0, |record| record_bytes(key, &record.value));
         let new_bytes = record_bytes(key, value);
         let total = self.data_bytes - old_bytes + new_bytes;
         if new_bytes > old_bytes && total > STATE_QUOTA_BYTES {
             return Err(QuotaExceeded);
         }
         self.data_bytes = total;
-        match self.data.get_mut(key) {
+        match record {
             Some(record) => {
-                record.value = value.to_string();
+                record.value.clear();
+                record.value.push_str(value);
                 record.mod_revision = revision;
                 record.version += 1;
             }

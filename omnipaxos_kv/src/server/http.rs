@@ -50,7 +50,6 @@ pub const MAX_LIST_LIMIT: usize = 10_000;
 pub const DEFAULT_LIST_LIMIT: usize = 1000;
 
 /// What every handler shares.
-#[derive(Clone)]
 pub struct AppState {
     pub handle: NodeHandle<Command, KvSnapshot>,
     pub store: Arc<Store>,
@@ -61,6 +60,8 @@ pub struct AppState {
     pub watchers: Arc<Semaphore>,
     pub shutdown: watch::Receiver<bool>,
     pub exporter: Option<PrometheusExporter>,
+    /// Handles of the request metrics.
+    pub http_metrics: HttpMetrics,
     /// Test switch (feature `test-switches`): serve every read from local state.
     pub unsafe_stale_reads: bool,
 }
@@ -74,6 +75,8 @@ impl AppState {
 /// The router with every route, the limits and the metrics middleware.
 pub fn router(state: AppState) -> Router {
     let max_request_bytes = state.config.max_request_bytes;
+    // Handlers get the state behind one `Arc`: extracting it per request is one reference count.
+    let state = Arc::new(state);
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -91,11 +94,9 @@ pub fn router(state: AppState) -> Router {
 
 /// Bounds the requests in flight (a full server answers `429 overloaded` at once; watch
 /// streams have their own bound) and records each request's route, status and latency.
-async fn limit_and_measure(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |path| path.as_str().to_string());
+async fn limit_and_measure(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let route =
+        request.extensions().get::<MatchedPath>().map_or(UNMATCHED_ROUTE, |path| static_route(path.as_str()));
     let started = Instant::now();
     let response = if route == "/v1/watch" {
         next.run(request).await
@@ -105,11 +106,53 @@ async fn limit_and_measure(State(state): State<AppState>, request: Request, next
             Err(_) => ApiError::new(ErrorCode::Overloaded, "too many requests in flight").into_response(),
         }
     };
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("opkv_http_requests_total", "route" => route.clone(), "status" => status).increment(1);
-    metrics::histogram!("opkv_http_request_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    let (requests, seconds) = state.http_metrics.handles(route, response.status().as_u16());
+    requests.increment(1);
+    seconds.record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The label of requests that matched no route.
+const UNMATCHED_ROUTE: &str = "unmatched";
+/// Every route's label (a `MatchedPath` is one of them).
+const ROUTES: [&str; 7] =
+    ["/health", "/metrics", "/v1/status", "/v1/kv", "/v1/kv/{*key}", "/v1/cas/{*key}", "/v1/watch"];
+
+fn static_route(path: &str) -> &'static str {
+    ROUTES.iter().find(|route| **route == path).copied().unwrap_or(UNMATCHED_ROUTE)
+}
+
+/// A route's and status's request counter and latency histogram.
+type RouteMetrics = (metrics::Counter, metrics::Histogram);
+
+/// The request metrics' handles by route and status, registered once each: looking a labelled
+/// metric up in the registry costs allocations and hashing per request.
+#[derive(Default)]
+pub struct HttpMetrics {
+    handles: std::sync::RwLock<std::collections::HashMap<(&'static str, u16), RouteMetrics>>,
+}
+
+impl HttpMetrics {
+    fn handles(&self, route: &'static str, status: u16) -> (metrics::Counter, metrics::Histogram) {
+        let known = self
+            .handles
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&(route, status))
+            .cloned();
+        if let Some(handles) = known {
+            return handles;
+        }
+        let handles = (
+            metrics::counter!("opkv_http_requests_total", "route" => route, "status" => status.to_string()),
+            metrics::histogram!("opkv_http_request_seconds", "route" => route),
+        );
+        self.handles
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert((route, status), handles.clone());
+        handles
+    }
 }
 
 async fn not_found() -> ApiError {
@@ -120,7 +163,7 @@ async fn method_not_allowed() -> ApiError {
     ApiError::new(ErrorCode::MethodNotAllowed, "this route does not take that method")
 }
 
-async fn health(State(state): State<AppState>) -> Response {
+async fn health(State(state): State<Arc<AppState>>) -> Response {
     let status = state.handle.status();
     if status.stopped {
         return ApiError::new(ErrorCode::Stopped, "the replica stopped after a storage failure")
@@ -135,7 +178,7 @@ async fn health(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     match &state.exporter {
         Some(exporter) => {
             ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], exporter.render()).into_response()
@@ -144,7 +187,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn status(State(state): State<AppState>) -> Json<StatusResponse> {
+async fn status(State(state): State<Arc<AppState>>) -> Json<StatusResponse> {
     let status = state.handle.status();
     let (applied, keys) = {
         let kv = state.store.read();
@@ -346,7 +389,7 @@ fn unexpected(result: &WriteResult) -> ApiError {
 }
 
 async fn put_key(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PutResponse>, ApiError> {
@@ -375,7 +418,7 @@ impl<'de> Deserialize<'de> for PutRequestBody {
 }
 
 async fn delete_key(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<DeleteResponse>, ApiError> {
@@ -391,7 +434,7 @@ async fn delete_key(
 }
 
 async fn cas(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<CasResponse>, ApiError> {
@@ -485,7 +528,7 @@ fn key_value(key: &str, record: &KeyRecord) -> KeyValue {
 }
 
 async fn get_key(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
     params: Result<Query<ReadParams>, QueryRejection>,
 ) -> Result<Json<GetResponse>, ApiError> {
@@ -501,7 +544,7 @@ async fn get_key(
 }
 
 async fn list(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<ListResponse>, ApiError> {
     let params = query(params)?;
@@ -521,7 +564,7 @@ async fn list(
 /// one) on. Ends with an `event: error` if the watcher falls too far behind or the state was
 /// replaced by a snapshot (`compacted`: read again and watch from the new revision).
 async fn watch(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     params: Result<Query<WatchParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let params = query(params)?;

@@ -203,6 +203,7 @@ pub async fn run(
         watchers: Arc::new(Semaphore::new(config.max_watchers)),
         shutdown: shutdown.clone(),
         exporter,
+        http_metrics: http::HttpMetrics::default(),
         unsafe_stale_reads: options.unsafe_stale_reads,
     };
     if options.unsafe_stale_reads {
