@@ -118,6 +118,11 @@ where
         self.sequence_paxos.read_index()
     }
 
+    /// Ends this leader's read lease now; see [`SequencePaxos::expire_read_lease`].
+    pub fn expire_read_lease(&mut self) {
+        self.sequence_paxos.expire_read_lease();
+    }
+
     /// A read with a choice of consistency; see [`SequencePaxos::read_index_with`].
     pub fn read_index_with(&mut self, consistency: ReadConsistency) -> Result<ReadId, ReadErr> {
         self.sequence_paxos.read_index_with(consistency)

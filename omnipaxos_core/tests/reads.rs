@@ -214,6 +214,32 @@ fn a_leader_with_a_lease_answers_reads_without_messages() {
     assert_eq!(count_kind(&cluster, "ReadConfirm"), before, "no round for a read under the lease");
 }
 
+/// `expire_read_lease` (a runtime calls it when its ticks fell behind real time: the process
+/// was paused) ends the lease: the next read takes a round, which grants a new lease.
+#[test]
+fn an_expired_lease_answers_no_read_until_a_round_renews_it() {
+    let mut cluster = Cluster::<()>::with_configs(&[1, 2, 3], |mut c| {
+        c.set_read_lease(Some(lease()));
+        c
+    });
+    cluster.tick(34);
+    cluster.elect(1);
+    cluster.append(1, 1);
+    cluster.stabilize();
+    let first = cluster.replica(1).read_index().expect("read");
+    cluster.stabilize();
+    assert_eq!(ready(&mut cluster, 1, first), Some(1), "the first round grants the lease");
+    cluster.replica(1).expire_read_lease();
+    let rounds = count_kind(&cluster, "ReadConfirm");
+    let read = cluster.replica(1).read_index().expect("read");
+    assert_eq!(ready(&mut cluster, 1, read), None, "not answered from an expired lease");
+    cluster.stabilize();
+    assert_eq!(ready(&mut cluster, 1, read), Some(1));
+    assert_eq!(count_kind(&cluster, "ReadConfirm"), rounds + 2, "one round");
+    let leased = cluster.replica(1).read_index().expect("read");
+    assert_eq!(ready(&mut cluster, 1, leased), Some(1), "the round renewed the lease");
+}
+
 /// `ReadConsistency::Confirmed` insists on a round even under a lease, at the leader and at a
 /// follower, and so does a follower's request that carries a lease read together with a
 /// confirmed one (a reply answers every read asked up to it).

@@ -62,6 +62,7 @@ pub(crate) struct ReplicaContext {
     pub cluster_id: u64,
     pub limits: Limits,
     pub progress_interval_ticks: u64,
+    pub tick_interval: Duration,
     pub append_timeout: Duration,
     pub resync_after_drop: bool,
     pub snapshot_interval_entries: Option<u64>,
@@ -86,6 +87,7 @@ impl ReplicaContext {
             cluster_id: config.cluster_id,
             limits: config.limits,
             progress_interval_ticks: config.progress_interval_ticks,
+            tick_interval: config.tick_interval,
             append_timeout: config.append_timeout,
             resync_after_drop: config.resync_after_drop,
             snapshot_interval_entries: config.snapshot_interval_entries,
@@ -213,6 +215,9 @@ pub(crate) struct Replica<T, S, B: Storage<T, S>> {
     /// The decided index at the end of the last round (for the decisions counter).
     counted_decided_idx: LogIndex,
     ticks: u64,
+    /// When the last tick was taken: a tick overdue by half an interval means the process was
+    /// paused or this thread blocked, and the core's clock fell behind real time.
+    last_tick_at: Instant,
     progress_due: bool,
     rounds: u64,
 }
@@ -261,6 +266,7 @@ where
             delivered_idx,
             counted_decided_idx,
             ticks: 0,
+            last_tick_at: Instant::now(),
             progress_due: true,
             rounds: 0,
         }
@@ -322,6 +328,7 @@ where
     }
 
     fn take(&mut self, wake: Wake<T, S>) {
+        self.check_clock();
         match wake {
             Wake::Message(message) => self.handle_message(message),
             Wake::Tick => self.tick(),
@@ -336,6 +343,7 @@ where
 
     /// Takes what is queued without blocking; false if nothing was.
     fn take_queued(&mut self) -> bool {
+        self.check_clock();
         let mut taken = false;
         for _ in 0..self.ctx.limits.round_limit_inputs {
             match self.channels.inbound.try_recv() {
@@ -376,10 +384,22 @@ where
         }
     }
 
+    /// Ends the leader's read lease if a tick is overdue (more than 1.5 intervals since the
+    /// last): the core counts its lease in ticks, and ticks missed while the process was
+    /// stopped (SIGSTOP, a frozen VM) or this thread was blocked are skipped, not replayed, so
+    /// the lease would outlive real time while the other nodes, whose clocks ran, elect a new
+    /// leader and decide: a stale read. Checked before any input is handed to the core.
+    fn check_clock(&mut self) {
+        if self.last_tick_at.elapsed() > self.ctx.tick_interval.saturating_mul(3) / 2 {
+            self.op.expire_read_lease();
+        }
+    }
+
     fn tick(&mut self) {
         if let Err(error) = self.op.tick() {
             warn!(%error, "tick failed");
         }
+        self.last_tick_at = Instant::now();
         self.ticks += 1;
         if self.ticks % self.ctx.progress_interval_ticks == 0 {
             self.progress_due = true;

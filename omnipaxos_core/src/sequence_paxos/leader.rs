@@ -787,6 +787,11 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         }
     }
 
+    /// Ends the read lease now (see `SequencePaxos::expire_read_lease`).
+    pub(crate) fn expire_read_lease(&mut self) {
+        self.reads.expire_lease();
+    }
+
     /// This role ends: its own reads fail (the caller may read again at the new leader).
     pub(crate) fn fail_local_reads<B: Storage<T, S>>(&mut self, ctx: &mut Context<T, S, B>) {
         for id in self.reads.take_local() {

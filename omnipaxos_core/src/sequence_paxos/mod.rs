@@ -359,6 +359,19 @@ where
         self.read_index_with(ReadConsistency::LeaseIfHeld)
     }
 
+    /// Ends this leader's read lease now, if it holds one: reads take a confirmation round
+    /// until a confirmed round grants a new lease. Call it whenever this replica's ticks may
+    /// have fallen behind real time — the process was paused (SIGSTOP, a VM freeze), or the
+    /// thread that ticks it was blocked for more than a tick (a slow fsync): leases are
+    /// counted in ticks, and a lease counted on a clock that stopped would outlive the real
+    /// one, while the other replicas (whose clocks ran) elect a new leader and decide.
+    /// `omnipaxos_runtime` calls it when a tick is overdue.
+    pub fn expire_read_lease(&mut self) {
+        if let Role::Leader(leader) = &mut self.role {
+            leader.expire_read_lease();
+        }
+    }
+
     /// [`SequencePaxos::read_index`] with a choice per read: [`ReadConsistency::Confirmed`]
     /// never answers from a lease (a confirmation round with a quorum, safe whatever the
     /// clocks do), [`ReadConsistency::LeaseIfHeld`] lets a leader holding a lease answer at once.

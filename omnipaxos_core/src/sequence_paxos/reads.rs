@@ -310,6 +310,11 @@ impl ReadRounds {
         self.queued.push(requester);
     }
 
+    /// Ends the lease now; the next confirmed round grants a new one.
+    pub(crate) fn expire_lease(&mut self) {
+        self.lease_until = None;
+    }
+
     /// True while the lease lets the leader answer at once.
     pub(crate) fn lease_valid(&self, now: u64) -> bool {
         self.lease_until.is_some_and(|until| now < until)
