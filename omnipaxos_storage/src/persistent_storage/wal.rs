@@ -167,6 +167,10 @@ pub struct Wal<F: FileSystem> {
     last_frame_start: Option<usize>,
     /// Frames after the checkpoint in the active segment, the pending ones included.
     active_write_frames: u64,
+    /// Where the active segment's checkpoint ends (0 if unknown: a segment resumed after
+    /// recovery). A roll waits until the frames after it take at least as many bytes as the
+    /// checkpoint, so a checkpoint as large as a segment cannot make every write roll.
+    checkpoint_end: u64,
     /// True if the active file has writes its last `sync_data` did not cover.
     unsynced: bool,
     /// True if directory entries changed since the last directory sync.
@@ -262,6 +266,7 @@ impl<F: FileSystem> Wal<F> {
             segments,
             active,
             written_end,
+            checkpoint_end: 0,
             pending: Vec::new(),
             last_frame_start: None,
             active_write_frames: 0,
@@ -343,9 +348,19 @@ impl<F: FileSystem> Wal<F> {
     /// True if the frame just appended, and the seal after it, would take the active segment
     /// past its size and the segment already holds another frame (a frame larger than a
     /// segment gets one alone).
+    ///
+    /// A segment also holds frames worth at least its own checkpoint (and header) before it
+    /// rolls: with a checkpoint (the state's snapshot) near or
+    /// above the segment size, every write rolled and wrote another checkpoint, filling any disk
+    /// in seconds (found by the fault harness with 1 MiB segments). Such a segment grows past
+    /// its preallocated size instead; checkpoints then cost at most as many bytes as frames.
     pub fn needs_roll(&self) -> bool {
         let end = self.written_end + self.pending.len() as u64 + SEAL_FRAME_BYTES as u64;
-        self.active_write_frames >= 2 && end > self.policy.segment_size_bytes
+        // The frames that stay in this segment: all but the one just appended (a roll moves it).
+        let kept_end = self.written_end + self.last_frame_start.unwrap_or(self.pending.len()) as u64;
+        let frames = kept_end.saturating_sub(self.checkpoint_end);
+        let enough_frames = frames >= self.checkpoint_end;
+        self.active_write_frames >= 2 && end > self.policy.segment_size_bytes && enough_frames
     }
 
     /// Rolls to a new segment and moves the frame just appended into it, in this order:
@@ -377,6 +392,7 @@ impl<F: FileSystem> Wal<F> {
         assert_eq!(self.synced_lsn, seal_lsn, "the sealed segment is durable");
         self.active = active;
         self.written_end = written_end;
+        self.checkpoint_end = written_end;
         self.segments.push_back((id, self.dir.join(segment_file_name(id))));
         self.synced_lsn = checkpoint_lsn;
         set_frame_sequence(&mut frame[..FRAME_HEADER_BYTES], checkpoint_lsn + 1, checkpoint_lsn);
