@@ -30,11 +30,9 @@ const HEIGHT_PX: u32 = 800;
 
 /// Loads the font once and registers it as "sans-serif".
 pub fn load_font() -> Result<(), ChaosError> {
-    let path = FONT_CANDIDATES
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .ok_or_else(|| ChaosError::Setup(format!("no font found (tried {FONT_CANDIDATES:?}): install fonts-dejavu-core")))?;
+    let path = FONT_CANDIDATES.iter().map(PathBuf::from).find(|p| p.is_file()).ok_or_else(|| {
+        ChaosError::Setup(format!("no font found (tried {FONT_CANDIDATES:?}): install fonts-dejavu-core"))
+    })?;
     let bytes = std::fs::read(&path).map_err(|e| ChaosError::io(&path, e))?;
     let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
     register_font("sans-serif", FontStyle::Normal, bytes)
@@ -52,8 +50,14 @@ fn fault_color(kind: FaultKind) -> RGBColor {
 }
 
 /// Draws the timeline to `path`. Call [`load_font`] first.
-pub fn draw_timeline(path: &Path, title: &str, records: &[Record], faults: &[FaultRecord]) -> Result<(), ChaosError> {
-    draw(path, title, records, faults).map_err(|e| ChaosError::Setup(format!("drawing {}: {e}", path.display())))
+pub fn draw_timeline(
+    path: &Path,
+    title: &str,
+    records: &[Record],
+    faults: &[FaultRecord],
+) -> Result<(), ChaosError> {
+    draw(path, title, records, faults)
+        .map_err(|e| ChaosError::Setup(format!("drawing {}: {e}", path.display())))
 }
 
 fn draw(
@@ -83,7 +87,10 @@ fn draw(
     for fault in faults {
         let (from, to) = (fault.start_ns as f64 / 1e9, fault.heal_ns as f64 / 1e9);
         let color = fault_color(fault.kind);
-        chart.draw_series(std::iter::once(Rectangle::new([(from, 0.1), (to, max_ms)], color.mix(0.15).filled())))?;
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [(from, 0.1), (to, max_ms)],
+            color.mix(0.15).filled(),
+        )))?;
         chart.draw_series(std::iter::once(Text::new(
             fault.kind.name().to_string(),
             (from, max_ms / if fault.combined { 2.2 } else { 1.4 }),
@@ -98,12 +105,9 @@ fn draw(
     for (status, color, label) in series {
         let count = records.iter().filter(|r| r.status == status).count();
         chart
-            .draw_series(
-                records
-                    .iter()
-                    .filter(|r| r.status == status)
-                    .map(|r| Circle::new((r.invoke_ns as f64 / 1e9, r.latency_ms().max(0.11)), 2, color.filled())),
-            )?
+            .draw_series(records.iter().filter(|r| r.status == status).map(|r| {
+                Circle::new((r.invoke_ns as f64 / 1e9, r.latency_ms().max(0.11)), 2, color.filled())
+            }))?
             .label(format!("{label} ({count})"))
             .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
     }

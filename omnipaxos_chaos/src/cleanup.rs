@@ -19,7 +19,8 @@ struct Registry {
     links: Vec<String>,
 }
 
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry { pids: Vec::new(), mounts: Vec::new(), namespaces: Vec::new(), links: Vec::new() });
+static REGISTRY: Mutex<Registry> =
+    Mutex::new(Registry { pids: Vec::new(), mounts: Vec::new(), namespaces: Vec::new(), links: Vec::new() });
 
 fn with<T>(f: impl FnOnce(&mut Registry) -> T) -> T {
     let mut registry = REGISTRY.lock().unwrap_or_else(|poisoned| poisoned.into_inner());

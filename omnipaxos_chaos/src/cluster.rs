@@ -40,6 +40,8 @@ pub struct ServerSettings {
     pub read_lease_ms: u64,
     pub max_clock_drift_percent: u64,
     pub snapshot_interval_entries: u64,
+    /// Log segment size: small, so that the log asks the file system for space often.
+    pub wal_segment_bytes: u64,
     /// Size of each node's data tmpfs.
     pub disk_mib: u64,
     /// `--unsafe-stale-reads` (needs a binary built with the feature `test-switches`).
@@ -90,13 +92,24 @@ impl Cluster {
             std::fs::create_dir_all(&mount).map_err(|e| ChaosError::io(&mount, e))?;
             let text = mount.display().to_string();
             cleanup::register_mount(&text);
-            crate::netns::run("mount", &["-t", "tmpfs", "-o", &format!("size={}m", settings.disk_mib), "tmpfs", &text])?;
+            crate::netns::run(
+                "mount",
+                &["-t", "tmpfs", "-o", &format!("size={}m", settings.disk_mib), "tmpfs", &text],
+            )?;
             processes.insert(
                 id,
-                NodeProcess { child: None, paused: false, clock_rate: 1.0, mount, bootstrapped: false, filled: false },
+                NodeProcess {
+                    child: None,
+                    paused: false,
+                    clock_rate: 1.0,
+                    mount,
+                    bootstrapped: false,
+                    filled: false,
+                },
             );
         }
-        let cluster = Cluster { network, opkv: opkv.to_path_buf(), out: out.to_path_buf(), settings, nodes: processes };
+        let cluster =
+            Cluster { network, opkv: opkv.to_path_buf(), out: out.to_path_buf(), settings, nodes: processes };
         for &id in &ids {
             cluster.write_config(id)?;
         }
@@ -141,7 +154,7 @@ impl Cluster {
             "node_id = {id}\ncluster_id = 1\npeers = [{}]\npeer_listen = \"{addr}:2380\"\n\
              client_listen = \"{addr}:2379\"\ndata_dir = \"{}\"\ntick_ms = {}\nelection_timeout_ticks = {}\n\
              request_timeout_ms = {}\nread_lease_ms = {}\nmax_clock_drift_percent = {}\n\
-             snapshot_interval_entries = {}\n",
+             snapshot_interval_entries = {}\nwal_segment_bytes = {}\n",
             peers.join(", "),
             data.display(),
             s.tick_ms,
@@ -150,6 +163,7 @@ impl Cluster {
             s.read_lease_ms,
             s.max_clock_drift_percent,
             s.snapshot_interval_entries,
+            s.wal_segment_bytes,
         );
         let path = self.config_path(id);
         std::fs::write(&path, text).map_err(|e| ChaosError::io(&path, e))
@@ -162,7 +176,11 @@ impl Cluster {
             return Ok(());
         }
         let log_path = self.out.join(format!("node-{id}.log"));
-        let mut log = OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| ChaosError::io(&log_path, e))?;
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| ChaosError::io(&log_path, e))?;
         let _ = writeln!(log, "=== harness: starting node {id} (clock rate {clock_rate})");
         let log_err = log.try_clone().map_err(|e| ChaosError::io(&log_path, e))?;
         let ns = self.network.node_ns(id);
@@ -191,7 +209,10 @@ impl Cluster {
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
             .spawn()
-            .map_err(|e| ChaosError::Command { command: format!("ip {}", args.join(" ")), message: e.to_string() })?;
+            .map_err(|e| ChaosError::Command {
+                command: format!("ip {}", args.join(" ")),
+                message: e.to_string(),
+            })?;
         cleanup::register_pid(child.id());
         node.child = Some(child);
         node.bootstrapped = true;

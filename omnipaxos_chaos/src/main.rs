@@ -33,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a cluster (or several, one after the other) under faults and check it.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check a saved history.jsonl again (every read mode but stale).
     Check { history: PathBuf },
 }
@@ -95,8 +95,11 @@ struct RunArgs {
     skew_beyond: Vec<f64>,
     #[arg(long, default_value_t = 2000)]
     snapshot_interval_entries: u64,
-    /// Size of each node's data tmpfs (MiB): room for two 64 MiB log segments and snapshots.
-    #[arg(long, default_value_t = 256)]
+    /// Log segment size of the servers (bytes; each segment is preallocated).
+    #[arg(long, default_value_t = 1 << 20)]
+    wal_segment_bytes: u64,
+    /// Size of each node's data tmpfs (MiB).
+    #[arg(long, default_value_t = 128)]
     disk_mib: u64,
     /// First three octets of the cluster's /24 (the harness is .254, node i is .i).
     #[arg(long, default_value = "10.77.0")]
@@ -126,12 +129,16 @@ fn default_opkv() -> Option<PathBuf> {
 
 fn run_configs(args: &RunArgs) -> Result<Vec<RunConfig>, ChaosError> {
     let opkv = args.opkv.clone().or_else(default_opkv).ok_or_else(|| {
-        ChaosError::Setup("no opkv binary: build it (cargo build --release -p omnipaxos_kv) or pass --opkv".into())
+        ChaosError::Setup(
+            "no opkv binary: build it (cargo build --release -p omnipaxos_kv) or pass --opkv".into(),
+        )
     })?;
     let opkv = std::fs::canonicalize(&opkv).map_err(|e| ChaosError::io(&opkv, e))?;
     let subnet = parse_subnet(&args.subnet)?;
     if args.clients == 0 || args.keys == 0 || args.nodes.iter().any(|&n| !(3..=9).contains(&n)) {
-        return Err(ChaosError::Setup("--clients and --keys must be positive, --nodes between 3 and 9".into()));
+        return Err(ChaosError::Setup(
+            "--clients and --keys must be positive, --nodes between 3 and 9".into(),
+        ));
     }
     let kinds = if args.faults.is_empty() { FaultKind::ALL.to_vec() } else { args.faults.clone() };
     let settings = ServerSettings {
@@ -141,6 +148,7 @@ fn run_configs(args: &RunArgs) -> Result<Vec<RunConfig>, ChaosError> {
         read_lease_ms: args.read_lease_ms,
         max_clock_drift_percent: args.max_clock_drift_percent,
         snapshot_interval_entries: args.snapshot_interval_entries,
+        wal_segment_bytes: args.wal_segment_bytes,
         disk_mib: args.disk_mib,
         unsafe_stale_reads: args.unsafe_stale_reads,
     };
@@ -215,7 +223,13 @@ async fn run_all(args: RunArgs) -> Result<bool, ChaosError> {
             break;
         }
         let out = config.out.clone();
-        eprintln!("running {} nodes for {:?} (seed {}) -> {}", config.nodes, config.duration, config.seed, out.display());
+        eprintln!(
+            "running {} nodes for {:?} (seed {}) -> {}",
+            config.nodes,
+            config.duration,
+            config.seed,
+            out.display()
+        );
         let summary = run::run(config, stop.clone()).await?;
         println!("{summary}");
         println!("history, faults, summary, timeline and node logs: {}\n", out.display());
@@ -263,14 +277,15 @@ fn main() -> ExitCode {
             }
         },
         Command::Run(args) => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build() {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    eprintln!("error: cannot start the async runtime: {error}");
-                    return ExitCode::from(2);
-                }
-            };
-            let result = runtime.block_on(run_all(args));
+            let runtime =
+                match tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build() {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        eprintln!("error: cannot start the async runtime: {error}");
+                        return ExitCode::from(2);
+                    }
+                };
+            let result = runtime.block_on(run_all(*args));
             drop(runtime);
             // Idempotent: everything was normally removed already.
             cleanup::run_all();

@@ -12,9 +12,9 @@
 //! | `leader-isolation` | every link of the leader is cut |
 //! | `kill` | SIGKILL of a node (the leader in 2 of 3 draws), restarted when healed |
 //! | `pause` | SIGSTOP of a node (the leader in 2 of 3 draws) for longer than an election timeout, then SIGCONT |
-//! | `skew` | one node restarted under libfaketime at a clock rate within the lease drift bound; the leader is isolated once meanwhile |
+//! | `skew` | one node restarted under libfaketime at a clock rate within the lease drift bound (a slow clock on the leader, a fast one on a follower); the leadership is steered (bounded: isolating leaders) so that a slow node leads or a fast one follows, then the leader is isolated, so a lease must run out on the skewed clocks |
 //! | `skew-beyond` | the same at a rate beyond the bound (lease reads may then be stale: reported apart) |
-//! | `disk-full` | a node's data tmpfs is filled; space is returned when healed |
+//! | `disk-full` | a node's data tmpfs is filled and held three times as long as other faults (the log asks the file system for space only when it opens a segment); space is returned when healed, and a node that stopped is restarted |
 
 use std::{
     collections::BTreeSet,
@@ -29,7 +29,9 @@ use serde::{Deserialize, Serialize};
 use crate::{cluster::Cluster, workload::Shared, ChaosError, NodeId};
 
 /// A kind of fault.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum FaultKind {
     Partition,
@@ -165,8 +167,12 @@ pub async fn probe_write(cluster: &Cluster, http: &reqwest::Client, timeout: Dur
         attempt += 1;
         if cluster.is_running(id) && !cluster.is_paused(id) {
             let url = format!("{}/v1/kv/nemesis-probe", cluster.endpoint(id));
-            let sent =
-                http.put(url).json(&serde_json::json!({"value": attempt.to_string()})).timeout(Duration::from_secs(2)).send().await;
+            let sent = http
+                .put(url)
+                .json(&serde_json::json!({"value": attempt.to_string()}))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
             if sent.is_ok_and(|r| r.status().is_success()) {
                 return true;
             }
@@ -222,7 +228,7 @@ enum ProcessFault {
 impl Nemesis {
     /// A nemesis with a seeded schedule.
     pub fn new(config: NemesisConfig) -> Nemesis {
-        let rng = SmallRng::seed_from_u64(config.seed ^ 0x6e65_6d65_7369_73);
+        let rng = SmallRng::seed_from_u64(config.seed ^ 0x006e_656d_6573_6973);
         Nemesis { config, rng, faults: Vec::new() }
     }
 
@@ -231,7 +237,12 @@ impl Nemesis {
     }
 
     /// Injects faults until `shared.stop` or `until_ns`, then heals everything.
-    pub async fn run(&mut self, cluster: &mut Cluster, shared: &Arc<Shared>, until_ns: u64) -> Result<(), ChaosError> {
+    pub async fn run(
+        &mut self,
+        cluster: &mut Cluster,
+        shared: &Arc<Shared>,
+        until_ns: u64,
+    ) -> Result<(), ChaosError> {
         let clock = shared.clock.clone();
         while !shared.stop.load(Ordering::Relaxed) && clock.now_ns() < until_ns {
             let quiet = self.ms(self.config.quiet_ms);
@@ -240,7 +251,8 @@ impl Nemesis {
                 break;
             }
             self.restart_exited(cluster, None)?;
-            let first = *self.config.kinds.choose(&mut self.rng).ok_or(ChaosError::Setup("no fault kinds".into()))?;
+            let first =
+                *self.config.kinds.choose(&mut self.rng).ok_or(ChaosError::Setup("no fault kinds".into()))?;
             let others: Vec<FaultKind> =
                 self.config.kinds.iter().copied().filter(|k| k.is_network() != first.is_network()).collect();
             let second = (!others.is_empty() && self.rng.gen_bool(self.config.combine_probability))
@@ -260,7 +272,6 @@ impl Nemesis {
     ) -> Result<(), ChaosError> {
         let clock = shared.clock.clone();
         let leader_before = leader(cluster, &shared.http).await;
-        let start_ns = clock.now_ns();
         let mut records = Vec::new();
         let mut blocked = BTreeSet::new();
         let mut process = Vec::new();
@@ -269,6 +280,9 @@ impl Nemesis {
             tracing::info!("fault {}: {description}", kind.name());
             blocked.extend(cut);
             process.extend(fault);
+            cluster.network().set_blocked(blocked.clone())?;
+            // The fault is in force from here (after a constrained election's first phase).
+            let start_ns = clock.now_ns();
             records.push(FaultRecord {
                 kind,
                 combined: second.is_some(),
@@ -280,29 +294,62 @@ impl Nemesis {
                 recovered_ns: None,
                 notes: Vec::new(),
             });
-            cluster.network().set_blocked(blocked.clone())?;
         }
-        let hold = self.ms(self.config.hold_ms);
-        // Skew: isolate whoever leads midway through, so that a lease must run out on the
-        // skewed clocks (that is what a clock skew can break).
-        if records.iter().any(|r| matches!(r.kind, FaultKind::Skew | FaultKind::SkewBeyond)) {
-            tokio::time::sleep(hold / 2).await;
+        let skewed = records
+            .iter()
+            .find(|r| matches!(r.kind, FaultKind::Skew | FaultKind::SkewBeyond))
+            .and_then(|r| r.targets.first().map(|&t| (t, cluster.clock_rate(t))));
+        let mut hold = self.ms(self.config.hold_ms);
+        if records.iter().any(|r| r.kind == FaultKind::DiskFull) {
+            // The log asks for space only when it opens a segment: hold long enough for that.
+            hold *= 3;
+        }
+        // Skew: a slow clock matters on a leader (its lease lasts longer in real time), a
+        // fast one on a follower (it waits out the old leader's lease too soon). Steer the
+        // leadership that way (bounded), then isolate whoever leads, so that a lease must run
+        // out on the skewed clocks.
+        if let Some((target, rate)) = skewed {
+            let deadline = tokio::time::Instant::now() + hold;
+            for _ in 0..4 {
+                let current = leader(cluster, &shared.http).await;
+                let done = match current {
+                    Some(l) => (rate < 1.0) == (l == target),
+                    None => false,
+                };
+                if done || tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                if let Some(l) = current {
+                    let mut steer = blocked.clone();
+                    steer.extend(cut_between(&[l], &cluster.ids()));
+                    cluster.network().set_blocked(steer)?;
+                    tokio::time::sleep(Duration::from_millis(3 * cluster.settings().election_timeout_ms()))
+                        .await;
+                    cluster.network().set_blocked(blocked.clone())?;
+                }
+                tokio::time::sleep(Duration::from_millis(2 * cluster.settings().election_timeout_ms())).await;
+            }
             if let Some(current) = leader(cluster, &shared.http).await {
                 let mut with_isolation = blocked.clone();
                 with_isolation.extend(cut_between(&[current], &cluster.ids()));
                 cluster.network().set_blocked(with_isolation)?;
-                for r in records.iter_mut().filter(|r| matches!(r.kind, FaultKind::Skew | FaultKind::SkewBeyond)) {
-                    r.notes.push(format!("leader {current} (clock rate {}) isolated midway", cluster.clock_rate(current)));
+                for r in
+                    records.iter_mut().filter(|r| matches!(r.kind, FaultKind::Skew | FaultKind::SkewBeyond))
+                {
+                    r.notes.push(format!(
+                        "leader {current} (clock rate {}) isolated; node {target} runs at x{rate}",
+                        cluster.clock_rate(current)
+                    ));
                 }
             }
-            tokio::time::sleep(hold / 2).await;
+            tokio::time::sleep(hold).await;
         } else {
             self.hold(cluster, hold, &mut records).await;
         }
         // Heal: network first, then processes.
         cluster.network().set_blocked(BTreeSet::new())?;
         for fault in process {
-            self.heal_process(cluster, fault, &mut records).await?;
+            self.heal_process(cluster, &shared.http, fault, &mut records).await?;
         }
         let heal_ns = clock.now_ns();
         let recovered = probe_write(cluster, &shared.http, self.config.recovery_timeout).await;
@@ -311,7 +358,10 @@ impl Nemesis {
             record.heal_ns = heal_ns;
             record.recovered_ns = recovered_ns;
             if !recovered {
-                record.notes.push(format!("no write acknowledged within {:?} of the heal", self.config.recovery_timeout));
+                record.notes.push(format!(
+                    "no write acknowledged within {:?} of the heal",
+                    self.config.recovery_timeout
+                ));
             }
             self.faults.push(record);
         }
@@ -360,7 +410,12 @@ impl Nemesis {
             FaultKind::QuorumLoss => {
                 let hub = *followers.choose(&mut self.rng).unwrap_or(&shuffled[0]);
                 let kept: Vec<(NodeId, NodeId)> = ids.iter().map(|&x| (hub, x)).collect();
-                (format!("only {hub} linked to all; leader was {leader:?}"), vec![leader_id], cut_all_but(&ids, &kept), None)
+                (
+                    format!("only {hub} linked to all; leader was {leader:?}"),
+                    vec![leader_id],
+                    cut_all_but(&ids, &kept),
+                    None,
+                )
             }
             FaultKind::ConstrainedElection => {
                 let behind = *followers.choose(&mut self.rng).unwrap_or(&shuffled[0]);
@@ -392,9 +447,12 @@ impl Nemesis {
                 let to = shuffled[1];
                 (format!("{from} -> {to} dropped"), vec![from, to], BTreeSet::from([(from, to)]), None)
             }
-            FaultKind::LeaderIsolation => {
-                (format!("leader {leader_id} isolated"), vec![leader_id], cut_between(&[leader_id], &ids), None)
-            }
+            FaultKind::LeaderIsolation => (
+                format!("leader {leader_id} isolated"),
+                vec![leader_id],
+                cut_between(&[leader_id], &ids),
+                None,
+            ),
             FaultKind::Kill => {
                 let target = leader_or_random(&mut self.rng);
                 cluster.kill(target);
@@ -408,12 +466,23 @@ impl Nemesis {
                 (format!("SIGSTOP {role} {target}"), vec![target], none, Some(ProcessFault::Paused(target)))
             }
             FaultKind::Skew | FaultKind::SkewBeyond => {
-                let rates = if kind == FaultKind::Skew { &self.config.skew_within } else { &self.config.skew_beyond };
+                let rates =
+                    if kind == FaultKind::Skew { &self.config.skew_within } else { &self.config.skew_beyond };
                 let rate = *rates.choose(&mut self.rng).unwrap_or(&1.0);
-                let target = leader_or_random(&mut self.rng);
+                // Slow: the leader; fast: a follower (see `inject`).
+                let target = if rate < 1.0 {
+                    leader_id
+                } else {
+                    *followers.choose(&mut self.rng).unwrap_or(&shuffled[0])
+                };
                 cluster.kill(target);
                 cluster.start(target, rate)?;
-                (format!("node {target} restarted at clock rate x{rate}"), vec![target], none, Some(ProcessFault::Skewed(target)))
+                (
+                    format!("node {target} restarted at clock rate x{rate}"),
+                    vec![target],
+                    none,
+                    Some(ProcessFault::Skewed(target)),
+                )
             }
             FaultKind::DiskFull => {
                 let target = leader_or_random(&mut self.rng);
@@ -431,6 +500,7 @@ impl Nemesis {
     async fn heal_process(
         &mut self,
         cluster: &mut Cluster,
+        http: &reqwest::Client,
         fault: ProcessFault,
         records: &mut [FaultRecord],
     ) -> Result<(), ChaosError> {
@@ -445,14 +515,37 @@ impl Nemesis {
                 cluster.start(id, 1.0)
             }
             ProcessFault::Filled(id) => {
+                // What the node said while its disk was full, before space returns.
+                let before = statuses(cluster, http).await.into_iter().find(|(i, _)| *i == id);
+                if let Some((_, status)) = &before {
+                    if status.stopped {
+                        for r in records.iter_mut() {
+                            r.notes.push(format!(
+                                "node {id} reported stopped (storage failed) while its disk was full"
+                            ));
+                        }
+                    }
+                }
                 cluster.free_disk(id)?;
-                self.restart_exited(cluster, Some(records))
+                self.restart_exited(cluster, Some(&mut *records))?;
+                if before.is_some_and(|(_, s)| s.stopped) {
+                    cluster.stop(id, Duration::from_secs(5)).await;
+                    cluster.start(id, 1.0)?;
+                    for r in records.iter_mut() {
+                        r.notes.push(format!("node {id} restarted after space returned"));
+                    }
+                }
+                Ok(())
             }
         }
     }
 
     /// Restarts nodes that exited by themselves (noted in `records`, or logged).
-    fn restart_exited(&mut self, cluster: &mut Cluster, records: Option<&mut [FaultRecord]>) -> Result<(), ChaosError> {
+    fn restart_exited(
+        &mut self,
+        cluster: &mut Cluster,
+        records: Option<&mut [FaultRecord]>,
+    ) -> Result<(), ChaosError> {
         let exited = cluster.reap_exited();
         let mut notes = Vec::new();
         for (id, status) in exited {
@@ -490,5 +583,31 @@ impl Nemesis {
             cluster.start(id, 1.0)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cut_between_groups_is_both_ways_and_only_across() {
+        let cut = cut_between(&[1], &[2, 3]);
+        assert_eq!(cut, BTreeSet::from([(1, 2), (2, 1), (1, 3), (3, 1)]));
+    }
+
+    #[test]
+    fn the_chain_keeps_only_neighbours() {
+        let cut = cut_all_but(&[1, 2, 3], &[(1, 2), (2, 3)]);
+        assert_eq!(cut, BTreeSet::from([(1, 3), (3, 1)]));
+    }
+
+    #[test]
+    fn quorum_loss_leaves_the_hub_linked_to_all() {
+        let ids = [1, 2, 3, 4, 5];
+        let kept: Vec<(NodeId, NodeId)> = ids.iter().map(|&x| (3, x)).collect();
+        let cut = cut_all_but(&ids, &kept);
+        assert!(cut.iter().all(|&(a, b)| a != 3 && b != 3));
+        assert_eq!(cut.len(), 4 * 3);
     }
 }

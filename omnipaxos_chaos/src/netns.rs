@@ -74,7 +74,8 @@ pub fn check_available() -> Result<(), ChaosError> {
         })?;
     }
     let probe = format!("chaos-{}-probe", std::process::id());
-    run("ip", &["netns", "add", &probe]).map_err(|error| unavailable(format!("ip netns add failed: {error}")))?;
+    run("ip", &["netns", "add", &probe])
+        .map_err(|error| unavailable(format!("ip netns add failed: {error}")))?;
     let table = run_with_input(
         "ip",
         &["netns", "exec", &probe, "nft", "-f", "-"],
@@ -87,7 +88,9 @@ pub fn check_available() -> Result<(), ChaosError> {
 
 /// Removes namespaces, links and mounts left by earlier runs whose process is gone.
 pub fn remove_stale() {
-    let alive = |pid: &str| pid.parse::<u32>().is_ok_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+    let alive = |pid: &str| {
+        pid.parse::<u32>().is_ok_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+    };
     if let Ok(list) = run("ip", &["netns", "list"]) {
         for name in list.lines().filter_map(|line| line.split_whitespace().next()) {
             let mut parts = name.split('-');
@@ -150,7 +153,10 @@ impl Network {
             cleanup::register_namespace(&ns);
             run("ip", &["netns", "add", &ns])?;
             let end = format!("n{id}");
-            run("ip", &["-n", &bridge, "link", "add", &end, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
+            run(
+                "ip",
+                &["-n", &bridge, "link", "add", &end, "type", "veth", "peer", "name", "eth0", "netns", &ns],
+            )?;
             run("ip", &["-n", &bridge, "link", "set", &end, "master", "br0", "up"])?;
             run("ip", &["-n", &ns, "addr", "add", &format!("{}/24", network.node_addr(id)), "dev", "eth0"])?;
             run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
@@ -214,12 +220,15 @@ impl Network {
     /// Replaces node `id`'s table with one that drops packets from `sources` (one transaction).
     fn write_rules(&self, id: NodeId, sources: &[NodeId]) -> Result<(), ChaosError> {
         let mut script = String::from("add table inet chaos\ndelete table inet chaos\n");
-        script.push_str("table inet chaos {\n  chain input {\n    type filter hook input priority 0; policy accept;\n");
+        script.push_str(
+            "table inet chaos {\n  chain input {\n    type filter hook input priority 0; policy accept;\n",
+        );
         for &from in sources {
             script.push_str(&format!("    ip saddr {} drop\n", self.node_addr(from)));
         }
         script.push_str("  }\n}\n");
-        run_with_input("ip", &["netns", "exec", &self.node_ns(id), "nft", "-f", "-"], Some(&script)).map(|_| ())
+        run_with_input("ip", &["netns", "exec", &self.node_ns(id), "nft", "-f", "-"], Some(&script))
+            .map(|_| ())
     }
 }
 

@@ -60,7 +60,8 @@ pub fn check_records(records: &[Record], keep: impl Fn(&Record) -> bool) -> Chec
             Verdict::Inconclusive(key) => {
                 result.inconclusive += 1;
                 if result.first_violation.is_none() {
-                    result.first_violation = Some(format!("key generation {generation}, key k{key}: search gave up"));
+                    result.first_violation =
+                        Some(format!("key generation {generation}, key k{key}: search gave up"));
                 }
             }
         }
@@ -281,7 +282,11 @@ impl std::fmt::Display for Summary {
             stats(&self.partial_partition_to_write_ms, self.election_timeout_ms)
         )?;
         let recoveries: Vec<f64> = self.faults.iter().filter_map(|x| x.recovery_after_heal_ms).collect();
-        writeln!(f, "| heal → next acknowledged write (all faults) | {} |", stats(&recoveries, self.election_timeout_ms))?;
+        writeln!(
+            f,
+            "| heal → next acknowledged write (all faults) | {} |",
+            stats(&recoveries, self.election_timeout_ms)
+        )?;
         writeln!(f, "\nper fault kind: longest time without an acknowledged write from the fault's start to its recovery")?;
         writeln!(f, "\n| fault | n | unavailable median ms | max ms | heal → write median ms |\n|---|---:|---:|---:|---:|")?;
         let mut by_kind: BTreeMap<&str, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
@@ -327,5 +332,68 @@ impl std::fmt::Display for Summary {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use omnipaxos_linearizability::OpResult;
+
+    fn record(client: u32, op: Op, mode: Option<ReadMode>, times: (u64, u64), result: OpResult) -> Record {
+        Record {
+            client,
+            node: 1,
+            action: Action::Kv { generation: 0, op, mode },
+            invoke_ns: times.0,
+            complete_ns: times.1,
+            status: Status::Ok,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    /// A read of an overwritten value is a violation, unless it is a stale-mode read (which
+    /// the main check leaves out).
+    #[test]
+    fn stale_reads_are_violations_except_in_stale_mode() {
+        let mut history = vec![
+            record(1, Op::Put { key: 0, value: 1 }, None, (1, 2), OpResult::Done),
+            record(1, Op::Put { key: 0, value: 2 }, None, (3, 4), OpResult::Done),
+            record(2, Op::Get { key: 0 }, Some(ReadMode::Linearizable), (5, 6), OpResult::Read(Some(2))),
+        ];
+        let not_stale = |r: &Record| r.read_mode() != Some(ReadMode::Stale);
+        assert_eq!(check_records(&history, not_stale).violations, 0);
+        history.push(record(2, Op::Get { key: 0 }, Some(ReadMode::Stale), (7, 8), OpResult::Read(Some(1))));
+        assert_eq!(check_records(&history, not_stale).violations, 0);
+        history.push(record(3, Op::Get { key: 0 }, Some(ReadMode::Lease), (9, 10), OpResult::Read(Some(1))));
+        let result = check_records(&history, not_stale);
+        assert_eq!(result.violations, 1);
+        assert!(result.first_violation.is_some_and(|text| text.contains("stale read")));
+    }
+
+    #[test]
+    fn a_history_survives_saving_and_loading() {
+        let history = vec![
+            record(1, Op::Cas { key: 2, expected: None, new: 7 }, None, (1, 2), OpResult::Swapped(true)),
+            Record {
+                client: 3,
+                node: 2,
+                action: Action::UniquePut { value: 9 },
+                invoke_ns: 3,
+                complete_ns: 9,
+                status: Status::Unknown,
+                result: None,
+                error: Some("timeout".into()),
+            },
+        ];
+        let dir = std::env::temp_dir().join(format!("chaos-history-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("history.jsonl");
+        crate::history::save(&path, &history).expect("save");
+        assert_eq!(crate::history::load(&path).expect("load"), history);
+        std::fs::write(&path, "{\"not\": \"a record\"}\n").expect("write");
+        assert!(matches!(crate::history::load(&path), Err(crate::ChaosError::BadHistory(_))));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

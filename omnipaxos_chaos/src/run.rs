@@ -42,14 +42,19 @@ pub struct RunConfig {
 /// run then heals, checks and tears down as usual.
 pub async fn run(config: RunConfig, stop: Arc<AtomicBool>) -> Result<Summary, ChaosError> {
     std::fs::create_dir_all(&config.out).map_err(|e| ChaosError::io(&config.out, e))?;
-    let mut cluster = Cluster::create(&config.opkv, &config.out, config.nodes, config.subnet, config.settings.clone())?;
+    let mut cluster =
+        Cluster::create(&config.opkv, &config.out, config.nodes, config.subnet, config.settings.clone())?;
     for id in cluster.ids() {
         cluster.start(id, 1.0)?;
     }
     let http = workload::http_client();
     if !nemesis::probe_write(&cluster, &http, Duration::from_secs(30)).await {
-        let tails: Vec<String> = cluster.ids().iter().map(|&id| format!("node {id}:\n{}", cluster.log_tail(id, 8))).collect();
-        return Err(ChaosError::Setup(format!("the cluster took no write within 30 s of its start\n{}", tails.join("\n"))));
+        let tails: Vec<String> =
+            cluster.ids().iter().map(|&id| format!("node {id}:\n{}", cluster.log_tail(id, 8))).collect();
+        return Err(ChaosError::Setup(format!(
+            "the cluster took no write within 30 s of its start\n{}",
+            tails.join("\n")
+        )));
     }
     let clock = Arc::new(Clock::new());
     let shared = Arc::new(Shared {
@@ -61,7 +66,12 @@ pub async fn run(config: RunConfig, stop: Arc<AtomicBool>) -> Result<Summary, Ch
     });
     let mut clients = Vec::new();
     for client in 0..config.workload.clients {
-        clients.push(tokio::spawn(workload::run_client(shared.clone(), config.workload.clone(), client, config.seed)));
+        clients.push(tokio::spawn(workload::run_client(
+            shared.clone(),
+            config.workload.clone(),
+            client,
+            config.seed,
+        )));
     }
     let mut nemesis = Nemesis::new(config.nemesis.clone());
     let until_ns = config.duration.as_nanos() as u64;
@@ -81,7 +91,10 @@ pub async fn run(config: RunConfig, stop: Arc<AtomicBool>) -> Result<Summary, Ch
     let (converged, convergence, maps) = converge(&cluster, &http).await;
     let summary = summarize(&config, &records, &faults, converged, convergence, &maps, clock.now_ns());
     if !recovered {
-        tracing::error!("no write acknowledged within 60 s of the final heal at {:.1} s", heal_ns as f64 / 1e9);
+        tracing::error!(
+            "no write acknowledged within 60 s of the final heal at {:.1} s",
+            heal_ns as f64 / 1e9
+        );
     }
     drop(cluster);
     history::save(&config.out.join("history.jsonl"), &records)?;
@@ -89,7 +102,8 @@ pub async fn run(config: RunConfig, stop: Arc<AtomicBool>) -> Result<Summary, Ch
     let path = config.out.join("faults.jsonl");
     std::fs::write(&path, faults_text.join("\n") + "\n").map_err(|e| ChaosError::io(&path, e))?;
     let path = config.out.join("summary.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&summary).unwrap_or_default()).map_err(|e| ChaosError::io(&path, e))?;
+    std::fs::write(&path, serde_json::to_string_pretty(&summary).unwrap_or_default())
+        .map_err(|e| ChaosError::io(&path, e))?;
     let path = config.out.join("summary.md");
     std::fs::write(&path, summary.to_string()).map_err(|e| ChaosError::io(&path, e))?;
     chart::load_font()?;
@@ -180,8 +194,12 @@ async fn list_all(endpoint: &str, http: &reqwest::Client) -> Result<BTreeMap<Str
     let mut map = BTreeMap::new();
     let mut start = String::new();
     loop {
-        let url = format!("{endpoint}/v1/kv?prefix=&limit=5000&consistency=stale&start={}", omnipaxos_kv::client::encode_query(&start));
-        let response = http.get(url).timeout(Duration::from_secs(10)).send().await.map_err(|e| e.to_string())?;
+        let url = format!(
+            "{endpoint}/v1/kv?prefix=&limit=5000&consistency=stale&start={}",
+            omnipaxos_kv::client::encode_query(&start)
+        );
+        let response =
+            http.get(url).timeout(Duration::from_secs(10)).send().await.map_err(|e| e.to_string())?;
         let page: ListResponse = response.json().await.map_err(|e| e.to_string())?;
         let last = page.kvs.last().map(|kv| kv.key.clone());
         for kv in page.kvs {
@@ -212,11 +230,12 @@ fn summarize(
         .filter(|f| f.kind == FaultKind::SkewBeyond)
         .map(|f| (f.start_ns, f.heal_ns + margin_ns))
         .collect();
-    let in_beyond = |r: &Record| !r.is_write() && beyond.iter().any(|&(a, b)| r.invoke_ns >= a && r.invoke_ns <= b);
+    let in_beyond =
+        |r: &Record| !r.is_write() && beyond.iter().any(|&(a, b)| r.invoke_ns >= a && r.invoke_ns <= b);
     let not_stale = |r: &Record| r.read_mode() != Some(ReadMode::Stale);
     let check = report::check_records(records, |r| not_stale(r) && !in_beyond(r));
-    let check_beyond_bound =
-        (!beyond.is_empty()).then(|| report::check_records(records, |r| not_stale(r) && (r.is_write() || in_beyond(r))));
+    let check_beyond_bound = (!beyond.is_empty())
+        .then(|| report::check_records(records, |r| not_stale(r) && (r.is_write() || in_beyond(r))));
     let mut lost_examples = Vec::new();
     let mut acknowledged = 0;
     let mut lost = 0;
@@ -232,7 +251,10 @@ fn summarize(
             if !missing.is_empty() || maps.is_empty() {
                 lost += 1;
                 if lost_examples.len() < 10 {
-                    lost_examples.push(format!("{key} acknowledged at {:.3} s, missing on {missing:?}", record.complete_ns as f64 / 1e9));
+                    lost_examples.push(format!(
+                        "{key} acknowledged at {:.3} s, missing on {missing:?}",
+                        record.complete_ns as f64 / 1e9
+                    ));
                 }
             }
         }
@@ -247,7 +269,9 @@ fn summarize(
     let partial_partition_to_write_ms = faults
         .iter()
         .zip(&figures)
-        .filter(|(f, _)| matches!(f.kind, FaultKind::QuorumLoss | FaultKind::ConstrainedElection) && !f.combined)
+        .filter(|(f, _)| {
+            matches!(f.kind, FaultKind::QuorumLoss | FaultKind::ConstrainedElection) && !f.combined
+        })
         .filter_map(|(_, x)| x.first_write_after_start_ms)
         .collect();
     let mut faults_by_kind = BTreeMap::new();

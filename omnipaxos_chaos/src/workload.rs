@@ -187,12 +187,16 @@ async fn perform(
             Some(Op::Get { .. }) => match serde_json::from_slice::<GetResponse>(&body) {
                 Ok(got) => match got.kv.value.parse::<Value>() {
                     Ok(v) => OpResult::Read(Some(v)),
-                    Err(_) => return (Status::Unknown, None, Some(format!("unexpected value {:?}", got.kv.value))),
+                    Err(_) => {
+                        return (Status::Unknown, None, Some(format!("unexpected value {:?}", got.kv.value)))
+                    }
                 },
                 Err(error) => return (Status::Unknown, None, Some(format!("bad body: {error}"))),
             },
             Some(Op::Cas { .. }) => match serde_json::from_slice::<serde_json::Value>(&body) {
-                Ok(json) => OpResult::Swapped(json.get("succeeded").and_then(|s| s.as_bool()).unwrap_or(false)),
+                Ok(json) => {
+                    OpResult::Swapped(json.get("succeeded").and_then(|s| s.as_bool()).unwrap_or(false))
+                }
                 Err(error) => return (Status::Unknown, None, Some(format!("bad body: {error}"))),
             },
             _ => OpResult::Done,
@@ -201,7 +205,9 @@ async fn perform(
     }
     let code = serde_json::from_slice::<ErrorBody>(&body).ok().map(|b| b.code);
     match (op, code) {
-        (Some(Op::Get { .. }), Some(ErrorCode::KeyNotFound)) => (Status::Ok, Some(OpResult::Read(None)), None),
+        (Some(Op::Get { .. }), Some(ErrorCode::KeyNotFound)) => {
+            (Status::Ok, Some(OpResult::Read(None)), None)
+        }
         (Some(Op::Cas { .. }), Some(ErrorCode::CompareFailed)) => {
             (Status::Ok, Some(OpResult::Swapped(false)), None)
         }
