@@ -162,6 +162,10 @@ pub struct Summary {
     pub leader_kill_to_write_ms: Vec<f64>,
     /// Quorum-loss and constrained-election: fault start to the next acknowledged write (ms).
     pub partial_partition_to_write_ms: Vec<f64>,
+    /// Leaders paused (SIGSTOP), and the reads they acknowledged within 2 s of their SIGCONT
+    /// (all judged by the checker above).
+    pub paused_leaders: usize,
+    pub paused_leader_reads_after_resume: usize,
     pub faults: Vec<FaultFigures>,
 }
 
@@ -280,6 +284,11 @@ impl std::fmt::Display for Summary {
             f,
             "| quorum-loss / constrained-election start → next acknowledged write | {} |",
             stats(&self.partial_partition_to_write_ms, self.election_timeout_ms)
+        )?;
+        writeln!(
+            f,
+            "| leaders paused (SIGSTOP) / reads they acknowledged within 2 s of SIGCONT | {} / {} (judged by the check above) |",
+            self.paused_leaders, self.paused_leader_reads_after_resume
         )?;
         let recoveries: Vec<f64> = self.faults.iter().filter_map(|x| x.recovery_after_heal_ms).collect();
         writeln!(

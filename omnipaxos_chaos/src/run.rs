@@ -274,6 +274,14 @@ fn summarize(
         })
         .filter_map(|(_, x)| x.first_write_after_start_ms)
         .collect();
+    let paused: Vec<&report::FaultFigures> = faults
+        .iter()
+        .zip(&figures)
+        .filter(|(f, _)| {
+            f.kind == FaultKind::Pause && f.leader_before.is_some_and(|l| f.targets.contains(&l))
+        })
+        .map(|(_, x)| x)
+        .collect();
     let mut faults_by_kind = BTreeMap::new();
     for fault in faults {
         *faults_by_kind.entry(fault.kind.name().to_string()).or_insert(0) += 1;
@@ -297,6 +305,8 @@ fn summarize(
         convergence,
         leader_kill_to_write_ms,
         partial_partition_to_write_ms,
+        paused_leaders: paused.len(),
+        paused_leader_reads_after_resume: paused.iter().map(|x| x.reads_by_targets_after_heal).sum(),
         faults: figures,
     }
 }

@@ -430,6 +430,7 @@ mod tests {
         );
         assert_eq!(field(FileConfig { peers: Some(vec!["1=127.0.0.1:1".into()]), ..minimal() }), "peers[0]");
         assert_eq!(field(FileConfig { tick_ms: Some(0), ..minimal() }), "tick_ms");
+        assert_eq!(field(FileConfig { wal_segment_bytes: Some(1), ..minimal() }), "wal_segment_bytes");
         assert_eq!(
             field(FileConfig { client_listen: Some("nonsense".into()), ..minimal() }),
             "client_listen"
