@@ -49,16 +49,30 @@ fn fault_color(kind: FaultKind) -> RGBColor {
     }
 }
 
-/// Draws the timeline to `path`. Call [`load_font`] first.
+/// Draws the timeline of the operations invoked before `until_s` (all: `None`) to `path`.
+/// Call [`load_font`] first.
 pub fn draw_timeline(
     path: &Path,
     title: &str,
     records: &[Record],
     faults: &[FaultRecord],
+    until_s: Option<f64>,
 ) -> Result<(), ChaosError> {
-    draw(path, title, records, faults)
+    let limit_ns = until_s.map_or(u64::MAX, |s| (s * 1e9) as u64);
+    let records: Vec<Record> = records.iter().filter(|r| r.invoke_ns <= limit_ns).cloned().collect();
+    let faults: Vec<FaultRecord> = faults.iter().filter(|f| f.start_ns <= limit_ns).cloned().collect();
+    draw(path, title, &records, &faults)
         .map_err(|e| ChaosError::Setup(format!("drawing {}: {e}", path.display())))
 }
+
+/// The fault families in the legend, with their colours.
+const FAULT_LEGEND: [(FaultKind, &str); 5] = [
+    (FaultKind::Partition, "network fault"),
+    (FaultKind::Kill, "SIGKILL"),
+    (FaultKind::Pause, "SIGSTOP"),
+    (FaultKind::Skew, "clock skew"),
+    (FaultKind::DiskFull, "disk full"),
+];
 
 fn draw(
     path: &Path,
@@ -84,7 +98,7 @@ fn draw(
         .axis_desc_style(("sans-serif", 17))
         .light_line_style(WHITE.mix(0.0))
         .draw()?;
-    for fault in faults {
+    for (index, fault) in faults.iter().enumerate() {
         let (from, to) = (fault.start_ns as f64 / 1e9, fault.heal_ns as f64 / 1e9);
         let color = fault_color(fault.kind);
         chart.draw_series(std::iter::once(Rectangle::new(
@@ -93,7 +107,7 @@ fn draw(
         )))?;
         chart.draw_series(std::iter::once(Text::new(
             fault.kind.name().to_string(),
-            (from, max_ms / if fault.combined { 2.2 } else { 1.4 }),
+            (from, max_ms / (1.4 * 1.7f64.powi((index % 3) as i32))),
             ("sans-serif", 13).into_font().color(&color),
         )))?;
     }
@@ -110,6 +124,13 @@ fn draw(
             }))?
             .label(format!("{label} ({count})"))
             .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
+    }
+    for (kind, label) in FAULT_LEGEND {
+        let color = fault_color(kind);
+        chart
+            .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())?
+            .label(label)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], color.mix(0.3).filled()));
     }
     chart
         .configure_series_labels()

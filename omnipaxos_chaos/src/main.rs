@@ -36,6 +36,8 @@ enum Command {
     Run(Box<RunArgs>),
     /// Check a saved history.jsonl again (every read mode but stale).
     Check { history: PathBuf },
+    /// Draw the timeline of a run's output directory again (history.jsonl, faults.jsonl).
+    Chart { dir: PathBuf },
 }
 
 #[derive(Args, Clone)]
@@ -248,6 +250,29 @@ async fn run_all(args: RunArgs) -> Result<bool, ChaosError> {
     })
 }
 
+fn redraw(dir: &std::path::Path) -> Result<(), ChaosError> {
+    let records = history::load(&dir.join("history.jsonl"))?;
+    let path = dir.join("faults.jsonl");
+    let text = std::fs::read_to_string(&path).map_err(|e| ChaosError::io(&path, e))?;
+    let mut faults = Vec::new();
+    for (number, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        faults.push(
+            serde_json::from_str(line)
+                .map_err(|e| ChaosError::BadHistory(format!("{}:{}: {e}", path.display(), number + 1)))?,
+        );
+    }
+    omnipaxos_chaos::chart::load_font()?;
+    let title = format!("{}: latency per operation, faults shaded", dir.display());
+    omnipaxos_chaos::chart::draw_timeline(&dir.join("timeline.png"), &title, &records, &faults, None)?;
+    omnipaxos_chaos::chart::draw_timeline(
+        &dir.join("timeline-first-120s.png"),
+        &format!("{title} (first 120 s)"),
+        &records,
+        &faults,
+        Some(120.0),
+    )
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -271,6 +296,13 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Chart { dir } => match redraw(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("error: {error}");
                 ExitCode::from(2)

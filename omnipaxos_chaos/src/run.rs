@@ -114,7 +114,17 @@ pub async fn run(config: RunConfig, stop: Arc<AtomicBool>) -> Result<Summary, Ch
         summary.duration_s,
         config.mutation.as_ref().map(|m| format!(", mutation {m}")).unwrap_or_default()
     );
-    chart::draw_timeline(&config.out.join("timeline.png"), &title, &records, &faults)?;
+    chart::draw_timeline(&config.out.join("timeline.png"), &title, &records, &faults, None)?;
+    if summary.duration_s > 150.0 {
+        let title = format!("{title} (first 120 s)");
+        chart::draw_timeline(
+            &config.out.join("timeline-first-120s.png"),
+            &title,
+            &records,
+            &faults,
+            Some(120.0),
+        )?;
+    }
     Ok(summary)
 }
 
