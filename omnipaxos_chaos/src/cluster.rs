@@ -329,6 +329,21 @@ impl Cluster {
         Ok(written)
     }
 
+    /// The size of each node's data directory in MiB (`du`; 0 if unknown).
+    pub fn disk_used_mib(&self) -> BTreeMap<NodeId, u64> {
+        self.nodes
+            .iter()
+            .map(|(&id, node)| {
+                let data = node.mount.join("data").display().to_string();
+                let mib = crate::netns::run("du", &["-sm", &data])
+                    .ok()
+                    .and_then(|out| out.split_whitespace().next().and_then(|n| n.parse().ok()))
+                    .unwrap_or(0);
+                (id, mib)
+            })
+            .collect()
+    }
+
     /// Removes the filler file of node `id`: space returns.
     pub fn free_disk(&mut self, id: NodeId) -> Result<(), ChaosError> {
         let node = self.nodes.get_mut(&id).ok_or(ChaosError::UnknownNode(id))?;

@@ -101,7 +101,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 1 << 20)]
     wal_segment_bytes: u64,
     /// Size of each node's data tmpfs (MiB).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 512)]
     disk_mib: u64,
     /// First three octets of the cluster's /24 (the harness is .254, node i is .i).
     #[arg(long, default_value = "10.77.0")]

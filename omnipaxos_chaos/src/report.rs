@@ -167,6 +167,8 @@ pub struct Summary {
     pub paused_leaders: usize,
     pub paused_leader_reads_after_resume: usize,
     pub faults: Vec<FaultFigures>,
+    /// Each node's data directory at the end (MiB, of its tmpfs).
+    pub disk_used_mib: BTreeMap<u64, u64>,
 }
 
 impl Summary {
@@ -275,6 +277,7 @@ impl std::fmt::Display for Summary {
             self.lost_writes, self.acknowledged_unique_writes
         )?;
         writeln!(f, "| nodes converged to the same map | {} ({}) |", self.converged, self.convergence)?;
+        writeln!(f, "| data directory per node at the end (MiB) | {:?} |", self.disk_used_mib)?;
         writeln!(
             f,
             "| leader SIGKILL → next acknowledged write | {} |",

@@ -96,6 +96,8 @@ pub async fn run(config: RunConfig, stop: Arc<AtomicBool>) -> Result<Summary, Ch
             heal_ns as f64 / 1e9
         );
     }
+    let disk_used_mib = cluster.disk_used_mib();
+    let summary = Summary { disk_used_mib, ..summary };
     drop(cluster);
     history::save(&config.out.join("history.jsonl"), &records)?;
     let faults_text: Vec<String> = faults.iter().filter_map(|f| serde_json::to_string(f).ok()).collect();
@@ -196,7 +198,17 @@ async fn converge(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    (false, format!("not equal within 60 s: {seen}"), maps)
+    // Not converged: the lost-write check still runs, on the nodes that applied the most.
+    let statuses = nemesis::statuses(cluster, http).await;
+    let most = statuses.iter().map(|(_, s)| s.applied_index).max().unwrap_or(0);
+    maps.clear();
+    for (id, _) in statuses.iter().filter(|(_, s)| s.applied_index == most) {
+        if let Ok(map) = list_all(&cluster.endpoint(*id), http).await {
+            maps.insert(*id, map);
+        }
+    }
+    let checked: Vec<NodeId> = maps.keys().copied().collect();
+    (false, format!("not equal within 60 s: {seen}; lost writes checked on {checked:?} only"), maps)
 }
 
 /// Every key of a node's own state, page by page.
@@ -318,5 +330,6 @@ fn summarize(
         paused_leaders: paused.len(),
         paused_leader_reads_after_resume: paused.iter().map(|x| x.reads_by_targets_after_heal).sum(),
         faults: figures,
+        disk_used_mib: BTreeMap::new(),
     }
 }
