@@ -251,6 +251,7 @@ impl Nemesis {
                 break;
             }
             self.restart_exited(cluster, None)?;
+            self.restart_stopped(cluster, &shared.http).await?;
             let first =
                 *self.config.kinds.choose(&mut self.rng).ok_or(ChaosError::Setup("no fault kinds".into()))?;
             let others: Vec<FaultKind> =
@@ -259,7 +260,7 @@ impl Nemesis {
                 .then(|| *others.choose(&mut self.rng).unwrap_or(&first));
             self.inject(cluster, shared, first, second).await?;
         }
-        self.heal_all(cluster).await
+        self.heal_all(cluster, &shared.http).await
     }
 
     /// One fault (or two together): inject, hold, heal, wait for recovery; recorded.
@@ -568,8 +569,34 @@ impl Nemesis {
         Ok(())
     }
 
+    /// Restarts nodes whose replica stopped after a storage failure (the process lives on
+    /// and answers `stopped`; it does not resume by itself when space returns).
+    async fn restart_stopped(
+        &mut self,
+        cluster: &mut Cluster,
+        http: &reqwest::Client,
+    ) -> Result<(), ChaosError> {
+        for (id, status) in statuses(cluster, http).await {
+            if status.stopped {
+                tracing::warn!("node {id} reports its replica stopped (storage failure): restarting it");
+                if let Some(last) = self.faults.last_mut() {
+                    last.notes.push(format!(
+                        "node {id} found stopped (storage failure) before the next fault: restarted"
+                    ));
+                }
+                cluster.stop(id, Duration::from_secs(5)).await;
+                cluster.start(id, 1.0)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Removes every fault: rules, pauses, skews, fillers; restarts stopped nodes.
-    pub async fn heal_all(&mut self, cluster: &mut Cluster) -> Result<(), ChaosError> {
+    pub async fn heal_all(
+        &mut self,
+        cluster: &mut Cluster,
+        http: &reqwest::Client,
+    ) -> Result<(), ChaosError> {
         cluster.network().set_blocked(BTreeSet::new())?;
         for id in cluster.ids() {
             cluster.resume(id);
@@ -582,7 +609,9 @@ impl Nemesis {
         for id in cluster.ids() {
             cluster.start(id, 1.0)?;
         }
-        Ok(())
+        // A node whose disk was full may have stopped after its fault was healed.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        self.restart_stopped(cluster, http).await
     }
 }
 

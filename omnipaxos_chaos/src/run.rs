@@ -161,7 +161,7 @@ async fn nemesis_loop(
     if view.stop.load(Ordering::Relaxed) {
         tracing::warn!("interrupted: healing and checking what ran so far");
     }
-    let healed = nemesis.heal_all(cluster).await;
+    let healed = nemesis.heal_all(cluster, &view.shared.http).await;
     result.and(healed)
 }
 
