@@ -16,6 +16,7 @@
 //! read_lease_ms = 0                    # 0: no read leases
 //! max_clock_drift_percent = 10
 //! snapshot_interval_entries = 100000
+//! wal_segment_bytes = 67108864         # log segment size (preallocated)
 //! max_key_bytes = 4096
 //! max_value_bytes = 1048576
 //! max_request_bytes = 1572864
@@ -93,6 +94,9 @@ pub struct FileConfig {
     pub max_clock_drift_percent: Option<u64>,
     /// Compact every this many applied entries.
     pub snapshot_interval_entries: Option<u64>,
+    /// Size of a log segment file (each is preallocated): smaller segments ask the file
+    /// system for space more often (the fault harness fills disks).
+    pub wal_segment_bytes: Option<u64>,
     /// Largest key.
     pub max_key_bytes: Option<usize>,
     /// Largest value.
@@ -155,6 +159,7 @@ impl FileConfig {
             read_lease_ms,
             max_clock_drift_percent,
             snapshot_interval_entries,
+            wal_segment_bytes,
             max_key_bytes,
             max_value_bytes,
             max_request_bytes,
@@ -219,6 +224,8 @@ pub struct ServerConfig {
     pub max_clock_drift_percent: u64,
     /// Compaction interval in entries (0: never).
     pub snapshot_interval_entries: u64,
+    /// Log segment size in bytes.
+    pub wal_segment_bytes: u64,
     /// Largest key.
     pub max_key_bytes: usize,
     /// Largest value.
@@ -273,6 +280,12 @@ impl ServerConfig {
         if read_lease_ms > 0 && read_lease_ms < 2 * tick_ms {
             return Err(ConfigError::new("read_lease_ms", "must be 0 (off) or at least two ticks"));
         }
+        let wal_segment_bytes = file
+            .wal_segment_bytes
+            .unwrap_or(omnipaxos_storage::persistent_storage::SEGMENT_SIZE_DEFAULT_BYTES);
+        if !(1 << 20..=1 << 30).contains(&wal_segment_bytes) {
+            return Err(ConfigError::new("wal_segment_bytes", "must be between 1 MiB and 1 GiB"));
+        }
         let max_key_bytes = positive(file.max_key_bytes.unwrap_or(DEFAULT_MAX_KEY_BYTES), "max_key_bytes")?;
         let max_value_bytes = file.max_value_bytes.unwrap_or(DEFAULT_MAX_VALUE_BYTES);
         let max_request_bytes =
@@ -298,6 +311,7 @@ impl ServerConfig {
             snapshot_interval_entries: file
                 .snapshot_interval_entries
                 .unwrap_or(DEFAULT_SNAPSHOT_INTERVAL_ENTRIES),
+            wal_segment_bytes,
             max_key_bytes,
             max_value_bytes,
             max_request_bytes,
@@ -416,6 +430,7 @@ mod tests {
         );
         assert_eq!(field(FileConfig { peers: Some(vec!["1=127.0.0.1:1".into()]), ..minimal() }), "peers[0]");
         assert_eq!(field(FileConfig { tick_ms: Some(0), ..minimal() }), "tick_ms");
+        assert_eq!(field(FileConfig { wal_segment_bytes: Some(1), ..minimal() }), "wal_segment_bytes");
         assert_eq!(
             field(FileConfig { client_listen: Some("nonsense".into()), ..minimal() }),
             "client_listen"

@@ -117,7 +117,7 @@ fn node_config(config: &ServerConfig, options: StartOptions, mode: OpenMode) -> 
     node.storage = StorageConfig::Persistent {
         data_dir: config.data_dir.clone(),
         mode,
-        segment_size_bytes: omnipaxos_storage::persistent_storage::SEGMENT_SIZE_DEFAULT_BYTES,
+        segment_size_bytes: config.wal_segment_bytes,
         type_tag: Some(LOG_TYPE_TAG.to_string()),
     };
     node.snapshot_interval_entries =

@@ -1,10 +1,7 @@
 //! The linearizability checker on hand-made histories: it must accept the legal ones and reject
 //! stale reads, lost writes, reads of values never written, and effects of failed operations.
 
-use omnipaxos_sim::{
-    kv::{Op, OpResult, Value},
-    linearizability::{check, HistoryOp, Outcome, Verdict},
-};
+use omnipaxos_linearizability::{check, HistoryOp, Op, OpResult, Outcome, Value, Verdict};
 
 /// An operation of `client` called at `call` and returning `result` at `at`.
 fn ok(client: u32, op: Op, call: u64, at: u64, result: OpResult) -> HistoryOp {
