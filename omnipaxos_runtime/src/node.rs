@@ -345,7 +345,7 @@ impl<T: Entry, S: SnapshotState<T>> NodeHandle<T, S> {
             reads: inner.reads.max_capacity() - inner.reads.capacity(),
             reads_limit: inner.reads.max_capacity(),
             pending_reads: view.pending_reads,
-            undelivered_entries: view.decided_idx - view.delivered_idx,
+            undelivered_entries: view.decided_idx.saturating_sub(view.delivered_idx),
             undelivered_limit: inner.undelivered_limit,
         };
         Status {

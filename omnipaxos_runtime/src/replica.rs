@@ -303,7 +303,9 @@ where
     /// Room for new appends: none while too many decided entries wait for the user or the
     /// core's proposal buffer is full.
     fn proposal_room(&self) -> usize {
-        let undelivered = self.op.get_decided_idx() - self.delivered_idx;
+        // Saturating: after a failed storage write the core reloads its state from storage, and
+        // its decided index may then be below what was already delivered (the replica stops).
+        let undelivered = self.op.get_decided_idx().saturating_sub(self.delivered_idx);
         if undelivered >= self.ctx.limits.undelivered_limit_entries {
             return 0;
         }
@@ -708,7 +710,7 @@ where
         metrics.accepted_index.set(view.accepted_idx as f64);
         metrics.compacted_index.set(view.compacted_idx as f64);
         metrics.pending_appends.set(view.pending_appends as f64);
-        metrics.undelivered.set((view.decided_idx - view.delivered_idx) as f64);
+        metrics.undelivered.set(view.decided_idx.saturating_sub(view.delivered_idx) as f64);
         metrics.proposals_queued.set(self.channels.proposals.len() as f64);
         metrics.inbound_queued.set(self.channels.inbound.len() as f64);
         *self.ctx.shared.lock_view() = view;
