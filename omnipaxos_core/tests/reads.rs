@@ -31,6 +31,23 @@ fn lease() -> ReadLease {
     ReadLease { lease_ticks: 30, max_clock_drift_percent: 10 }
 }
 
+/// Three replicas with leases; node 1 leads, has decided one entry, and a first read's round
+/// granted it the lease.
+fn leader_1_holding_a_lease() -> Cluster<()> {
+    let mut cluster = Cluster::<()>::with_configs(&[1, 2, 3], |mut c| {
+        c.set_read_lease(Some(lease()));
+        c
+    });
+    cluster.tick(34);
+    cluster.elect(1);
+    cluster.append(1, 1);
+    cluster.stabilize();
+    let first = cluster.replica(1).read_index().expect("read");
+    cluster.stabilize();
+    assert_eq!(ready(&mut cluster, 1, first), Some(1), "the first round grants the lease");
+    cluster
+}
+
 #[test]
 fn a_read_at_the_leader_sees_every_completed_write() {
     let mut cluster = Cluster::<()>::new(&[1, 2, 3]);
@@ -218,17 +235,7 @@ fn a_leader_with_a_lease_answers_reads_without_messages() {
 /// was paused) ends the lease: the next read takes a round, which grants a new lease.
 #[test]
 fn an_expired_lease_answers_no_read_until_a_round_renews_it() {
-    let mut cluster = Cluster::<()>::with_configs(&[1, 2, 3], |mut c| {
-        c.set_read_lease(Some(lease()));
-        c
-    });
-    cluster.tick(34);
-    cluster.elect(1);
-    cluster.append(1, 1);
-    cluster.stabilize();
-    let first = cluster.replica(1).read_index().expect("read");
-    cluster.stabilize();
-    assert_eq!(ready(&mut cluster, 1, first), Some(1), "the first round grants the lease");
+    let mut cluster = leader_1_holding_a_lease();
     cluster.replica(1).expire_read_lease();
     let rounds = count_kind(&cluster, "ReadConfirm");
     let read = cluster.replica(1).read_index().expect("read");
@@ -245,17 +252,7 @@ fn an_expired_lease_answers_no_read_until_a_round_renews_it() {
 /// confirmed one (a reply answers every read asked up to it).
 #[test]
 fn a_confirmed_read_takes_a_round_even_under_a_lease() {
-    let mut cluster = Cluster::<()>::with_configs(&[1, 2, 3], |mut c| {
-        c.set_read_lease(Some(lease()));
-        c
-    });
-    cluster.tick(34);
-    cluster.elect(1);
-    cluster.append(1, 1);
-    cluster.stabilize();
-    let first = cluster.replica(1).read_index().expect("read");
-    cluster.stabilize();
-    assert_eq!(ready(&mut cluster, 1, first), Some(1), "the first round grants the lease");
+    let mut cluster = leader_1_holding_a_lease();
 
     // At the leader.
     let rounds = count_kind(&cluster, "ReadConfirm");
