@@ -31,7 +31,8 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/d
   ${sudo:-} systemctl stop etcd || true
 fi
 
-etcd --version | head -1
+etcd_version="$(etcd --version)"
+echo "${etcd_version%%$'\n'*}"
 # OPKV_PROFILE=debug builds faster (CI's smoke pass, which asserts no timing); the measured runs
 # use the release build.
 profile="${OPKV_PROFILE:-release}"
