@@ -69,7 +69,10 @@ macro_rules! mutated {
         #[cfg(feature = "mutations")]
         let on = $holder.mutation == Some(crate::mutation::Mutation::$name);
         #[cfg(not(feature = "mutations"))]
-        let on = false;
+        let on = {
+            let _ = &$holder;
+            false
+        };
         on
     }};
 }

@@ -40,11 +40,16 @@ pub enum Mutation {
     /// Ballot Leader Election keeps following a leader ballot whose owner answers that it
     /// follows another leader (nobody leads with that ballot; the follower waits forever).
     KeepAbandonedLeader,
+    /// `expire_read_lease` ends the current lease only: a read round in flight across a pause
+    /// still grants a lease counted from its start on the stopped clock (found by the
+    /// simulator's pauses: the old leader resumes, its peers' confirmations are waiting, and it
+    /// answers reads from a lease the new leader already waited out).
+    LeaseFromPausedRound,
 }
 
 impl Mutation {
     /// Every mutation.
-    pub const ALL: [Mutation; 11] = [
+    pub const ALL: [Mutation; 12] = [
         Mutation::SyncReplacesLog,
         Mutation::ForwardUnsynced,
         Mutation::DropOutcomes,
@@ -56,6 +61,7 @@ impl Mutation {
         Mutation::SyncSplitsAdoptedLog,
         Mutation::ReadPastStopSign,
         Mutation::KeepAbandonedLeader,
+        Mutation::LeaseFromPausedRound,
     ];
 
     /// The kebab-case name used on command lines.
@@ -72,6 +78,7 @@ impl Mutation {
             Mutation::SyncSplitsAdoptedLog => "sync-splits-adopted-log",
             Mutation::ReadPastStopSign => "read-past-stopsign",
             Mutation::KeepAbandonedLeader => "keep-abandoned-leader",
+            Mutation::LeaseFromPausedRound => "lease-from-paused-round",
         }
     }
 

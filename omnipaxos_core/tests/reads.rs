@@ -247,6 +247,33 @@ fn an_expired_lease_answers_no_read_until_a_round_renews_it() {
     assert_eq!(ready(&mut cluster, 1, leased), Some(1), "the round renewed the lease");
 }
 
+/// A process paused right after sending a round's confirmations finds the replies waiting when
+/// it resumes. `expire_read_lease` (called on resume) must also keep that round from granting a
+/// lease: the round started on the clock that stopped, so a lease counted from its start would
+/// run on while the others waited the old lease out and elected a new leader. The round's
+/// reads are still answered (its quorum confirmed after they were issued). Found by the
+/// simulator's pauses; mutation `lease-from-paused-round`.
+#[test]
+fn a_round_in_flight_when_the_lease_is_expired_grants_no_lease() {
+    let mut cluster = leader_1_holding_a_lease();
+    let rounds = count_kind(&cluster, "ReadConfirm");
+    let read = cluster.replica(1).read_index_with(ReadConsistency::Confirmed).expect("read");
+    cluster.collect(); // the round's ReadConfirms are sent ...
+    assert_eq!(cluster.in_flight(), 2);
+    cluster.replica(1).expire_read_lease(); // ... the process pauses and resumes
+    cluster.stabilize(); // the confirmations arrive
+    assert_eq!(count_kind(&cluster, "ReadConfirm"), rounds + 2, "that round only");
+    assert_eq!(ready(&mut cluster, 1, read), Some(1), "the round's read is answered");
+    let rounds = count_kind(&cluster, "ReadConfirm");
+    let after = cluster.replica(1).read_index().expect("read");
+    assert_eq!(ready(&mut cluster, 1, after), None, "no lease from the round that spanned the pause");
+    cluster.stabilize();
+    assert_eq!(ready(&mut cluster, 1, after), Some(1));
+    assert_eq!(count_kind(&cluster, "ReadConfirm"), rounds + 2, "a new round");
+    let leased = cluster.replica(1).read_index().expect("read");
+    assert_eq!(ready(&mut cluster, 1, leased), Some(1), "a round started after the pause grants one");
+}
+
 /// `ReadConsistency::Confirmed` insists on a round even under a lease, at the leader and at a
 /// follower, and so does a follower's request that carries a lease read together with a
 /// confirmed one (a reply answers every read asked up to it).

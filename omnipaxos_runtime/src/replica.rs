@@ -447,6 +447,11 @@ where
 
     /// Hands one read barrier to the core, or answers it at once.
     fn read(&mut self, consistency: ReadConsistency, reply: ReadReply) {
+        if consistency == ReadConsistency::LeaseIfHeld {
+            // A lease answers at once: it must hold now, when the read is handed over, not
+            // only when this round of inputs began (the process may have stopped in between).
+            self.check_clock();
+        }
         match self.op.read_index_with(consistency) {
             Ok(id) => {
                 self.reads_waiting.insert(id, reply);

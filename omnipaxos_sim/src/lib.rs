@@ -44,6 +44,7 @@ pub mod mutation;
 pub mod nemesis;
 pub mod network;
 pub mod node;
+pub mod pause;
 #[cfg(feature = "raft-comparison")]
 pub mod raft_node;
 pub mod reads;

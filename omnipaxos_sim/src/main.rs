@@ -76,6 +76,10 @@ struct Cli {
     /// undecided entries of that log for decided).
     #[arg(long)]
     learner_keeps_log: bool,
+    /// Deliberately unsafe: a node resuming from a pause keeps its read leases, counted in the
+    /// ticks its clock missed (the simulator should find stale reads with `--reads lease`).
+    #[arg(long)]
+    keep_lease_after_pause: bool,
     /// Only these kinds of fault (names as in the summary table, e.g. `priority-flip`);
     /// every other random choice of a seed stays as it was.
     #[arg(long, value_delimiter = ',', value_parser = FaultKind::parse)]
@@ -303,6 +307,7 @@ fn facade_batch(cli: &Cli) -> Batch {
         amnesia_voter: cli.amnesia_voter,
         learner_keeps_log: cli.learner_keeps_log,
         fault_kinds: cli.faults.clone(),
+        keep_lease_after_pause: cli.keep_lease_after_pause,
         mutation: cli.mutation,
         stop_at_first_violation: cli.expect_violation,
         expected_properties: cli.expect_property.clone(),
@@ -321,6 +326,7 @@ fn replay_command(cli: &Cli, seed: u64, nodes: usize) -> String {
         (cli.drift_beyond_bound, " --drift-beyond-bound"),
         (cli.amnesia_voter, " --amnesia-voter"),
         (cli.learner_keeps_log, " --learner-keeps-log"),
+        (cli.keep_lease_after_pause, " --keep-lease-after-pause"),
     ] {
         if on {
             command.push_str(flag);

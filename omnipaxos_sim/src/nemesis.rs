@@ -83,11 +83,14 @@ pub enum FaultKind {
     PriorityFlip,
     /// A heartbeat reply arrives with a ballot round of `u32::MAX`, as from a faulty peer.
     CorruptReply,
+    /// A node's process stops for a while and resumes with its missed ticks skipped
+    /// (extended faults; see `crate::pause`).
+    Pause,
 }
 
 impl FaultKind {
     /// Every kind, in summary order.
-    pub const ALL: [FaultKind; 22] = [
+    pub const ALL: [FaultKind; 23] = [
         FaultKind::Loss,
         FaultKind::Duplication,
         FaultKind::Delay,
@@ -110,6 +113,7 @@ impl FaultKind {
         FaultKind::ReplaceLearner,
         FaultKind::PriorityFlip,
         FaultKind::CorruptReply,
+        FaultKind::Pause,
     ];
 
     /// The kind named `name` (see [`FaultKind::name`]).
@@ -150,6 +154,7 @@ impl FaultKind {
             FaultKind::ReplaceLearner => "replace-learner",
             FaultKind::PriorityFlip => "priority-flip",
             FaultKind::CorruptReply => "corrupt-reply",
+            FaultKind::Pause => "pause",
         }
     }
 }
@@ -365,7 +370,7 @@ impl Nemesis {
         self.only = Some(kinds);
     }
 
-    fn allows(&self, kind: FaultKind) -> bool {
+    pub(crate) fn allows(&self, kind: FaultKind) -> bool {
         self.only.as_ref().is_none_or(|only| only.contains(&kind))
     }
 
@@ -404,7 +409,7 @@ impl Nemesis {
         &self.counts
     }
 
-    fn count(&mut self, kind: FaultKind) {
+    pub(crate) fn count(&mut self, kind: FaultKind) {
         *self.counts.entry(kind).or_default() += 1;
     }
 

@@ -353,6 +353,15 @@ impl Node {
         Ok(())
     }
 
+    /// The process resumes after a pause: every replica's read lease ends, as the runtime ends
+    /// it when a tick comes late (a lease counted in ticks the clock missed would outlive real
+    /// time).
+    pub fn expire_read_leases(&mut self) {
+        for replica in self.replicas.values_mut() {
+            replica.expire_read_lease();
+        }
+    }
+
     /// Hands a message to the replica of its configuration; dropped if there is none.
     pub fn handle(&mut self, m: Message<Command, crate::kv::KvSnapshot>) -> Result<(), ReplicaError> {
         match self.replicas.get_mut(&message_config(&m)) {

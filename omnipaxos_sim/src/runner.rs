@@ -273,6 +273,8 @@ pub struct Batch {
     pub learner_keeps_log: bool,
     /// Only these kinds of fault ([`SimConfig::fault_kinds`]; empty: all).
     pub fault_kinds: Vec<FaultKind>,
+    /// Paused nodes keep their read leases ([`SimConfig::keep_lease_after_pause`], unsafe).
+    pub keep_lease_after_pause: bool,
     /// A core bug switched back on in every replica.
     pub mutation: Option<Mutation>,
     /// Stop at the first violating seed: seeds above the lowest violating seed found so far
@@ -294,6 +296,7 @@ impl Batch {
         config.amnesia_voter = self.amnesia_voter;
         config.learner_keeps_log = self.learner_keeps_log;
         config.fault_kinds = self.fault_kinds.clone();
+        config.keep_lease_after_pause = self.keep_lease_after_pause;
         config.settings.mutation = self.mutation;
         config
     }

@@ -1,7 +1,8 @@
 //! One seed, one thread: the event loop, its two phases, and the report.
 //!
 //! ```text
-//!   per tick:  nemesis (network) ─► every node ticks ─► due messages delivered one by one
+//!   per tick:  nemesis (network) ─► pauses end or begin ─► every running node ticks ─► due
+//!              messages delivered one by one
 //!              ─► client requests and replies ─► nemesis (crash, disk, reconfigure, compact)
 //!              ─► every node flushes and sends (take_outgoing_messages) ─► joiners start
 //!              ─► clients time out and issue
@@ -34,6 +35,7 @@ use crate::{
     nemesis::{FaultKind, Nemesis},
     network::{LinkConfig, Network, NetworkStats, SendFate},
     node::{Node, ReplicaSettings, Reply},
+    pause::Pauses,
     reads::{GetPath, ReadCounts, ReadMode, ReadProfile},
     storage::{DiskLoss, StorageKind},
 };
@@ -109,6 +111,9 @@ pub struct SimConfig {
     pub learner_keeps_log: bool,
     /// Only these kinds of fault (empty: all of them).
     pub fault_kinds: Vec<FaultKind>,
+    /// Deliberately unsafe: a node resuming from a pause keeps its read leases, counted in
+    /// the ticks its clock missed (the simulator should find stale reads; see `crate::pause`).
+    pub keep_lease_after_pause: bool,
 }
 
 impl SimConfig {
@@ -144,6 +149,7 @@ impl SimConfig {
             amnesia_voter: false,
             learner_keeps_log: false,
             fault_kinds: Vec::new(),
+            keep_lease_after_pause: false,
         }
     }
 }
@@ -233,6 +239,8 @@ pub struct Simulation {
     clock_rng: SmallRng,
     /// Replicas created so far (each takes the next clock of the profile).
     replicas_created: usize,
+    /// Paused nodes and the seed's pauses.
+    pub(crate) pauses: Pauses,
 }
 
 /// Runs one seed to the end.
@@ -286,7 +294,12 @@ impl Simulation {
             network.park_for_down_nodes();
             network.keep_archive();
         }
-        let client_network = Network::new(nemesis.client_link());
+        let mut client_network = Network::new(nemesis.client_link());
+        if config.faults && config.extended_faults {
+            // Only pauses park client requests (kept in the paused process's socket buffers).
+            client_network.park_for_down_nodes();
+        }
+        let pauses = Pauses::new(config.seed, config.faults && config.extended_faults);
         let clients = Clients::new(config.clients, config.keys, config.client_timeout_ticks);
         let trace = config.trace.then(Vec::new);
         let small_buffer = nemesis.small_buffer_size();
@@ -307,6 +320,7 @@ impl Simulation {
             read_profile,
             clock_rng,
             replicas_created,
+            pauses,
             config,
         };
         if let Some(buffer_size) = small_buffer {
@@ -449,6 +463,7 @@ impl Simulation {
             self.inject_network_faults();
         }
         self.apply_network_faults();
+        self.pause_faults();
         self.tick_nodes()?;
         self.deliver_node_messages()?;
         self.deliver_client_messages()?;
@@ -460,7 +475,12 @@ impl Simulation {
     }
 
     fn up_nodes(&self) -> Vec<NodeId> {
-        self.nodes.iter().filter(|(_, n)| n.is_up()).map(|(&pid, _)| pid).collect()
+        // A paused node neither ticks nor flushes.
+        self.nodes
+            .iter()
+            .filter(|(&pid, n)| n.is_up() && !self.pauses.is_paused(pid))
+            .map(|(&pid, _)| pid)
+            .collect()
     }
 
     fn tick_nodes(&mut self) -> Result<(), Violation> {
@@ -718,6 +738,7 @@ impl Simulation {
             ..LinkConfig::reliable(1)
         });
         self.trace(|| "HEAL everything: liveness phase".to_string());
+        self.resume_all();
         for pid in self.nodes.keys().copied().collect::<Vec<_>>() {
             let node = self.nodes.get_mut(&pid).expect("listed");
             node.disarm_storage_failures();

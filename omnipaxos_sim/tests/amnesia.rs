@@ -147,6 +147,7 @@ fn a_batch_stopping_at_the_first_violation_finds_the_lowest_violating_seed() {
         amnesia_voter: true,
         learner_keeps_log: false,
         fault_kinds: vec![FaultKind::Amnesia],
+        keep_lease_after_pause: false,
         mutation: None,
         stop_at_first_violation: true,
         expected_properties: Vec::new(),

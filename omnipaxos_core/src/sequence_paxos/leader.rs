@@ -787,9 +787,10 @@ impl<T: Clone + Debug, S: Snapshot<T>> Leader<T, S> {
         }
     }
 
-    /// Ends the read lease now (see `SequencePaxos::expire_read_lease`).
-    pub(crate) fn expire_read_lease(&mut self) {
-        self.reads.expire_lease();
+    /// Ends the read lease now, also the one the round in flight would grant (see
+    /// `SequencePaxos::expire_read_lease`).
+    pub(crate) fn expire_read_lease<B>(&mut self, ctx: &Context<T, S, B>) {
+        self.reads.expire_lease(!mutated!(ctx, LeaseFromPausedRound));
     }
 
     /// This role ends: its own reads fail (the caller may read again at the new leader).

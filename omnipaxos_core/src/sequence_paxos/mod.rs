@@ -360,7 +360,9 @@ where
     }
 
     /// Ends this leader's read lease now, if it holds one: reads take a confirmation round
-    /// until a confirmed round grants a new lease. Call it whenever this replica's ticks may
+    /// until a round started after this call is confirmed and grants a new lease (a round
+    /// already in flight still confirms its reads, but grants no lease: it started on the
+    /// clock that may have stopped). Call it whenever this replica's ticks may
     /// have fallen behind real time — the process was paused (SIGSTOP, a VM freeze), or the
     /// thread that ticks it was blocked for more than a tick (a slow fsync): leases are
     /// counted in ticks, and a lease counted on a clock that stopped would outlive the real
@@ -368,7 +370,7 @@ where
     /// `omnipaxos_runtime` calls it when a tick is overdue.
     pub fn expire_read_lease(&mut self) {
         if let Role::Leader(leader) = &mut self.role {
-            leader.expire_read_lease();
+            leader.expire_read_lease(&self.ctx);
         }
     }
 

@@ -301,6 +301,9 @@ pub(crate) struct ReadRounds {
     next_number: u64,
     /// The leader may answer reads from its lease while `now < lease_until`.
     lease_until: Option<u64>,
+    /// Rounds numbered up to this one grant no lease: they started before the lease was
+    /// expired, on a clock that may have stopped since (see `expire_lease`).
+    no_lease_through: u64,
     /// A renewal round is due at this tick (lease mode).
     renew_at: u64,
 }
@@ -310,9 +313,18 @@ impl ReadRounds {
         self.queued.push(requester);
     }
 
-    /// Ends the lease now; the next confirmed round grants a new one.
-    pub(crate) fn expire_lease(&mut self) {
+    /// Ends the lease now; the next round confirmed *and started after this call* grants a
+    /// new one. A round in flight still confirms its reads (its quorum answered after they
+    /// were issued), but its start was counted on the clock that may have stopped: a process
+    /// paused right after sending a round's confirmations finds the replies waiting when it
+    /// resumes, and a lease counted from that round's start would run on after the others
+    /// elected a new leader and decided. With `in_flight_too` false (a mutation: the bug as
+    /// found by the simulator's pauses), only the current lease ends.
+    pub(crate) fn expire_lease(&mut self, in_flight_too: bool) {
         self.lease_until = None;
+        if in_flight_too {
+            self.no_lease_through = self.next_number;
+        }
     }
 
     /// True while the lease lets the leader answer at once.
@@ -369,7 +381,7 @@ impl ReadRounds {
             return None;
         }
         let round = self.in_flight.take().expect("checked above");
-        if let Some(lease) = lease {
+        if let Some(lease) = lease.filter(|_| round.number > self.no_lease_through) {
             let until = round.started_at + lease.serve_ticks();
             self.lease_until = Some(self.lease_until.map_or(until, |u| u.max(until)));
         }
