@@ -7,7 +7,7 @@ use std::{
     net::TcpStream,
 };
 
-use common::{append_many, wait_until, ClusterOptions, TestCluster};
+use common::{append_many, append_retrying, wait_until, ClusterOptions, TestCluster};
 use omnipaxos_core::util::NodeId;
 use omnipaxos_runtime::transport::frame::{encode_frame, FrameKind, Header};
 
@@ -105,6 +105,27 @@ fn frame(kind: FrameKind, cluster_id: u64, sender: NodeId, receiver: NodeId, pay
     let mut out = Vec::new();
     encode_frame(&mut out, &Header { kind, cluster_id, sender, receiver }, &payload, 1 << 20).unwrap();
     out
+}
+
+/// An incoming connection that brings nothing for `idle_timeout` is closed (a peer dials a new
+/// one after a partition; the dead one must not hold a connection slot), while the peers'
+/// connections, which carry heartbeats every round, stay up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_incoming_connection_is_closed_and_the_peers_stay_connected() {
+    let mut cluster = TestCluster::start(ClusterOptions {
+        tune: |config| config.backoff.idle_timeout = std::time::Duration::from_millis(500),
+        ..ClusterOptions::default()
+    })
+    .await;
+    let leader = cluster.wait_for_leader().await;
+    let reconnects = |cluster: &TestCluster| -> u64 {
+        cluster.statuses().iter().flat_map(|s| s.peers.iter().map(|p| p.reconnects)).sum()
+    };
+    let before = reconnects(&cluster);
+    send_and_expect_close(cluster.addrs[&leader], Vec::new()).await;
+    append_retrying(&cluster.handle(leader), 7).await;
+    assert_eq!(reconnects(&cluster), before, "no peer connection was closed for being idle");
+    cluster.shutdown_all().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

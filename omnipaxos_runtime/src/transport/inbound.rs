@@ -42,6 +42,8 @@ pub(crate) struct InboundContext<T, S> {
     pub own_id: NodeId,
     pub cluster_id: u64,
     pub max_frame_bytes: u32,
+    /// A connection silent this long is closed (peers send heartbeats every round).
+    pub idle_timeout: std::time::Duration,
     pub links: Vec<Arc<PeerLink>>,
     pub inbound: mpsc::Sender<Message<T, S>>,
     pub shared: Arc<Shared>,
@@ -60,6 +62,7 @@ impl<T, S> InboundContext<T, S> {
             own_id: config.node_id,
             cluster_id: config.cluster_id,
             max_frame_bytes: config.limits.max_frame_bytes,
+            idle_timeout: config.backoff.idle_timeout,
             links,
             inbound,
             shared,
@@ -181,7 +184,10 @@ async fn read_frames_inner<T: DeserializeOwned, S: DeserializeOwned>(
     let mut payload = Vec::new();
     loop {
         let mut length = [0u8; LENGTH_BYTES];
-        reader.read_exact(&mut length).await?;
+        // A dead connection (its peer dialled a new one after a partition) ends here.
+        tokio::time::timeout(ctx.idle_timeout, reader.read_exact(&mut length))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no frame within idle_timeout"))??;
         let payload_len = check_length(length, ctx.max_frame_bytes)?;
         let mut header_bytes = [0u8; HEADER_BYTES];
         reader.read_exact(&mut header_bytes).await?;

@@ -284,7 +284,7 @@ pub(crate) async fn run_writer(link: Arc<PeerLink>, mut ctx: WriterContext) {
             break;
         }
         link.set_state(LinkState::Connecting);
-        match connect(link.addr, ctx.backoff.connect_timeout).await {
+        match connect(link.addr, &ctx.backoff).await {
             Ok(stream) => {
                 failed_attempts = 0;
                 link.set_state(LinkState::Connected);
@@ -321,12 +321,29 @@ pub(crate) async fn run_writer(link: Arc<PeerLink>, mut ctx: WriterContext) {
     link.discard_queue(&mut taken);
 }
 
-async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+async fn connect(addr: SocketAddr, backoff: &BackoffConfig) -> io::Result<TcpStream> {
+    let stream = tokio::time::timeout(backoff.connect_timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
     stream.set_nodelay(true)?;
+    set_unacked_timeout(&stream, backoff.unacked_timeout)?;
     Ok(stream)
+}
+
+/// Closes the connection once sent data stays unacknowledged for `timeout` (see
+/// [`BackoffConfig`]: a connection in TCP's retransmission backoff would stay silent long after
+/// its path healed; a new one is dialled instead).
+#[cfg(target_os = "linux")]
+fn set_unacked_timeout(stream: &TcpStream, timeout: Duration) -> io::Result<()> {
+    let millis = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX).max(1);
+    nix::sys::socket::setsockopt(stream, nix::sys::socket::sockopt::TcpUserTimeout, &millis)
+        .map_err(io::Error::from)
+}
+
+/// Elsewhere TCP's own timeouts apply.
+#[cfg(not(target_os = "linux"))]
+fn set_unacked_timeout(_stream: &TcpStream, _timeout: Duration) -> io::Result<()> {
+    Ok(())
 }
 
 /// The delay before attempt `attempt + 1`: `initial * 2^(attempt-1)` capped at `max`, drawn
@@ -422,6 +439,7 @@ mod tests {
             initial: Duration::from_millis(10),
             max: Duration::from_millis(100),
             connect_timeout: Duration::from_secs(1),
+            ..BackoffConfig::default()
         };
         for _ in 0..100 {
             let first = backoff_delay(&backoff, 1);
@@ -431,6 +449,20 @@ mod tests {
             let late = backoff_delay(&backoff, 1000);
             assert!(late >= Duration::from_millis(50) && late <= Duration::from_millis(100), "{late:?}");
         }
+    }
+
+    /// An outgoing connection gives up on data unacknowledged for `unacked_timeout` (so that
+    /// a link in TCP's retransmission backoff is dialled again instead).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn an_outgoing_connection_carries_the_unacked_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let backoff =
+            BackoffConfig { unacked_timeout: Duration::from_millis(345), ..BackoffConfig::default() };
+        let stream = connect(listener.local_addr().expect("addr"), &backoff).await.expect("connect");
+        let set =
+            nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::TcpUserTimeout).expect("get");
+        assert_eq!(set, 345);
     }
 
     #[test]
