@@ -113,6 +113,10 @@ struct RunArgs {
     /// Succeed only if some run found a linearizability violation (for the mutation check).
     #[arg(long)]
     expect_violation: bool,
+    /// Test hook (the teardown test): panic once a fault is in force this many seconds into
+    /// the run; everything must still be torn down.
+    #[arg(long, hide = true)]
+    test_panic_after_s: Option<u64>,
 }
 
 fn parse_subnet(text: &str) -> Result<[u8; 3], ChaosError> {
@@ -183,6 +187,7 @@ fn run_configs(args: &RunArgs) -> Result<Vec<RunConfig>, ChaosError> {
                 skew_within: args.skew_within.clone(),
                 skew_beyond: args.skew_beyond.clone(),
                 recovery_timeout: Duration::from_secs(30),
+                panic_after_ns: args.test_panic_after_s.map(|s| s.saturating_mul(1_000_000_000)),
             },
             mutation: args.unsafe_stale_reads.then(|| "unsafe-stale-reads".to_string()),
         })

@@ -127,6 +127,8 @@ pub struct NemesisConfig {
     pub skew_beyond: Vec<f64>,
     /// Bound on waiting for recovery after a heal.
     pub recovery_timeout: Duration,
+    /// Test hook: panic once a fault is in force this far into the run (the teardown test).
+    pub panic_after_ns: Option<u64>,
 }
 
 /// The status of every running, unpaused node (each asked with a short timeout).
@@ -284,6 +286,9 @@ impl Nemesis {
             cluster.network().set_blocked(blocked.clone())?;
             // The fault is in force from here (after a constrained election's first phase).
             let start_ns = clock.now_ns();
+            if self.config.panic_after_ns.is_some_and(|after| start_ns >= after) {
+                panic!("--test-panic-after-s: a deliberate panic while `{}` is in force", kind.name());
+            }
             records.push(FaultRecord {
                 kind,
                 combined: second.is_some(),
