@@ -131,8 +131,9 @@ pub enum LostStoragePolicy {
 /// 1.5 s partition healed. So an outgoing connection whose sent data stays unacknowledged for
 /// `unacked_timeout` is closed (`TCP_USER_TIMEOUT`) and dialled again, each attempt bounded by
 /// `connect_timeout` and `max` apart at most: a healed link carries traffic again within about
-/// `max + connect_timeout`. An incoming connection that brings nothing for `idle_timeout`
-/// (peers send heartbeats every round) is closed, so dead ones do not hold connection slots.
+/// `max + connect_timeout`. On the other end, a newer incoming connection from a peer closes
+/// the older one, and one that brings nothing for `idle_timeout` (peers send heartbeats every
+/// round) is closed too, so dead connections hold no slot of `inbound_connection_limit`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BackoffConfig {
     /// First delay after a failed attempt.

@@ -9,7 +9,7 @@ use std::{
 
 use common::{append_many, append_retrying, wait_until, ClusterOptions, TestCluster};
 use omnipaxos_core::util::NodeId;
-use omnipaxos_runtime::transport::frame::{encode_frame, FrameKind, Header};
+use omnipaxos_runtime::transport::frame::{encode_frame, FrameKind, Header, Progress};
 
 fn followers(cluster: &TestCluster, leader: NodeId) -> Vec<NodeId> {
     cluster.nodes.keys().copied().filter(|id| *id != leader).collect()
@@ -125,6 +125,37 @@ async fn a_silent_incoming_connection_is_closed_and_the_peers_stay_connected() {
     send_and_expect_close(cluster.addrs[&leader], Vec::new()).await;
     append_retrying(&cluster.handle(leader), 7).await;
     assert_eq!(reconnects(&cluster), before, "no peer connection was closed for being idle");
+    cluster.shutdown_all().await;
+}
+
+/// A newer connection from a peer closes the older one (after a partition the peer dials
+/// again and the old connection is dead; it must not wait for `idle_timeout`). A connection
+/// that claims to be a follower supersedes that follower's own connection; the follower dials
+/// again, and its new connection supersedes the impostor's, which the node closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_connection_from_a_peer_closes_the_older_one() {
+    let mut cluster = TestCluster::start(ClusterOptions {
+        tune: |config| config.backoff.idle_timeout = std::time::Duration::from_secs(3600),
+        ..ClusterOptions::default()
+    })
+    .await;
+    let leader = cluster.wait_for_leader().await;
+    let peer = followers(&cluster, leader)[0];
+    let reconnects = |cluster: &TestCluster| -> u64 {
+        let status = cluster.handle(peer).status();
+        status.peers.iter().filter(|p| p.id == leader).map(|p| p.reconnects).sum()
+    };
+    let before = reconnects(&cluster);
+    let header =
+        Header { kind: FrameKind::Progress, cluster_id: common::CLUSTER_ID, sender: peer, receiver: leader };
+    let mut progress = Vec::new();
+    encode_frame(&mut progress, &header, &Progress { decided_idx: 0, accepted_idx: 0 }, 1 << 20).unwrap();
+    send_and_expect_close(cluster.addrs[&leader], progress).await;
+    assert!(
+        reconnects(&cluster) > before,
+        "the follower's superseded connection was closed and dialled again"
+    );
+    append_retrying(&cluster.handle(leader), 9).await;
     cluster.shutdown_all().await;
 }
 

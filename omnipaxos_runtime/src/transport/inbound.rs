@@ -79,6 +79,8 @@ impl<T, S> InboundContext<T, S> {
 enum ReadEnd {
     /// The peer closed it, or the node is shutting down.
     Closed,
+    /// The peer opened a newer connection (after a partition it dials again; this one is dead).
+    Superseded,
     Io(io::Error),
     Rejected(FrameError),
 }
@@ -96,6 +98,13 @@ impl From<io::Error> for ReadEnd {
 impl From<FrameError> for ReadEnd {
     fn from(error: FrameError) -> Self {
         ReadEnd::Rejected(error)
+    }
+}
+
+/// Resolves once a connection newer than generation `mine` arrived from the same peer.
+async fn superseded(generations: &mut watch::Receiver<u64>, mine: u64) {
+    if generations.wait_for(|&newest| newest != mine).await.is_err() {
+        std::future::pending::<()>().await; // the link is gone: the node is stopping
     }
 }
 
@@ -157,6 +166,7 @@ async fn serve_connection<T: DeserializeOwned, S: DeserializeOwned>(
     };
     match end {
         ReadEnd::Closed => debug!(%remote, "connection closed"),
+        ReadEnd::Superseded => debug!(%remote, "connection superseded by a newer one from the peer"),
         ReadEnd::Io(error) => debug!(%remote, %error, "connection failed"),
         ReadEnd::Rejected(error) => {
             ctx.shared.rejected_frames.fetch_add(1, Ordering::Relaxed);
@@ -181,13 +191,23 @@ async fn read_frames_inner<T: DeserializeOwned, S: DeserializeOwned>(
     ctx: &InboundContext<T, S>,
 ) -> Result<(), ReadEnd> {
     let mut first_sender: Option<NodeId> = None;
+    // Once the sender is known: this connection's generation among the sender's, and news of
+    // newer ones.
+    let mut newest: Option<(u64, watch::Receiver<u64>)> = None;
     let mut payload = Vec::new();
     loop {
         let mut length = [0u8; LENGTH_BYTES];
-        // A dead connection (its peer dialled a new one after a partition) ends here.
-        tokio::time::timeout(ctx.idle_timeout, reader.read_exact(&mut length))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no frame within idle_timeout"))??;
+        // A dead connection ends here: silent for `idle_timeout`, or superseded by a newer
+        // one from the same peer (which dials again after a partition).
+        let read = tokio::time::timeout(ctx.idle_timeout, reader.read_exact(&mut length));
+        let read = match &mut newest {
+            Some((mine, generations)) => tokio::select! {
+                read = read => read,
+                _ = superseded(generations, *mine) => return Err(ReadEnd::Superseded),
+            },
+            None => read.await,
+        };
+        read.map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no frame within idle_timeout"))??;
         let payload_len = check_length(length, ctx.max_frame_bytes)?;
         let mut header_bytes = [0u8; HEADER_BYTES];
         reader.read_exact(&mut header_bytes).await?;
@@ -197,6 +217,9 @@ async fn read_frames_inner<T: DeserializeOwned, S: DeserializeOwned>(
             return Err(FrameError::SenderChanged { first, found: header.sender }.into());
         }
         let link = ctx.link(header.sender).expect("parse_header checked the sender");
+        if newest.is_none() {
+            newest = Some(link.claim_inbound());
+        }
         payload.resize(payload_len, 0);
         reader.read_exact(&mut payload).await?;
         link.record_incoming(LENGTH_BYTES + HEADER_BYTES + payload_len);

@@ -108,6 +108,9 @@ pub(crate) struct PeerLink {
     /// Set by the writer when the link came back after a loss; the replica thread takes it
     /// and calls `reconnected(pid)`.
     reconnected: AtomicBool,
+    /// Generation of the newest incoming connection from this peer: an older one is closed
+    /// when a newer one identifies itself (the peer dialled again; the old one is dead).
+    inbound_generation: watch::Sender<u64>,
     pub stats: LinkStats,
     pub metrics: PeerMetrics,
 }
@@ -123,9 +126,21 @@ impl PeerLink {
             wake: Notify::new(),
             state: AtomicU8::new(LinkState::Connecting as u8),
             reconnected: AtomicBool::new(false),
+            inbound_generation: watch::Sender::new(0),
             stats: LinkStats::default(),
             metrics,
         }
+    }
+
+    /// An incoming connection from this peer identified itself: it becomes the newest.
+    /// Returns its generation and a receiver that changes when a newer one arrives.
+    pub fn claim_inbound(&self) -> (u64, watch::Receiver<u64>) {
+        let mut generation = 0;
+        self.inbound_generation.send_modify(|g| {
+            *g += 1;
+            generation = *g;
+        });
+        (generation, self.inbound_generation.subscribe())
     }
 
     pub fn state(&self) -> LinkState {
