@@ -158,8 +158,12 @@ pub struct Summary {
     pub acknowledged_unique_writes: usize,
     pub converged: bool,
     pub convergence: String,
-    /// Leader SIGKILL to the next acknowledged write (ms), one per leader kill.
+    /// Leader SIGKILL to the next acknowledged write (ms), one per leader kill injected alone.
     pub leader_kill_to_write_ms: Vec<f64>,
+    /// The same for leader kills injected together with a network fault (which may leave no
+    /// quorum connected until its heal).
+    #[serde(default)]
+    pub leader_kill_combined_to_write_ms: Vec<f64>,
     /// Quorum-loss and constrained-election: fault start to the next acknowledged write (ms).
     pub partial_partition_to_write_ms: Vec<f64>,
     /// Leaders paused (SIGSTOP), and the reads they acknowledged within 2 s of their SIGCONT
@@ -280,8 +284,13 @@ impl std::fmt::Display for Summary {
         writeln!(f, "| data directory per node at the end (MiB) | {:?} |", self.disk_used_mib)?;
         writeln!(
             f,
-            "| leader SIGKILL → next acknowledged write | {} |",
+            "| leader SIGKILL alone → next acknowledged write | {} |",
             stats(&self.leader_kill_to_write_ms, self.election_timeout_ms)
+        )?;
+        writeln!(
+            f,
+            "| leader SIGKILL with a network fault → next acknowledged write | {} |",
+            stats(&self.leader_kill_combined_to_write_ms, self.election_timeout_ms)
         )?;
         writeln!(
             f,

@@ -282,12 +282,19 @@ fn summarize(
         }
     }
     let figures = report::fault_figures(records, faults);
-    let leader_kill_to_write_ms = faults
-        .iter()
-        .zip(&figures)
-        .filter(|(f, _)| f.kind == FaultKind::Kill && f.leader_before.is_some_and(|l| f.targets.contains(&l)))
-        .filter_map(|(_, x)| x.first_write_after_start_ms)
-        .collect();
+    let leader_kill_to_write = |combined: bool| -> Vec<f64> {
+        faults
+            .iter()
+            .zip(&figures)
+            .filter(|(f, _)| {
+                f.kind == FaultKind::Kill && f.leader_before.is_some_and(|l| f.targets.contains(&l))
+            })
+            .filter(|(f, _)| f.combined == combined)
+            .filter_map(|(_, x)| x.first_write_after_start_ms)
+            .collect()
+    };
+    let leader_kill_to_write_ms = leader_kill_to_write(false);
+    let leader_kill_combined_to_write_ms = leader_kill_to_write(true);
     let partial_partition_to_write_ms = faults
         .iter()
         .zip(&figures)
@@ -326,6 +333,7 @@ fn summarize(
         converged,
         convergence,
         leader_kill_to_write_ms,
+        leader_kill_combined_to_write_ms,
         partial_partition_to_write_ms,
         paused_leaders: paused.len(),
         paused_leader_reads_after_resume: paused.iter().map(|x| x.reads_by_targets_after_heal).sum(),
