@@ -67,6 +67,12 @@ pub fn run_all() {
         if let Err(error) = crate::netns::run("umount", &["-l", mount]) {
             tracing::warn!("teardown: {error}");
         }
+        // The mount point, then its parent once empty (`/tmp/omnipaxos-chaos-<pid>`).
+        let mount = std::path::Path::new(mount);
+        let _ = std::fs::remove_dir(mount);
+        if let Some(parent) = mount.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
     }
     for namespace in registry.namespaces.iter().rev() {
         if let Err(error) = crate::netns::run("ip", &["netns", "del", namespace]) {

@@ -113,6 +113,23 @@ pub fn remove_stale() {
             }
         }
     }
+    // Their (now unmounted, empty) mount points: removed one directory at a time, never
+    // recursively, so nothing that is still mounted or holds files goes.
+    if let Ok(entries) = std::fs::read_dir("/tmp") {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("omnipaxos-chaos-") {
+                if !alive(pid) {
+                    if let Ok(nodes) = std::fs::read_dir(entry.path()) {
+                        for node in nodes.flatten() {
+                            let _ = std::fs::remove_dir(node.path());
+                        }
+                    }
+                    let _ = std::fs::remove_dir(entry.path());
+                }
+            }
+        }
+    }
 }
 
 /// The cluster's network. Dropping it removes everything it created.

@@ -89,6 +89,9 @@ fn leftovers(harness: u32, servers: &[u32]) -> Vec<String> {
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
     let mount_root = format!("/tmp/omnipaxos-chaos-{harness}/");
     left.extend(mounts.lines().filter(|l| l.contains(&mount_root)).map(|l| format!("mount {l}")));
+    if Path::new(mount_root.trim_end_matches('/')).exists() {
+        left.push(format!("directory {mount_root}"));
+    }
     let link = format!("chh{harness}");
     let links = Command::new("ip").args(["-o", "link", "show"]).output().expect("ip link show");
     left.extend(
