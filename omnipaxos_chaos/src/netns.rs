@@ -118,7 +118,9 @@ pub fn remove_stale() {
     if let Ok(entries) = std::fs::read_dir("/tmp") {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(pid) = name.strip_prefix("omnipaxos-chaos-") {
+            // Only real directories (a symlink planted in /tmp is not followed).
+            let is_dir = std::fs::symlink_metadata(entry.path()).is_ok_and(|m| m.file_type().is_dir());
+            if let (Some(pid), true) = (name.strip_prefix("omnipaxos-chaos-"), is_dir) {
                 if !alive(pid) {
                     if let Ok(nodes) = std::fs::read_dir(entry.path()) {
                         for node in nodes.flatten() {

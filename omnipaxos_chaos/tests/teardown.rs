@@ -23,8 +23,30 @@ fn opkv() -> PathBuf {
     opkv
 }
 
+/// The harness process; if a test fails before it exits, it is interrupted twice (it then
+/// tears down at once) and, failing that, killed, so that no run outlives the test.
+struct Harness(Child);
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let pid = self.0.id().to_string();
+            for _ in 0..2 {
+                let _ = Command::new("kill").args(["-s", "INT", &pid]).status();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts a 3-node run on its own subnet; returns the harness process and its output dir.
-fn start(subnet: &str, extra: &[&str]) -> (Child, tempfile::TempDir) {
+fn start(subnet: &str, extra: &[&str]) -> (Harness, tempfile::TempDir) {
     let out = tempfile::tempdir().expect("temp dir");
     let child = Command::new(HARNESS)
         .args(["run", "--nodes", "3", "--duration-s", "120", "--seed", "3", "--subnet", subnet])
@@ -37,7 +59,7 @@ fn start(subnet: &str, extra: &[&str]) -> (Child, tempfile::TempDir) {
         .stderr(Stdio::null())
         .spawn()
         .expect("start the harness");
-    (child, out)
+    (Harness(child), out)
 }
 
 /// Polls `condition` every 50 ms until it holds; panics with `describe()` after `DEADLINE`.
@@ -49,7 +71,8 @@ fn wait_until(what: &str, mut condition: impl FnMut() -> bool, describe: impl Fn
     }
 }
 
-/// Pids of the live children of `parent` (the server processes).
+/// Pids of the live `opkv` children of `parent` (the server processes; not the short-lived
+/// `ip` or `umount` helpers).
 fn children(parent: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     entries
@@ -62,6 +85,10 @@ fn children(parent: u32) -> Vec<u32> {
                 fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(parent)
                     && fields.first() != Some(&"Z")
             })
+        })
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/exe"))
+                .is_ok_and(|exe| exe.file_name().is_some_and(|name| name == "opkv"))
         })
         .collect()
 }
@@ -108,7 +135,7 @@ fn leftovers(harness: u32, servers: &[u32]) -> Vec<String> {
 /// `end`, and checks that nothing of it is left. Returns the harness's exit status.
 fn run_and_end(subnet: &str, extra: &[&str], end: impl FnOnce(u32)) -> ExitStatus {
     let (mut child, _out) = start(subnet, extra);
-    let harness = child.id();
+    let harness = child.0.id();
     let mut servers = Vec::new();
     wait_until(
         "the cluster runs",
@@ -123,7 +150,7 @@ fn run_and_end(subnet: &str, extra: &[&str], end: impl FnOnce(u32)) -> ExitStatu
     wait_until(
         "the harness exits",
         || {
-            status = child.try_wait().expect("try_wait");
+            status = child.0.try_wait().expect("try_wait");
             status.is_some()
         },
         || "still running".to_string(),

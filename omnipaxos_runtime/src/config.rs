@@ -131,7 +131,12 @@ pub enum LostStoragePolicy {
 /// 1.5 s partition healed. So an outgoing connection whose sent data stays unacknowledged for
 /// `unacked_timeout` is closed (`TCP_USER_TIMEOUT`) and dialled again, each attempt bounded by
 /// `connect_timeout` and `max` apart at most: a healed link carries traffic again within about
-/// `max + connect_timeout`. On the other end, a newer incoming connection from a peer closes
+/// `max + connect_timeout`. The defaults suit a LAN (round trips far below `connect_timeout`);
+/// `unacked_timeout` stays well above the kernel's minimum retransmission timeout (200 ms), so
+/// a lost segment or two do not cost a connection, and it also ends a connection to a peer
+/// that takes no data for that long (Linux ≥ 5.11 applies it to zero-window probes): the rounds
+/// queued for it are dropped and the peer is resynchronised when it is back. Raise all three
+/// for links with long round trips. On the other end, a newer incoming connection from a peer closes
 /// the older one, and one that brings nothing for `idle_timeout` (peers send heartbeats every
 /// round) is closed too, so dead connections hold no slot of `inbound_connection_limit`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,7 +159,7 @@ impl Default for BackoffConfig {
             initial: Duration::from_millis(10),
             max: Duration::from_millis(200),
             connect_timeout: Duration::from_millis(200),
-            unacked_timeout: Duration::from_millis(500),
+            unacked_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(10),
         }
     }

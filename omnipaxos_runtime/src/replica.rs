@@ -380,6 +380,9 @@ where
     }
 
     fn handle_message(&mut self, message: Message<T, S>) {
+        // The process may have stopped since the last check, in the middle of a batch: a late
+        // ReadConfirmed or a peer's ReadRequest must not meet a lease that real time ended.
+        self.check_clock();
         // A storage failure here also fails the next take_outgoing_messages, which stops us.
         if let Err(error) = self.op.handle_incoming(message) {
             warn!(%error, "handling a message failed");
@@ -390,7 +393,8 @@ where
     /// last): the core counts its lease in ticks, and ticks missed while the process was
     /// stopped (SIGSTOP, a frozen VM) or this thread was blocked are skipped, not replayed, so
     /// the lease would outlive real time while the other nodes, whose clocks ran, elect a new
-    /// leader and decide: a stale read. Checked before any input is handed to the core.
+    /// leader and decide: a stale read. Checked before any input is handed to the core: each
+    /// message, each tick (before it resets the clock), each lease read.
     fn check_clock(&mut self) {
         if self.last_tick_at.elapsed() > self.ctx.tick_interval.saturating_mul(3) / 2 {
             self.op.expire_read_lease();
@@ -398,6 +402,8 @@ where
     }
 
     fn tick(&mut self) {
+        // Before the tick resets the clock: a stop since the last check ends the lease now.
+        self.check_clock();
         if let Err(error) = self.op.tick() {
             warn!(%error, "tick failed");
         }

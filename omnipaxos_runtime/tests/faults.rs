@@ -9,7 +9,7 @@ use std::{
 
 use common::{append_many, append_retrying, wait_until, ClusterOptions, TestCluster};
 use omnipaxos_core::util::NodeId;
-use omnipaxos_runtime::transport::frame::{encode_frame, FrameKind, Header, Progress};
+use omnipaxos_runtime::transport::frame::{encode_frame, FrameKind, Header, Progress, LENGTH_BYTES};
 
 fn followers(cluster: &TestCluster, leader: NodeId) -> Vec<NodeId> {
     cluster.nodes.keys().copied().filter(|id| *id != leader).collect()
@@ -107,9 +107,9 @@ fn frame(kind: FrameKind, cluster_id: u64, sender: NodeId, receiver: NodeId, pay
     out
 }
 
-/// An incoming connection that brings nothing for `idle_timeout` is closed (a peer dials a new
-/// one after a partition; the dead one must not hold a connection slot), while the peers'
-/// connections, which carry heartbeats every round, stay up.
+/// An incoming connection that brings nothing for `idle_timeout`, or stops in the middle of a
+/// frame, is closed (a peer dials a new one after a partition; the dead one must not hold a
+/// connection slot), while the peers' connections, which carry heartbeats every round, stay up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_incoming_connection_is_closed_and_the_peers_stay_connected() {
     let mut cluster = TestCluster::start(ClusterOptions {
@@ -123,6 +123,10 @@ async fn a_silent_incoming_connection_is_closed_and_the_peers_stay_connected() {
     };
     let before = reconnects(&cluster);
     send_and_expect_close(cluster.addrs[&leader], Vec::new()).await;
+    // Cut in the middle of a frame: its length and half its header, then nothing.
+    let peer = followers(&cluster, leader)[0];
+    let whole = frame(FrameKind::Progress, common::CLUSTER_ID, peer, leader, &[]);
+    send_and_expect_close(cluster.addrs[&leader], whole[..LENGTH_BYTES + 4].to_vec()).await;
     append_retrying(&cluster.handle(leader), 7).await;
     assert_eq!(reconnects(&cluster), before, "no peer connection was closed for being idle");
     cluster.shutdown_all().await;

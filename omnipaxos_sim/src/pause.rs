@@ -102,6 +102,14 @@ impl Simulation {
         }
     }
 
+    /// A crashed node about to restart is paused no more (its parked client requests are
+    /// released and lost at the down node).
+    pub(crate) fn end_pause_of_crashed(&mut self, pid: NodeId) {
+        if self.pauses.is_paused(pid) && !self.nodes[&pid].is_up() {
+            self.resume(pid);
+        }
+    }
+
     /// Ends the pause of `pid`. A node that crashed while paused stays down: only the client
     /// requests parked for it are released (and lost at the down node).
     fn resume(&mut self, pid: NodeId) {

@@ -753,6 +753,8 @@ impl Simulation {
 
     /// Restarts a crashed node.
     pub(crate) fn restart(&mut self, pid: NodeId) -> Result<(), Violation> {
+        // A crash ends a pause (normally noticed at the next tick's `pause_faults`).
+        self.end_pause_of_crashed(pid);
         let node = self.nodes.get_mut(&pid).expect("a crashed node exists");
         let restarted = node.restart().map_err(|detail| Violation {
             tick: self.now,

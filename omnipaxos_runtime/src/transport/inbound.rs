@@ -10,6 +10,7 @@ use std::{
     io,
     net::SocketAddr,
     sync::{atomic::Ordering, Arc},
+    time::Duration,
 };
 
 use omnipaxos_core::{messages::Message, util::NodeId};
@@ -24,7 +25,7 @@ use tracing::{debug, warn, Instrument};
 
 use super::{
     frame::{
-        check_length, decode_payload, parse_header, FrameError, FrameKind, Progress, HEADER_BYTES,
+        check_length, decode_payload, parse_header, FrameError, FrameKind, Header, Progress, HEADER_BYTES,
         LENGTH_BYTES,
     },
     link::PeerLink,
@@ -43,7 +44,7 @@ pub(crate) struct InboundContext<T, S> {
     pub cluster_id: u64,
     pub max_frame_bytes: u32,
     /// A connection silent this long is closed (peers send heartbeats every round).
-    pub idle_timeout: std::time::Duration,
+    pub idle_timeout: Duration,
     pub links: Vec<Arc<PeerLink>>,
     pub inbound: mpsc::Sender<Message<T, S>>,
     pub shared: Arc<Shared>,
@@ -101,9 +102,9 @@ impl From<FrameError> for ReadEnd {
     }
 }
 
-/// Resolves once a connection newer than generation `mine` arrived from the same peer.
+/// Resolves once a connection accepted after this one (`mine`) spoke for the same peer.
 async fn superseded(generations: &mut watch::Receiver<u64>, mine: u64) {
-    if generations.wait_for(|&newest| newest != mine).await.is_err() {
+    if generations.wait_for(|&newest| newest > mine).await.is_err() {
         std::future::pending::<()>().await; // the link is gone: the node is stopping
     }
 }
@@ -120,6 +121,8 @@ pub(crate) async fn run_listener<T, S>(
 {
     let permits = Arc::new(Semaphore::new(connection_limit));
     let mut readers = JoinSet::new();
+    // Connections numbered in accept order (see `PeerLink::claim_inbound`).
+    let mut accept_count: u64 = 0;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -138,12 +141,14 @@ pub(crate) async fn run_listener<T, S>(
             warn!(%remote, limit = connection_limit, "too many inbound connections; closing the new one");
             continue;
         };
+        accept_count += 1;
+        let number = accept_count;
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         let span = tracing::debug_span!("inbound", %remote);
         readers.spawn(
             async move {
-                serve_connection(stream, remote, &ctx, shutdown).await;
+                serve_connection(stream, remote, number, &ctx, shutdown).await;
                 drop(permit);
             }
             .instrument(span),
@@ -155,13 +160,14 @@ pub(crate) async fn run_listener<T, S>(
 async fn serve_connection<T: DeserializeOwned, S: DeserializeOwned>(
     stream: TcpStream,
     remote: SocketAddr,
+    accepted: u64,
     ctx: &InboundContext<T, S>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
     let end = tokio::select! {
-        end = read_frames(&mut reader, ctx) => end,
+        end = read_frames(&mut reader, ctx, accepted) => end,
         _ = shutdown.changed() => ReadEnd::Closed,
     };
     match end {
@@ -179,8 +185,9 @@ async fn serve_connection<T: DeserializeOwned, S: DeserializeOwned>(
 async fn read_frames<T: DeserializeOwned, S: DeserializeOwned>(
     reader: &mut BufReader<TcpStream>,
     ctx: &InboundContext<T, S>,
+    accepted: u64,
 ) -> ReadEnd {
-    match read_frames_inner(reader, ctx).await {
+    match read_frames_inner(reader, ctx, accepted).await {
         Ok(()) => ReadEnd::Closed,
         Err(end) => end,
     }
@@ -189,62 +196,86 @@ async fn read_frames<T: DeserializeOwned, S: DeserializeOwned>(
 async fn read_frames_inner<T: DeserializeOwned, S: DeserializeOwned>(
     reader: &mut BufReader<TcpStream>,
     ctx: &InboundContext<T, S>,
+    accepted: u64,
 ) -> Result<(), ReadEnd> {
     let mut first_sender: Option<NodeId> = None;
-    // Once the sender is known: this connection's generation among the sender's, and news of
-    // newer ones.
-    let mut newest: Option<(u64, watch::Receiver<u64>)> = None;
+    // Once this connection speaks for its sender (its first whole, valid frame): news of
+    // newer connections from the same peer, which supersede it.
+    let mut newest: Option<watch::Receiver<u64>> = None;
     let mut payload = Vec::new();
     loop {
-        let mut length = [0u8; LENGTH_BYTES];
-        // A dead connection ends here: silent for `idle_timeout`, or superseded by a newer
-        // one from the same peer (which dials again after a partition).
-        let read = tokio::time::timeout(ctx.idle_timeout, reader.read_exact(&mut length));
-        let read = match &mut newest {
-            Some((mine, generations)) => tokio::select! {
-                read = read => read,
-                _ = superseded(generations, *mine) => return Err(ReadEnd::Superseded),
+        // A dead connection ends here: no whole frame within the time limits (`read_frame`),
+        // or a newer connection from the same peer (which dials again after a partition).
+        let frame = read_frame(reader, ctx, &mut payload);
+        let header = match &mut newest {
+            Some(generations) => tokio::select! {
+                biased;
+                _ = superseded(generations, accepted) => return Err(ReadEnd::Superseded),
+                header = frame => header?,
             },
-            None => read.await,
+            None => frame.await?,
         };
-        read.map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no frame within idle_timeout"))??;
-        let payload_len = check_length(length, ctx.max_frame_bytes)?;
-        let mut header_bytes = [0u8; HEADER_BYTES];
-        reader.read_exact(&mut header_bytes).await?;
-        let header = parse_header(&header_bytes, ctx.cluster_id, ctx.own_id, |id| ctx.link(id).is_some())?;
         let first = *first_sender.get_or_insert(header.sender);
         if first != header.sender {
             return Err(FrameError::SenderChanged { first, found: header.sender }.into());
         }
         let link = ctx.link(header.sender).expect("parse_header checked the sender");
-        if newest.is_none() {
-            newest = Some(link.claim_inbound());
-        }
-        payload.resize(payload_len, 0);
-        reader.read_exact(&mut payload).await?;
-        link.record_incoming(LENGTH_BYTES + HEADER_BYTES + payload_len);
-        match header.kind {
+        link.record_incoming(LENGTH_BYTES + HEADER_BYTES + payload.len());
+        let message = match header.kind {
             FrameKind::CoreMessage => {
                 let message: Message<T, S> = decode_payload(&payload)?;
                 let (sender, receiver) = (message.get_sender(), message.get_receiver());
                 if sender != header.sender || receiver != ctx.own_id {
                     return Err(FrameError::PayloadMismatch { sender, receiver }.into());
                 }
-                match &message {
-                    Message::SequencePaxos(_) => link.metrics.paxos_in.increment(1),
-                    Message::BLE(_) => link.metrics.ble_in.increment(1),
-                }
-                if ctx.inbound.send(message).await.is_err() {
-                    return Ok(()); // the replica thread is gone: the node is stopping
-                }
+                Some(message)
             }
             FrameKind::Progress => {
                 link.metrics.progress_in.increment(1);
                 link.record_progress(decode_payload::<Progress>(&payload)?);
+                None
+            }
+        };
+        if newest.is_none() {
+            // Connections count in accept order: an older one never replaces a newer one.
+            match link.claim_inbound(accepted) {
+                Some(generations) => newest = Some(generations),
+                None => return Err(ReadEnd::Superseded),
+            }
+        }
+        if let Some(message) = message {
+            match &message {
+                Message::SequencePaxos(_) => link.metrics.paxos_in.increment(1),
+                Message::BLE(_) => link.metrics.ble_in.increment(1),
+            }
+            if ctx.inbound.send(message).await.is_err() {
+                return Ok(()); // the replica thread is gone: the node is stopping
             }
         }
         if payload.capacity() > PAYLOAD_BUFFER_KEEP_BYTES {
             payload = Vec::new();
         }
     }
+}
+
+/// Reads one frame: its length within `idle_timeout` (peers send heartbeats every round), then
+/// its header and payload (into `payload`) within `idle_timeout` plus a second per MiB, so a
+/// connection cut in the middle of a frame does not hold its reader for ever.
+async fn read_frame<T, S>(
+    reader: &mut BufReader<TcpStream>,
+    ctx: &InboundContext<T, S>,
+    payload: &mut Vec<u8>,
+) -> Result<Header, ReadEnd> {
+    let timed_out = |_| io::Error::new(io::ErrorKind::TimedOut, "no whole frame within idle_timeout");
+    let mut length = [0u8; LENGTH_BYTES];
+    tokio::time::timeout(ctx.idle_timeout, reader.read_exact(&mut length)).await.map_err(timed_out)??;
+    let payload_len = check_length(length, ctx.max_frame_bytes)?;
+    let rest = ctx.idle_timeout.saturating_add(Duration::from_secs((payload_len >> 20) as u64));
+    let deadline = tokio::time::Instant::now() + rest;
+    let mut header_bytes = [0u8; HEADER_BYTES];
+    tokio::time::timeout_at(deadline, reader.read_exact(&mut header_bytes)).await.map_err(timed_out)??;
+    let header = parse_header(&header_bytes, ctx.cluster_id, ctx.own_id, |id| ctx.link(id).is_some())?;
+    payload.resize(payload_len, 0);
+    tokio::time::timeout_at(deadline, reader.read_exact(payload)).await.map_err(timed_out)??;
+    Ok(header)
 }

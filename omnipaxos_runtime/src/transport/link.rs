@@ -108,8 +108,9 @@ pub(crate) struct PeerLink {
     /// Set by the writer when the link came back after a loss; the replica thread takes it
     /// and calls `reconnected(pid)`.
     reconnected: AtomicBool,
-    /// Generation of the newest incoming connection from this peer: an older one is closed
-    /// when a newer one identifies itself (the peer dialled again; the old one is dead).
+    /// Accept number of the newest incoming connection that speaks for this peer: an older
+    /// one is closed when a newer one sends its first valid frame (the peer dialled again
+    /// after a partition; the old one is dead).
     inbound_generation: watch::Sender<u64>,
     pub stats: LinkStats,
     pub metrics: PeerMetrics,
@@ -132,15 +133,19 @@ impl PeerLink {
         }
     }
 
-    /// An incoming connection from this peer identified itself: it becomes the newest.
-    /// Returns its generation and a receiver that changes when a newer one arrives.
-    pub fn claim_inbound(&self) -> (u64, watch::Receiver<u64>) {
-        let mut generation = 0;
-        self.inbound_generation.send_modify(|g| {
-            *g += 1;
-            generation = *g;
+    /// An incoming connection from this peer, the `accepted`-th the listener accepted, sent its
+    /// first whole, valid frame: it speaks for the peer unless a connection accepted later
+    /// already does (`None`: close this one). Returns a receiver of the newest's number, which
+    /// tells this one when it is superseded.
+    pub fn claim_inbound(&self, accepted: u64) -> Option<watch::Receiver<u64>> {
+        let claimed = self.inbound_generation.send_if_modified(|newest| {
+            let newer = accepted > *newest;
+            if newer {
+                *newest = accepted;
+            }
+            newer
         });
-        (generation, self.inbound_generation.subscribe())
+        claimed.then(|| self.inbound_generation.subscribe())
     }
 
     pub fn state(&self) -> LinkState {
@@ -341,7 +346,10 @@ async fn connect(addr: SocketAddr, backoff: &BackoffConfig) -> io::Result<TcpStr
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
     stream.set_nodelay(true)?;
-    set_unacked_timeout(&stream, backoff.unacked_timeout)?;
+    if let Err(error) = set_unacked_timeout(&stream, backoff.unacked_timeout) {
+        // TCP's own (much longer) timeouts still apply: slower recovery after a partition.
+        warn!(%error, "TCP_USER_TIMEOUT not set");
+    }
     Ok(stream)
 }
 
