@@ -7,6 +7,10 @@
 //! (`cargo build -p omnipaxos_kv`), so they are `#[ignore]`d in `cargo test --workspace`;
 //! `.ci/run`'s fault-harness step runs them as root with `--ignored`.
 
+use nix::{
+    sys::signal::{kill, Signal},
+    unistd::Pid,
+};
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
@@ -30,9 +34,8 @@ struct Harness(Child);
 impl Drop for Harness {
     fn drop(&mut self) {
         if matches!(self.0.try_wait(), Ok(None)) {
-            let pid = self.0.id().to_string();
             for _ in 0..2 {
-                let _ = Command::new("kill").args(["-s", "INT", &pid]).status();
+                let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGINT);
                 std::thread::sleep(Duration::from_millis(200));
             }
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -160,9 +163,8 @@ fn run_and_end(subnet: &str, extra: &[&str], end: impl FnOnce(u32)) -> ExitStatu
     status.expect("exited")
 }
 
-fn signal(pid: u32, name: &str) {
-    let sent = Command::new("kill").args(["-s", name, &pid.to_string()]).status().expect("kill");
-    assert!(sent.success(), "kill -s {name} {pid}");
+fn signal(pid: u32, signal: Signal) {
+    kill(Pid::from_raw(pid as i32), signal).unwrap_or_else(|e| panic!("{signal} to {pid}: {e}"));
 }
 
 #[test]
@@ -176,9 +178,9 @@ fn a_panic_while_a_fault_is_in_force_tears_everything_down() {
 #[ignore = "needs root and a built opkv; run by .ci/run's fault-harness step"]
 fn a_second_interrupt_tears_everything_down_at_once() {
     let status = run_and_end("10.79.2", &[], |harness| {
-        signal(harness, "INT");
+        signal(harness, Signal::SIGINT);
         std::thread::sleep(Duration::from_millis(200));
-        signal(harness, "INT");
+        signal(harness, Signal::SIGINT);
     });
     assert_eq!(status.code(), Some(130));
 }
@@ -188,7 +190,7 @@ fn a_second_interrupt_tears_everything_down_at_once() {
 fn an_interrupt_heals_checks_and_tears_down() {
     let status = run_and_end("10.79.3", &[], |harness| {
         std::thread::sleep(Duration::from_secs(3)); // a fault or two
-        signal(harness, "TERM");
+        signal(harness, Signal::SIGTERM);
     });
     assert!(matches!(status.code(), Some(0 | 1)), "checked and reported, then exited: {status:?}");
 }
