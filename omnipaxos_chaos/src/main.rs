@@ -196,19 +196,11 @@ fn run_configs(args: &RunArgs) -> Result<Vec<RunConfig>, ChaosError> {
 
 /// First Ctrl-C or SIGTERM: stop injecting, heal, check, tear down. Second: tear down now, exit.
 fn handle_signals(stop: Arc<AtomicBool>) {
+    let mut interrupts = omnipaxos_kv::cli::interrupt_counter();
     tokio::spawn(async move {
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async {
-                    match terminate.as_mut() {
-                        Some(signal) => { signal.recv().await; }
-                        None => std::future::pending::<()>().await,
-                    }
-                } => {}
-            }
-            if stop.swap(true, Ordering::Relaxed) {
+        while interrupts.changed().await.is_ok() {
+            let count = *interrupts.borrow_and_update();
+            if count >= 2 || stop.swap(true, Ordering::Relaxed) {
                 eprintln!("second interrupt: tearing down now");
                 cleanup::run_all();
                 std::process::exit(130);
