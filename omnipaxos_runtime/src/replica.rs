@@ -330,7 +330,6 @@ where
     }
 
     fn take(&mut self, wake: Wake<T, S>) {
-        self.check_clock();
         match wake {
             Wake::Message(message) => self.handle_message(message),
             Wake::Tick => self.tick(),
@@ -345,7 +344,6 @@ where
 
     /// Takes what is queued without blocking; false if nothing was.
     fn take_queued(&mut self) -> bool {
-        self.check_clock();
         let mut taken = false;
         for _ in 0..self.ctx.limits.round_limit_inputs {
             match self.channels.inbound.try_recv() {
@@ -393,7 +391,7 @@ where
     /// last): the core counts its lease in ticks, and ticks missed while the process was
     /// stopped (SIGSTOP, a frozen VM) or this thread was blocked are skipped, not replayed, so
     /// the lease would outlive real time while the other nodes, whose clocks ran, elect a new
-    /// leader and decide: a stale read. Checked before any input is handed to the core: each
+    /// leader and decide: a stale read. Checked before every input that can use or grant a lease: each
     /// message, each tick (before it resets the clock), each lease read.
     fn check_clock(&mut self) {
         if self.last_tick_at.elapsed() > self.ctx.tick_interval.saturating_mul(3) / 2 {
