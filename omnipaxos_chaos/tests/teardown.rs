@@ -80,15 +80,7 @@ fn children(parent: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().is_some_and(|stat| {
-                // pid (comm) state ppid ...: comm may hold spaces, so split after its ')'.
-                let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-                let fields: Vec<&str> = rest.split_whitespace().collect();
-                fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(parent)
-                    && fields.first() != Some(&"Z")
-            })
-        })
+        .filter(|&pid| state_and_parent(pid).is_some_and(|(state, ppid)| ppid == parent && state != "Z"))
         .filter(|pid| {
             std::fs::read_link(format!("/proc/{pid}/exe"))
                 .is_ok_and(|exe| exe.file_name().is_some_and(|name| name == "opkv"))
@@ -97,10 +89,16 @@ fn children(parent: u32) -> Vec<u32> {
 }
 
 fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        rest.split_whitespace().next() != Some("Z")
-    })
+    state_and_parent(pid).is_some_and(|(state, _)| state != "Z")
+}
+
+/// A process's state letter and parent pid, from `/proc/<pid>/stat` (`pid (comm) state ppid
+/// ...`; comm may hold spaces, so the fields are split after its `)`).
+fn state_and_parent(pid: u32) -> Option<(String, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.to_string();
+    Some((state, fields.next()?.parse().ok()?))
 }
 
 fn namespaces(harness: u32) -> Vec<String> {
